@@ -1,0 +1,33 @@
+"""DRF authentication classes; which ones apply is chosen in settings."""
+
+from __future__ import annotations
+
+from rest_framework import authentication, exceptions
+
+from .identity import InvalidToken, authenticate_bearer
+
+
+class BearerTokenAuthentication(authentication.BaseAuthentication):
+    """``Authorization: Bearer <token>``: a local API token or an Entra ID access token."""
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).split()
+        if not header or header[0].lower() != b"bearer":
+            return None
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed("malformed Authorization header")
+        try:
+            identity = authenticate_bearer(header[1].decode("latin-1"))
+        except InvalidToken as exc:
+            raise exceptions.AuthenticationFailed(str(exc)) from None
+        request.identity = identity
+        return identity.user, identity
+
+    def authenticate_header(self, request) -> str:
+        if authentication.get_authorization_header(request):
+            return 'Bearer realm="task-status", error="invalid_token"'
+        return 'Bearer realm="task-status"'
+
+
+class SessionAuthentication(authentication.SessionAuthentication):
+    """The staff pages' session, with DRF's CSRF check for unsafe methods."""

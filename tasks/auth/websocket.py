@@ -1,0 +1,79 @@
+"""WebSocket handshake: Origin check and credentials, through the REST code path."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.auth import AuthMiddleware
+from channels.db import database_sync_to_async
+from channels.security.websocket import OriginValidator
+from channels.sessions import SessionMiddlewareStack
+from django.conf import settings
+from django.http.request import is_same_domain
+
+from .identity import Identity, InvalidToken, authenticate_bearer
+
+
+def _bearer_from_scope(scope: dict) -> str | None:
+    """``?access_token=`` first (browsers cannot set headers), then ``Authorization``."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    if "access_token" in query:
+        return query["access_token"][-1]
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            parts = value.decode("latin-1").split()
+            if len(parts) == 2 and parts[0].lower() == "bearer":
+                return parts[1]
+            return ""
+    return None
+
+
+class TokenAuthMiddleware(AuthMiddleware):
+    """Sets ``scope["identity"]`` from a token, else falls back to the session cookie.
+
+    A refused token leaves ``scope["auth_error"]`` so the consumer can accept and
+    close with 4401, which a browser can tell apart from a network fault.
+    """
+
+    async def resolve_scope(self, scope: dict) -> None:
+        raw = _bearer_from_scope(scope)
+        if raw is None:
+            await super().resolve_scope(scope)
+            user = scope["user"]
+            if user.is_authenticated:
+                scope["identity"] = Identity(user=user)
+            return
+        try:
+            identity = await database_sync_to_async(authenticate_bearer)(raw)
+        except InvalidToken as exc:
+            scope["auth_error"] = str(exc)
+            return
+        scope["identity"] = identity
+        scope["user"] = identity.user
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
+        scope = dict(scope)
+        self.populate_scope(scope)
+        await self.resolve_scope(scope)
+        return await self.inner(scope, receive, send)
+
+
+class BrowserOriginValidator(OriginValidator):
+    """Refuse a browser handshake from a foreign Origin; allow non-browser clients (no Origin)."""
+
+    def valid_origin(self, parsed_origin: Any) -> bool:
+        if parsed_origin is None:
+            return True
+        return super().valid_origin(parsed_origin)
+
+    def validate_origin(self, parsed_origin: Any) -> bool:
+        host = parsed_origin.hostname or ""
+        return any(
+            pattern == "*" or is_same_domain(host, pattern.strip("[]"))
+            for pattern in settings.ALLOWED_HOSTS
+        )
+
+
+def websocket_security(inner: Any) -> Any:
+    return BrowserOriginValidator(SessionMiddlewareStack(TokenAuthMiddleware(inner)), ["*"])

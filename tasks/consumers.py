@@ -1,0 +1,232 @@
+"""The WebSocket endpoint: a thin protocol adapter between a client and the hub."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+import uuid
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from . import groups
+from .auth.permissions import can_read
+from .hub import Delivery, Update, hub
+from .models import Operation
+from .selectors import changed_since
+from .serializers import encode_status_message
+
+logger = logging.getLogger(__name__)
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+
+
+class FrameError(ValueError):
+    """A client frame the server cannot take; answered with an ``error`` message."""
+
+
+def _subscription_of(message: dict) -> tuple[tuple[str, str], dict]:
+    operation = message.get("operation")
+    task_id = message.get("task_id")
+    if operation is not None and task_id is not None:
+        raise FrameError("give operation or task_id, not both")
+    if operation is not None:
+        if not isinstance(operation, str) or operation not in Operation.values:
+            raise FrameError(
+                f"unknown operation {operation!r}; valid: {', '.join(Operation.values)}"
+            )
+        return groups.operation_key(operation), {"operation": operation}
+    if task_id is not None:
+        try:
+            normalized = str(uuid.UUID(task_id)) if isinstance(task_id, str) else None
+        except ValueError:
+            normalized = None
+        if normalized is None:
+            raise FrameError(f"task_id must be a UUID string, got {task_id!r}")
+        return groups.task_key(normalized), {"task_id": normalized}
+    return groups.ALL, {}
+
+
+def _since_of(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise FrameError("since must be Unix seconds (a number)") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise FrameError("since must be Unix seconds (a number)")
+    if value < 0:
+        raise FrameError("since must not be negative")
+    return float(value)
+
+
+class TaskStatusConsumer(AsyncWebsocketConsumer):
+    """Subscriptions, catch-up and heartbeats for one client.
+
+    Live updates do not pass through this consumer's channel-layer queue: the
+    hub calls ``deliver`` with the already-encoded frame.
+    """
+
+    async def connect(self) -> None:
+        self.subscriptions: set[tuple[str, str]] = set()
+        self.delivery = Delivery(self.base_send, self._close_with)
+        self._catchup: list[Update] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+        await self.accept()
+        identity = self.scope.get("identity")
+        if identity is None:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        if not can_read(identity.user):
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        if identity.expires_at is not None:
+            delay = max(0.0, identity.expires_at - time.time())
+            self._expiry = asyncio.get_running_loop().call_later(
+                delay, lambda: asyncio.ensure_future(self._close_with(CLOSE_UNAUTHENTICATED))
+            )
+        hub.ensure_started()
+        await self._subscribe_from_url()
+
+    async def disconnect(self, code: int) -> None:
+        if getattr(self, "delivery", None) is not None:
+            self.delivery.closed = True
+        if getattr(self, "_expiry", None) is not None:
+            self._expiry.cancel()
+        for key in getattr(self, "subscriptions", ()):
+            hub.discard(self, key)
+
+    async def _close_with(self, code: int) -> None:
+        self.delivery.closed = True
+        for key in self.subscriptions:
+            hub.discard(self, key)
+        await self.close(code=code)
+
+    # -- incoming frames ---------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            if text_data is None:
+                raise FrameError("binary frames are not supported; send JSON text")
+            try:
+                message = json.loads(text_data)
+            except ValueError:
+                raise FrameError("frame is not valid JSON") from None
+            if not isinstance(message, dict):
+                raise FrameError("frame must be a JSON object with an action")
+            action = message.get("action")
+            handler = (
+                {
+                    "subscribe": self.action_subscribe,
+                    "unsubscribe": self.action_unsubscribe,
+                    "ping": self.action_ping,
+                }.get(action)
+                if isinstance(action, str)
+                else None
+            )
+            if handler is None:
+                raise FrameError(f"unknown action {action!r}; valid: subscribe, unsubscribe, ping")
+            await handler(message)
+        except FrameError as exc:
+            await self._send_json({"type": "error", "error": str(exc)})
+
+    async def action_ping(self, message: dict) -> None:
+        await self._send_json({"type": "pong"})
+
+    async def action_subscribe(self, message: dict) -> None:
+        key, described = _subscription_of(message)
+        since = _since_of(message.get("since"))
+        await self._subscribe(key, described, since)
+
+    async def action_unsubscribe(self, message: dict) -> None:
+        key, described = _subscription_of(message)
+        if key in self.subscriptions:
+            self.subscriptions.discard(key)
+            hub.discard(self, key)
+        await self._send_json({"type": "unsubscribed", "subscription": described})
+
+    # -- subscriptions -----------------------------------------------------
+
+    async def _subscribe_from_url(self) -> None:
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        wanted = [{"operation": op} for op in query.get("operation", [])]
+        wanted += [{"task_id": task_id} for task_id in query.get("task_id", [])]
+        try:
+            since = _since_of(query["since"][-1]) if "since" in query else None
+        except FrameError as exc:
+            await self._send_json({"type": "error", "error": str(exc)})
+            since = None
+        if not wanted:
+            wanted = [{}]
+        for message in wanted:
+            try:
+                key, described = _subscription_of(message)
+                await self._subscribe(key, described, since)
+            except FrameError as exc:
+                await self._send_json({"type": "error", "error": str(exc)})
+
+    async def _subscribe(self, key: tuple[str, str], described: dict, since: float | None) -> None:
+        if (
+            key not in self.subscriptions
+            and len(self.subscriptions) >= settings.WS_MAX_SUBSCRIPTIONS
+        ):
+            raise FrameError(
+                f"at most {settings.WS_MAX_SUBSCRIPTIONS} subscriptions per connection"
+            )
+        if since is not None:
+            self._catchup = []
+        self.subscriptions.add(key)
+        hub.add(self, key)
+        reply = dict(described)
+        if since is not None:
+            reply["since"] = since
+        await self._send_json({"type": "subscribed", "subscription": reply})
+        if since is not None:
+            await self._catch_up(key, since)
+
+    async def _catch_up(self, key: tuple[str, str], since: float) -> None:
+        """Current state first, then the live updates buffered meanwhile, never older."""
+        kind, value = key
+        try:
+            tasks = await database_sync_to_async(changed_since)(
+                since,
+                everything=kind == groups.ALL[0],
+                operations=[value] if kind == "operation" else [],
+                task_ids=[value] if kind == "task" else [],
+            )
+        finally:
+            buffered, self._catchup = self._catchup or [], None
+        sent: dict[str, int] = {}
+        for task in tasks:
+            update = Update(
+                str(task.task_id),
+                task.operation,
+                task.version,
+                task.status,
+                encode_status_message(task),
+            )
+            sent[update.task_id] = update.version
+            self.delivery.offer(update)
+        for update in buffered:
+            if update.version > sent.get(update.task_id, 0):
+                self.delivery.offer(update)
+
+    def deliver(self, update: Update) -> None:
+        """Called by the hub, on this process's loop, for each update this client wants."""
+        if self._catchup is not None:
+            self._catchup.append(update)
+        else:
+            self.delivery.offer(update)
+
+    async def _send_json(self, message: dict) -> None:
+        if not self.delivery.closed:
+            await self.send(text_data=json.dumps(message, separators=(",", ":")))

@@ -1,0 +1,89 @@
+"""Every API error as JSON: ``{"detail": str, "request_id": str}`` plus field errors."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.http import JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from .logging import request_id_var
+from .tracker import TaskAlreadyFinished, TaskNotFound
+
+logger = logging.getLogger(__name__)
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "conflict"
+    default_code = "conflict"
+
+
+class BadParameter(exceptions.ValidationError):
+    """A malformed query parameter, named in the detail."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__({"detail": f"{name}: {reason}", "parameter": name})
+
+
+def _flatten(detail: Any) -> tuple[str, dict | None]:
+    if isinstance(detail, dict):
+        if "detail" in detail:
+            rest = {k: v for k, v in detail.items() if k != "detail"}
+            return str(detail["detail"]), rest or None
+        return "invalid input", {"errors": detail}
+    if isinstance(detail, list):
+        return "; ".join(str(item) for item in detail) or "invalid input", None
+    return str(detail), None
+
+
+def exception_handler(exc: Exception, context: dict) -> Response | None:
+    if isinstance(exc, TaskNotFound):
+        exc = exceptions.NotFound("no such task")
+    elif isinstance(exc, TaskAlreadyFinished):
+        response = Response(
+            {"detail": str(exc), "status": exc.status}, status=status.HTTP_409_CONFLICT
+        )
+        response.data["request_id"] = request_id_var.get()
+        return response
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        logger.exception("unhandled error in %s", context.get("view").__class__.__name__)
+        response = Response(
+            {"detail": "internal error"}, status=status.HTTP_500_INTERNAL_SERVER_ERROR
+        )
+        return _finish(response, "internal error", None)
+    detail, extra = _flatten(response.data)
+    return _finish(response, detail, extra)
+
+
+def _finish(response: Response, detail: str, extra: dict | None) -> Response:
+    body: dict[str, Any] = {"detail": detail}
+    if extra:
+        body.update(extra)
+    body["request_id"] = request_id_var.get()
+    response.data = body
+    return response
+
+
+def json_error(status_code: int, detail: str) -> JsonResponse:
+    return JsonResponse({"detail": detail, "request_id": request_id_var.get()}, status=status_code)
+
+
+def handler400(request, exception=None) -> JsonResponse:
+    return json_error(400, "bad request")
+
+
+def handler403(request, exception=None) -> JsonResponse:
+    return json_error(403, "forbidden")
+
+
+def handler404(request, exception=None) -> JsonResponse:
+    return json_error(404, "not found")
+
+
+def handler500(request) -> JsonResponse:
+    return json_error(500, "internal error")

@@ -1,0 +1,20 @@
+"""Names of the routes that task updates travel on, in one place.
+
+Every update is published once, on one Redis channel; each server process
+holds one subscription to it and routes the update to its own clients by the
+keys below, so that Redis does constant work per update however many watch.
+"""
+
+from __future__ import annotations
+
+UPDATES_CHANNEL = "task-status:updates"
+
+ALL = ("all", "")
+
+
+def operation_key(operation: str) -> tuple[str, str]:
+    return ("operation", operation)
+
+
+def task_key(task_id: str) -> tuple[str, str]:
+    return ("task", task_id)

@@ -1,0 +1,116 @@
+"""The stored task status: one row per task, written only by ``tasks.tracker``."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class Operation(models.TextChoices):
+    DAILY_SALES = "daily_sales", "Daily sales processing"
+    INVOICE_SYNC = "invoice_sync", "Invoice synchronization"
+    UPDATE_FOOD_HANDLER_PDFS = "update_food_handler_pdfs", "Food handler PDF updates"
+    TRANSFORM_TIPS = "transform_tips", "Tips transformation"
+    GET_MPVS = "get_mpvs", "Meal period violations"
+    GET_FOOD_HANDLER_LINKS = "get_food_handler_links", "Food handler PDF links"
+    EMAIL_TIPS = "email_tips", "Tips email generation"
+
+
+class Status(models.TextChoices):
+    STARTED = "started", "Started"
+    PROCESSING = "processing", "Processing"
+    ERROR = "error", "Error"
+    COMPLETED = "completed", "Completed"
+    COMPLETED_WITH_ERRORS = "completed_with_errors", "Completed with errors"
+    FAILED = "failed", "Failed"
+
+
+TERMINAL_STATUSES = frozenset({Status.COMPLETED, Status.COMPLETED_WITH_ERRORS, Status.FAILED})
+
+
+class TaskStatus(models.Model):
+    task_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    operation = models.CharField(max_length=32, choices=Operation.choices)
+    status = models.CharField(max_length=32, choices=Status.choices, default=Status.STARTED)
+    progress_current = models.IntegerField(null=True, blank=True)
+    progress_total = models.IntegerField(null=True, blank=True)
+    progress_message = models.TextField(blank=True, default="")
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(null=True, blank=True)  # noqa: DJ001 (null is the wire's "no error")
+    # Unix seconds with sub-second precision: the wire shows whole seconds, but
+    # catch-up and ordering need the finer value.
+    created_at = models.FloatField()
+    updated_at = models.FloatField()
+    expires_at = models.FloatField()
+    version = models.PositiveIntegerField(default=1)
+    error_count = models.PositiveIntegerField(default=0)
+    request_id = models.CharField(max_length=128, blank=True, default="")
+    launched_by = models.CharField(max_length=150, blank=True, default="")
+    params = models.JSONField(null=True, blank=True)
+    cancel_requested_by = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at", "-task_id"]
+        indexes = [
+            models.Index(fields=["operation", "-created_at", "-task_id"], name="task_op_created"),
+            models.Index(fields=["-created_at", "-task_id"], name="task_created"),
+            models.Index(fields=["updated_at"], name="task_updated"),
+            models.Index(fields=["expires_at"], name="task_expires"),
+        ]
+        verbose_name = "task status"
+        verbose_name_plural = "task statuses"
+
+    def __str__(self) -> str:
+        return f"{self.operation} {self.task_id} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def progress(self) -> dict | None:
+        if self.progress_current is None:
+            return None
+        return {
+            "current": self.progress_current,
+            "total": self.progress_total if self.progress_total is not None else 0,
+            "message": self.progress_message,
+        }
+
+
+def default_ttl() -> int:
+    return settings.TASK_STATUS_TTL
+
+
+class ApiToken(models.Model):
+    """A local-mode bearer token; only its SHA-256 is stored."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=100, blank=True, default="")
+    key_hash = models.CharField(max_length=64, unique=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"API token {self.name or self.pk} of {self.user}"
+
+
+class IdempotencyKey(models.Model):
+    """Makes a repeated launch with the same ``Idempotency-Key`` return the same task."""
+
+    user_id = models.BigIntegerField()
+    key = models.CharField(max_length=200)
+    task_id = models.UUIDField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user_id", "key"], name="idempotency_user_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} -> {self.task_id}"

@@ -1,0 +1,80 @@
+"""Reads of TaskStatus. The one place that knows expired tasks are invisible."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+
+from django.db.models import Q, QuerySet
+
+from .models import TaskStatus
+
+
+def visible_tasks(*, now: float | None = None) -> QuerySet[TaskStatus]:
+    """Every task that has not expired, whether or not the purge has run yet."""
+    return TaskStatus.objects.filter(expires_at__gt=time.time() if now is None else now)
+
+
+def get_task(task_id: str) -> TaskStatus | None:
+    """The task, or None for an unknown, malformed or expired id."""
+    try:
+        key = uuid.UUID(str(task_id))
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return visible_tasks().filter(pk=key).first()
+
+
+def list_tasks(
+    *,
+    operation: str | None = None,
+    statuses: Iterable[str] | None = None,
+    updated_since: float | None = None,
+    after: tuple[float, str] | None = None,
+    limit: int = 500,
+) -> list[TaskStatus]:
+    """Newest ``created_at`` first; ``after`` is the (created_at, task_id) keyset position."""
+    qs = visible_tasks()
+    if operation:
+        qs = qs.filter(operation=operation)
+    if statuses:
+        qs = qs.filter(status__in=list(statuses))
+    if updated_since is not None:
+        qs = qs.filter(updated_at__gte=updated_since)
+    if after is not None:
+        created_at, task_id = after
+        qs = qs.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, task_id__lt=task_id))
+    return list(qs.order_by("-created_at", "-task_id")[:limit])
+
+
+def changed_since(
+    since: float,
+    *,
+    operations: Iterable[str] = (),
+    task_ids: Iterable[str] = (),
+    everything: bool = False,
+) -> list[TaskStatus]:
+    """Catch-up: current documents of matching tasks updated at or after ``since``, oldest first.
+
+    ``since`` is whole Unix seconds on the wire, so the comparison is against the
+    start of that second: a client that sends the ``updated_at`` it last saw gets
+    that change again rather than missing a later one in the same second.
+    """
+    qs = visible_tasks().filter(updated_at__gte=float(int(since)))
+    if not everything:
+        match = Q(pk__in=[])
+        ops = list(operations)
+        ids = list(task_ids)
+        if ops:
+            match |= Q(operation__in=ops)
+        if ids:
+            match |= Q(pk__in=ids)
+        qs = qs.filter(match)
+    return list(qs.order_by("updated_at", "task_id"))
+
+
+def changed_since_wire(since: float) -> list[str]:
+    """Wire messages of every task changed since ``since`` (the hub's gap repair)."""
+    from .broadcast import wire_message
+
+    return [wire_message(task) for task in changed_since(since, everything=True)]

@@ -1,0 +1,67 @@
+"""The one TaskStatus document, for REST bodies and WebSocket payloads alike.
+
+Encoding is hand-rolled rather than a DRF ModelSerializer because the same
+document is built on every change in the tracker's hot path; the DRF
+serializer below only describes it for the OpenAPI schema.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rest_framework import serializers
+
+from .models import Operation, Status, TaskStatus
+
+
+def task_document(task: TaskStatus) -> dict[str, Any]:
+    """The contract's document: every key present, unset ones null."""
+    return {
+        "task_id": str(task.task_id),
+        "operation": task.operation,
+        "status": task.status,
+        "progress": task.progress,
+        "result": task.result,
+        "error": task.error,
+        "created_at": int(task.created_at),
+        "updated_at": int(task.updated_at),
+        "version": task.version,
+    }
+
+
+def encode_status_message(task: TaskStatus) -> str:
+    """The WebSocket frame for one change, encoded once for every client."""
+    return json.dumps(
+        {"type": "task_status", "payload": task_document(task)},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+class ProgressSerializer(serializers.Serializer):
+    current = serializers.IntegerField()
+    total = serializers.IntegerField()
+    message = serializers.CharField(allow_blank=True)
+
+
+class TaskStatusSerializer(serializers.Serializer):
+    """Schema of the document; see ``task_document`` for the encoder."""
+
+    task_id = serializers.UUIDField()
+    operation = serializers.ChoiceField(choices=Operation.choices)
+    status = serializers.ChoiceField(choices=Status.choices)
+    progress = ProgressSerializer(allow_null=True)
+    result = serializers.JSONField(allow_null=True)
+    error = serializers.CharField(allow_null=True)
+    created_at = serializers.IntegerField(help_text="Unix seconds")
+    updated_at = serializers.IntegerField(help_text="Unix seconds")
+    version = serializers.IntegerField(help_text="1 on creation, +1 on every change")
+
+    def to_representation(self, instance: TaskStatus) -> dict[str, Any]:
+        return task_document(instance)
+
+
+class LaunchSerializer(serializers.Serializer):
+    operation = serializers.ChoiceField(choices=Operation.choices)
+    params = serializers.DictField(required=False, default=dict)

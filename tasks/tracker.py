@@ -1,0 +1,380 @@
+"""The reporting API: the only code that writes TaskStatus.
+
+A job reports through a ``TaskHandle``. Each change is one short transaction
+that re-reads the row and writes it back only if nobody changed it meanwhile
+(optimistic concurrency on ``version``), so two processes writing one task
+never lose an update or move ``version`` backwards, on PostgreSQL and SQLite
+alike. The broadcast leaves after the commit, and a broadcast that fails is
+logged, never raised into the job: the database is the truth and catch-up
+repairs any gap.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from . import broadcast
+from .models import TERMINAL_STATUSES, Operation, Status, TaskStatus
+
+logger = logging.getLogger(__name__)
+
+_MAX_ATTEMPTS = 50
+
+
+class TrackerError(Exception):
+    """Base of the reporting API's errors."""
+
+
+class TaskNotFound(TrackerError):
+    pass
+
+
+class TaskAlreadyFinished(TrackerError):
+    """A change was asked of a task that is completed, completed_with_errors or failed."""
+
+    def __init__(self, task_id: str, status: str) -> None:
+        super().__init__(f"task {task_id} is already {status}; it cannot change again")
+        self.task_id = task_id
+        self.status = status
+
+
+class InvalidProgress(TrackerError, ValueError):
+    pass
+
+
+class TaskCancelled(TrackerError):
+    """Raised from ``progress()`` when someone asked the task to stop."""
+
+    def __init__(self, cancelled_by: str) -> None:
+        super().__init__(f"cancelled by {cancelled_by}")
+        self.cancelled_by = cancelled_by
+
+
+Mutation = Callable[[TaskStatus], None]
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _publish_after_commit(task: TaskStatus) -> None:
+    transaction.on_commit(lambda: broadcast.publish_change(task))
+
+
+def _change(task_id: str, mutate: Mutation, *, check_cancel: bool = False) -> TaskStatus:
+    """Apply ``mutate`` to the latest row as one compare-and-swap write."""
+    for _ in range(_MAX_ATTEMPTS):
+        with transaction.atomic():
+            try:
+                task = TaskStatus.objects.get(pk=task_id)
+            except (TaskStatus.DoesNotExist, ValueError, TypeError):
+                raise TaskNotFound(f"no task {task_id}") from None
+            if task.is_terminal:
+                raise TaskAlreadyFinished(str(task.task_id), task.status)
+            if check_cancel and task.cancel_requested_by:
+                raise TaskCancelled(task.cancel_requested_by)
+            previous_version = task.version
+            mutate(task)
+            now = _now()
+            task.updated_at = max(now, task.updated_at)
+            task.expires_at = task.updated_at + settings.TASK_STATUS_TTL
+            task.version = previous_version + 1
+            fields = {
+                "status": task.status,
+                "progress_current": task.progress_current,
+                "progress_total": task.progress_total,
+                "progress_message": task.progress_message,
+                "result": task.result,
+                "error": task.error,
+                "error_count": task.error_count,
+                "updated_at": task.updated_at,
+                "expires_at": task.expires_at,
+                "version": task.version,
+                "cancel_requested_by": task.cancel_requested_by,
+            }
+            written = TaskStatus.objects.filter(pk=task.pk, version=previous_version).update(
+                **fields
+            )
+            if written:
+                _publish_after_commit(task)
+                return task
+    raise TrackerError(f"task {task_id}: too much contention, change not written")
+
+
+def _create(
+    operation: str,
+    *,
+    total: int | None,
+    request_id: str | None,
+    params: dict | None,
+    launched_by: str,
+) -> TaskStatus:
+    if operation not in Operation.values:
+        raise TrackerError(f"unknown operation {operation!r}")
+    if total is not None and (not isinstance(total, int) or total < 0):
+        raise InvalidProgress(f"total must be a non-negative integer, got {total!r}")
+    now = _now()
+    with transaction.atomic():
+        task = TaskStatus.objects.create(
+            task_id=uuid.uuid4(),
+            operation=operation,
+            status=Status.STARTED,
+            progress_current=0 if total is not None else None,
+            progress_total=total,
+            created_at=now,
+            updated_at=now,
+            expires_at=now + settings.TASK_STATUS_TTL,
+            version=1,
+            request_id=(request_id or "")[:128],
+            launched_by=launched_by[:150],
+            params=params,
+        )
+        _publish_after_commit(task)
+    return task
+
+
+def _validate_progress(current: Any, total: Any) -> None:
+    for name, value in (("current", current), ("total", total)):
+        if value is None and name == "total":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidProgress(f"progress {name} must be an integer, got {value!r}")
+        if value < 0:
+            raise InvalidProgress(f"progress {name} must not be negative, got {value}")
+    if total is not None and current > total:
+        raise InvalidProgress(f"progress current {current} is above total {total}")
+
+
+class TaskHandle:
+    """One task as its job sees it.
+
+    Progress arriving faster than ``TASK_PROGRESS_MIN_INTERVAL`` is held and
+    written by a timer (or folded into the next change), so the latest value
+    always gets out while a tight loop costs at most ten writes a second.
+    """
+
+    def __init__(self, task: TaskStatus) -> None:
+        self.task_id = str(task.task_id)
+        self.operation = task.operation
+        self._status = task.status
+        self._total = task.progress_total
+        self._lock = threading.RLock()
+        self._last_write = 0.0
+        self._pending: tuple[int, int | None, str] | None = None
+        self._timer: threading.Timer | None = None
+
+    def __repr__(self) -> str:
+        return f"<TaskHandle {self.operation} {self.task_id} {self._status}>"
+
+    @property
+    def status(self) -> str:
+        return self._status
+
+    @property
+    def is_terminal(self) -> bool:
+        return self._status in TERMINAL_STATUSES
+
+    # -- reporting ---------------------------------------------------------
+
+    def progress(self, current: int, message: str = "", *, total: int | None = None) -> None:
+        """Report ``current`` of ``total`` steps; shows ``processing``."""
+        with self._lock:
+            total = self._total if total is None else total
+            _validate_progress(current, total)
+            if self.is_terminal:
+                raise TaskAlreadyFinished(self.task_id, self._status)
+            self._pending = (current, total, str(message))
+            wait = self._last_write + settings.TASK_PROGRESS_MIN_INTERVAL - time.monotonic()
+            if wait > 0:
+                self._schedule_flush(wait)
+                return
+            self._write(lambda task: None, check_cancel=True)
+
+    def error(self, message: str) -> None:
+        """Record an error the task survives; it shows ``error`` until its next change."""
+
+        def mutate(task: TaskStatus) -> None:
+            task.status = Status.ERROR
+            task.error = str(message)
+            task.error_count += 1
+
+        with self._lock:
+            self._write(mutate)
+
+    def complete(self, result: Any = None) -> None:
+        """End the task: ``completed``, or ``completed_with_errors`` after any ``error()``."""
+
+        def mutate(task: TaskStatus) -> None:
+            task.status = Status.COMPLETED_WITH_ERRORS if task.error_count else Status.COMPLETED
+            task.result = result
+
+        with self._lock:
+            self._write(mutate)
+
+    def fail(self, message: str) -> None:
+        """End the task ``failed`` with ``message`` as its error."""
+
+        def mutate(task: TaskStatus) -> None:
+            task.status = Status.FAILED
+            task.error = str(message)
+
+        with self._lock:
+            self._write(mutate)
+
+    def check_cancelled(self) -> None:
+        """Raise ``TaskCancelled`` if a cancel was requested (for jobs between steps)."""
+        cancelled_by = (
+            TaskStatus.objects.filter(pk=self.task_id)
+            .values_list("cancel_requested_by", flat=True)
+            .first()
+        )
+        if cancelled_by:
+            raise TaskCancelled(cancelled_by)
+
+    # -- internals ---------------------------------------------------------
+
+    def _write(self, mutate: Mutation, *, check_cancel: bool = False) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        pending, self._pending = self._pending, None
+
+        def apply(task: TaskStatus) -> None:
+            if pending is not None:
+                task.progress_current, task.progress_total, task.progress_message = pending
+                if task.status in (Status.STARTED, Status.ERROR):
+                    task.status = Status.PROCESSING
+            mutate(task)
+
+        try:
+            task = _change(self.task_id, apply, check_cancel=check_cancel)
+        except TaskAlreadyFinished as exc:
+            self._status = exc.status
+            raise
+        self._status = task.status
+        self._total = task.progress_total
+        self._last_write = time.monotonic()
+
+    def _schedule_flush(self, delay: float) -> None:
+        if self._timer is None:
+            self._timer = threading.Timer(delay, self._flush)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _flush(self) -> None:
+        try:
+            with self._lock:
+                self._timer = None
+                if self._pending is not None and not self.is_terminal:
+                    self._write(lambda task: None)
+        except TrackerError as exc:
+            logger.warning("task %s: held progress not written: %s", self.task_id, exc)
+        finally:
+            connection.close()
+
+    def _finish_from_exception(self, exc: BaseException) -> None:
+        if self.is_terminal:
+            return
+        message = str(exc) or exc.__class__.__name__
+        try:
+            self.fail(message)
+        except TaskAlreadyFinished:
+            pass
+
+    def _finish_on_exit(self) -> None:
+        with self._lock:
+            if self._pending is not None and not self.is_terminal:
+                try:
+                    self._write(lambda task: None)
+                except TaskAlreadyFinished:
+                    pass
+
+
+@contextmanager
+def _running(handle: TaskHandle) -> Iterator[TaskHandle]:
+    try:
+        yield handle
+    except BaseException as exc:
+        handle._finish_from_exception(exc)
+        raise
+    else:
+        handle._finish_on_exit()
+
+
+def create_task(
+    operation: str,
+    *,
+    total: int | None = None,
+    request_id: str | None = None,
+    params: dict | None = None,
+    launched_by: str = "",
+) -> TaskHandle:
+    """Create a task in ``started`` without running anything (a launch)."""
+    task = _create(
+        operation, total=total, request_id=request_id, params=params, launched_by=launched_by
+    )
+    return TaskHandle(task)
+
+
+def start_task(
+    operation: str,
+    *,
+    total: int | None = None,
+    request_id: str | None = None,
+    params: dict | None = None,
+) -> contextmanager:
+    """Create a task and report on it; an exception escaping the block fails it."""
+    return _running(create_task(operation, total=total, request_id=request_id, params=params))
+
+
+def open_task(task_id: str) -> contextmanager:
+    """Re-open a created task for the job that runs it."""
+    try:
+        task = TaskStatus.objects.get(pk=task_id)
+    except (TaskStatus.DoesNotExist, ValueError, TypeError):
+        raise TaskNotFound(f"no task {task_id}") from None
+    return _running(TaskHandle(task))
+
+
+def request_cancel(task_id: str, *, by: str) -> TaskStatus:
+    """Ask a running task to stop at its next progress step.
+
+    The request is a stored field (written like any change, so it counts as
+    one version and is broadcast), which a job in another process sees.
+    """
+
+    def mutate(task: TaskStatus) -> None:
+        task.cancel_requested_by = by or "unknown user"
+
+    return _change(task_id, mutate)
+
+
+def purge_expired(*, batch_size: int = 10000, now: float | None = None) -> int:
+    """Delete expired rows in batches so that readers never wait on one long statement.
+
+    Plain SQL on purpose: a queryset ``delete()`` collects every row in Python
+    first, which is what runs other task stores out of memory at a million rows.
+    """
+    cutoff = _now() if now is None else now
+    table = connection.ops.quote_name(TaskStatus._meta.db_table)
+    sql = (
+        f"DELETE FROM {table} WHERE task_id IN "
+        f"(SELECT task_id FROM {table} WHERE expires_at <= %s LIMIT %s)"
+    )
+    removed = 0
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql, [cutoff, batch_size])
+            count = cursor.rowcount
+        removed += count
+        if count < batch_size:
+            return removed

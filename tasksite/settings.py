@@ -1,0 +1,250 @@
+"""Settings for the task status service.
+
+Every knob comes from the environment, here and nowhere else, with defaults
+that make a complete single-machine service: SQLite under ``var/``, the
+in-process channel layer and an in-process Celery worker.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+DEBUG = env_bool("DEBUG", "SECRET_KEY" not in os.environ)
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    SECRET_KEY = "development-only-secret-key-do-not-use-in-production"
+    if not os.environ.get("TASKSITE_QUIET_DEV_WARNING"):
+        sys.stderr.write("warning: SECRET_KEY is not set; using a development key\n")
+        os.environ["TASKSITE_QUIET_DEV_WARNING"] = "1"
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "channels",
+    "django_auth_adfs",
+    "tasks",
+    "operations",
+]
+
+MIDDLEWARE = [
+    "tasks.middleware.RequestIDMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "tasksite.urls"
+# The REST paths answer with and without a trailing slash (see tasks/urls.py);
+# no redirect may ever be issued for them.
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+ASGI_APPLICATION = "tasksite.asgi.application"
+WSGI_APPLICATION = "tasksite.wsgi.application"
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'tasks.sqlite3'}",
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Jobs in worker threads write while daphne reads: WAL and a busy timeout
+    # keep SQLite from answering "database is locked".
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+    }
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# Task status
+TASK_STATUS_TTL = env_int("TASK_STATUS_TTL", 604800)
+# Progress reported faster than this (seconds) is coalesced per task.
+TASK_PROGRESS_MIN_INTERVAL = float(os.environ.get("TASK_PROGRESS_MIN_INTERVAL", "0.1"))
+WS_MAX_SUBSCRIPTIONS = env_int("WS_MAX_SUBSCRIPTIONS", 100)
+# A client whose unsent backlog stays above the high-water mark this long is cut off (4013).
+WS_SLOW_CLIENT_SECONDS = float(os.environ.get("WS_SLOW_CLIENT_SECONDS", "10"))
+WS_SEND_HIGH_WATER = env_int("WS_SEND_HIGH_WATER", 1024 * 1024)
+WS_OUTBOX_LIMIT = env_int("WS_OUTBOX_LIMIT", 5000)
+WS_MAX_MESSAGE_SIZE = 65536
+DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE = WS_MAX_MESSAGE_SIZE
+
+# Authentication: Entra ID when a tenant is configured, Django's own users otherwise.
+AZURE_TENANT_ID = os.environ.get("AZURE_TENANT_ID", "")
+AZURE_CLIENT_ID = os.environ.get("AZURE_CLIENT_ID", "")
+AZURE_CLIENT_SECRET = os.environ.get("AZURE_CLIENT_SECRET", "")
+AZURE_AUDIENCE = os.environ.get("AZURE_AUDIENCE") or (
+    f"api://{AZURE_CLIENT_ID}" if AZURE_CLIENT_ID else ""
+)
+AZURE_AUTHORITY_HOST = os.environ.get("AZURE_AUTHORITY_HOST", "login.microsoftonline.com")
+AZURE_CA_BUNDLE = os.environ.get("AZURE_CA_BUNDLE", "")
+TASK_ADMIN_ROLE = os.environ.get("TASK_ADMIN_ROLE", "TaskStatus.Admin")
+TASK_RUNNER_ROLE = os.environ.get("TASK_RUNNER_ROLE", "TaskStatus.Run")
+ENTRA_MODE = bool(AZURE_TENANT_ID)
+
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+# django-auth-adfs checks AUTH_ADFS at import, so it is always defined.
+AUTH_ADFS = {
+    "TENANT_ID": AZURE_TENANT_ID or "local-mode",
+    "CLIENT_ID": AZURE_CLIENT_ID or "local-mode",
+    "CLIENT_SECRET": AZURE_CLIENT_SECRET or None,
+    "AUDIENCE": AZURE_AUDIENCE or "local-mode",
+    "RELYING_PARTY_ID": AZURE_CLIENT_ID or "local-mode",
+    "CLAIM_MAPPING": {"email": "email"},
+    "USERNAME_CLAIM": "preferred_username",
+    "GROUPS_CLAIM": "roles",
+    "MIRROR_GROUPS": True,
+    "LOGIN_EXEMPT_URLS": [],
+}
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "login"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "tasks.auth.drf.BearerTokenAuthentication",
+        "tasks.auth.drf.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "tasks.exceptions.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Task status service",
+    "DESCRIPTION": "Progress of the back office's long-running jobs.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+}
+
+# Jobs: Celery on Redis, or in-process when no broker is configured.
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_TASK_ALWAYS_EAGER = False
+JOB_MAX_SECONDS = env_int("JOB_MAX_SECONDS", 3600)
+DAILY_SALES_SCHEDULE = os.environ.get("DAILY_SALES_SCHEDULE", "30 4 * * *")
+INVOICE_SYNC_SCHEDULE = os.environ.get("INVOICE_SYNC_SCHEDULE", "*/30 * * * *")
+PURGE_SCHEDULE_SECONDS = env_int("PURGE_SCHEDULE_SECONDS", 300)
+SALES_SOURCE_URL = os.environ.get(
+    "SALES_SOURCE_URL", f"file://{BASE_DIR / 'sample_data' / 'sales'}"
+)
+INVOICE_SOURCE_URL = os.environ.get(
+    "INVOICE_SOURCE_URL", f"file://{BASE_DIR / 'sample_data' / 'invoices'}"
+)
+ACCOUNTING_TARGET_URL = os.environ.get(
+    "ACCOUNTING_TARGET_URL", f"file://{VAR_DIR / 'accounting'}"
+)
+SOURCE_TOKEN = os.environ.get("SOURCE_TOKEN", "")
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = os.environ.get("TIME_ZONE", "America/New_York")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "tasks.logging.RequestIDFilter"}},
+    "formatters": {
+        "plain": {
+            "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
+        }
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["request_id"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "django.server": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+    },
+}
