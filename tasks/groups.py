@@ -7,7 +7,9 @@ keys below, so that Redis does constant work per update however many watch.
 
 from __future__ import annotations
 
-UPDATES_CHANNEL = "task-status:updates"
+from django.conf import settings
+
+UPDATES_CHANNEL: str = settings.TASK_UPDATES_CHANNEL
 
 ALL = ("all", "")
 

@@ -129,10 +129,10 @@ class TaskListView(APIView):
 
     @extend_schema(request=LaunchSerializer, responses={202: TaskStatusSerializer})
     def post(self, request: Request) -> Response:
-        from operations.registry import OPERATIONS, launch
-
         body = LaunchSerializer(data=request.data)
         body.is_valid(raise_exception=True)
+        from operations.registry import OPERATIONS, launch
+
         operation = body.validated_data["operation"]
         spec = OPERATIONS.get(operation)
         if spec is None or spec.job is None:

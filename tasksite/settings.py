@@ -130,6 +130,8 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # Task status
+# The Redis pub/sub channel that carries every update (one PUBLISH per change).
+TASK_UPDATES_CHANNEL = os.environ.get("TASK_UPDATES_CHANNEL", "task-status:updates")
 TASK_STATUS_TTL = env_int("TASK_STATUS_TTL", 604800)
 # Progress reported faster than this (seconds) is coalesced per task.
 TASK_PROGRESS_MIN_INTERVAL = float(os.environ.get("TASK_PROGRESS_MIN_INTERVAL", "0.1"))
@@ -218,7 +220,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},

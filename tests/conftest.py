@@ -1,0 +1,96 @@
+"""Test setup: real PostgreSQL and Redis, checked up front so that a missing one fails.
+
+``make test`` and ``.ci/run`` point ``DATABASE_URL`` and ``REDIS_URL`` at the local
+services. A run without them fails here rather than skipping what needs them;
+``ALLOW_EMBEDDED_TESTS=1`` runs the suite on the embedded default instead, for a
+quick look on a machine without the services.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+import pytest
+
+
+def _worker_suffix() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Each test worker gets its own updates channel, so parallel daphne servers
+    # never hear another worker's tasks.
+    os.environ["TASK_UPDATES_CHANNEL"] = f"test:{uuid.uuid4().hex[:8]}:{_worker_suffix()}"
+    os.environ.setdefault("TASKSITE_QUIET_DEV_WARNING", "1")
+    if os.environ.get("ALLOW_EMBEDDED_TESTS") == "1":
+        return
+    problems = []
+    database_url = os.environ.get("DATABASE_URL", "")
+    if not database_url.startswith(("postgres://", "postgresql://")):
+        problems.append("DATABASE_URL must point at PostgreSQL (make test sets it)")
+    elif not _reachable(database_url, 5432):
+        problems.append(f"PostgreSQL is not reachable at {_host_port(database_url, 5432)}")
+    redis_url = os.environ.get("REDIS_URL", "")
+    if not redis_url.startswith("redis://"):
+        problems.append("REDIS_URL must point at Redis (make test sets it)")
+    elif not _reachable(redis_url, 6379):
+        problems.append(f"Redis is not reachable at {_host_port(redis_url, 6379)}")
+    if problems:
+        raise pytest.UsageError("tests need real services: " + "; ".join(problems))
+
+
+def _host_port(url: str, default_port: int) -> tuple[str, int]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or default_port
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    try:
+        with socket.create_connection(_host_port(url, default_port), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user("reader", password="pw-reader")
+
+
+@pytest.fixture
+def runner(django_user_model):
+    from django.conf import settings
+    from django.contrib.auth.models import Group
+
+    user = django_user_model.objects.create_user("runner", password="pw-runner")
+    user.groups.add(Group.objects.get_or_create(name=settings.TASK_RUNNER_ROLE)[0])
+    return user
+
+
+@pytest.fixture
+def token(user) -> str:
+    from tasks.auth.identity import issue_local_token
+
+    return issue_local_token(user)
+
+
+@pytest.fixture
+def api(token):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client
+
+
+@pytest.fixture
+def live(transactional_db):
+    """A real daphne serving the project on the test database and Redis."""
+    from tests.support.servers import running_daphne
+
+    with running_daphne() as server:
+        yield server
