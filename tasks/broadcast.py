@@ -14,7 +14,7 @@ import threading
 
 from django.conf import settings
 
-from .groups import UPDATES_CHANNEL
+from .groups import updates_channel
 from .models import TaskStatus
 from .serializers import encode_status_message
 
@@ -50,7 +50,7 @@ def publish_change(task: TaskStatus) -> None:
     try:
         data = wire_message(task)
         if settings.REDIS_URL:
-            _redis().publish(UPDATES_CHANNEL, data)
+            _redis().publish(updates_channel(), data)
         else:
             from .hub import local_publish
 

@@ -78,7 +78,7 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         self.subscriptions: set[tuple[str, str]] = set()
-        self.delivery = Delivery(self.base_send, self._close_with)
+        self.delivery = Delivery(self.scope.get("server_send", self.base_send), self._close_with)
         self._catchup: list[Update] | None = None
         self._expiry: asyncio.TimerHandle | None = None
         await self.accept()

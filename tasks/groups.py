@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from django.conf import settings
 
-UPDATES_CHANNEL: str = settings.TASK_UPDATES_CHANNEL
+
+def updates_channel() -> str:
+    """The Redis pub/sub channel of every update (``TASK_UPDATES_CHANNEL``)."""
+    return settings.TASK_UPDATES_CHANNEL
 
 ALL = ("all", "")
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from django.conf import settings
 
-from .groups import ALL, UPDATES_CHANNEL, operation_key, task_key
+from .groups import ALL, operation_key, task_key, updates_channel
 from .models import TERMINAL_STATUSES
 
 logger = logging.getLogger(__name__)
@@ -67,9 +67,16 @@ class Update:
 
 
 def _daphne_protocol(send: Callable) -> Any | None:
-    """Daphne's protocol behind an ASGI ``send``, to write prepared frames directly."""
+    """Daphne's protocol behind an ASGI ``send``, to write prepared frames directly.
+
+    Also turns off autobahn's ``failByDrop`` (for this connection and those
+    after it): with it on, daphne answers an oversized frame by dropping TCP
+    (1006) instead of the close code 1009 that the contract promises.
+    """
     protocol = getattr(send, "args", (None,))[0]
     if protocol is not None and hasattr(protocol, "sendPreparedMessage"):
+        protocol.failByDrop = False
+        protocol.factory.failByDrop = False
         return protocol
     return None
 
@@ -161,7 +168,22 @@ class Delivery:
         self.closed = True
         self._backlog.clear()
         self._replaceable.clear()
-        asyncio.ensure_future(self._close(CLOSE_SLOW_CLIENT))
+        asyncio.ensure_future(self._close_behind_backlog())
+
+    async def _close_behind_backlog(self) -> None:
+        """Close with 4013 after what is already buffered, and buffer nothing more.
+
+        The close frame sits behind the data the client has not read; autobahn's
+        close-handshake timeout would abort the socket and discard it all, so the
+        client could never learn why. Instead the socket is half-closed once the
+        buffer drains, and a client that reads at last sees 4013.
+        """
+        protocol = self._protocol
+        if protocol is not None:
+            protocol.closeHandshakeTimeout = 0
+        await self._close(CLOSE_SLOW_CLIENT)
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.loseConnection()
 
 
 class Hub:
@@ -244,7 +266,7 @@ class Hub:
             client = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=5)
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(UPDATES_CHANNEL)
+                await pubsub.subscribe(updates_channel())
                 if gap_since is not None:
                     await self._repair_gap(gap_since)
                 backoff = 0.2

@@ -22,7 +22,9 @@ def _worker_suffix() -> str:
 def pytest_configure(config: pytest.Config) -> None:
     # Each test worker gets its own updates channel, so parallel daphne servers
     # never hear another worker's tasks.
-    os.environ["TASK_UPDATES_CHANNEL"] = f"test:{uuid.uuid4().hex[:8]}:{_worker_suffix()}"
+    from django.conf import settings
+
+    settings.TASK_UPDATES_CHANNEL = f"test:{uuid.uuid4().hex[:8]}:{_worker_suffix()}"
     os.environ.setdefault("TASKSITE_QUIET_DEV_WARNING", "1")
     if os.environ.get("ALLOW_EMBEDDED_TESTS") == "1":
         return

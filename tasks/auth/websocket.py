@@ -75,5 +75,21 @@ class BrowserOriginValidator(OriginValidator):
         )
 
 
+class ServerSendMiddleware:
+    """Keeps the server's own ``send`` in the scope, before the session layer wraps it.
+
+    The hub writes update frames straight to daphne's protocol behind it (see
+    ``tasks.hub.Delivery``); the session wrapper only matters for HTTP cookies.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
+        return await self.inner(dict(scope, server_send=send), receive, send)
+
+
 def websocket_security(inner: Any) -> Any:
-    return BrowserOriginValidator(SessionMiddlewareStack(TokenAuthMiddleware(inner)), ["*"])
+    return ServerSendMiddleware(
+        BrowserOriginValidator(SessionMiddlewareStack(TokenAuthMiddleware(inner)), ["*"])
+    )

@@ -2,7 +2,8 @@
 
 Steps: ["start", operation, total], ["progress", current, message],
 ["error", message], ["complete", result], ["fail", message], ["sleep", seconds],
-["wait_for_file", path]. Prints {"task_id": ..., "status": ...} at the end.
+["wait_for_file", path], ["flood", count, message_size].
+Prints {"task_id": ..., "status": ...} at the end.
 """
 
 import json
@@ -36,6 +37,10 @@ def main() -> None:
             handle.complete(args[0] if args else None)
         elif kind == "fail":
             handle.fail(args[0])
+        elif kind == "flood":
+            count, size = args
+            for i in range(1, count + 1):
+                handle.progress(i, "x" * size)
         elif kind == "sleep":
             time.sleep(args[0])
         elif kind == "wait_for_file":
