@@ -8,7 +8,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/tasks
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test lint install bench migrate
+.PHONY: run test lint install bench migrate worker beat
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,10 @@ lint: install
 
 bench: install
 	$(PY) -m bench $(BENCH_ARGS)
+
+# Production layout with REDIS_URL set: separate worker and beat processes.
+worker: install
+	$(VENV)/bin/celery -A tasksite worker --pool prefork --concurrency 1 --loglevel INFO
+
+beat: install
+	$(VENV)/bin/celery -A tasksite beat --loglevel INFO

@@ -8,9 +8,17 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tasksite.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
 
 from tasks.auth.websocket import websocket_security  # noqa: E402
 from tasks.routing import websocket_urlpatterns  # noqa: E402
+
+if not settings.REDIS_URL:
+    # The embedded default: jobs and their schedule run in this process (Celery's
+    # own worker on the memory:// broker), so nothing else needs installing.
+    from operations.embedded import start_embedded_worker
+
+    start_embedded_worker()
 
 application = ProtocolTypeRouter(
     {

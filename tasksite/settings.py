@@ -213,6 +213,40 @@ ACCOUNTING_TARGET_URL = os.environ.get(
     "ACCOUNTING_TARGET_URL", f"file://{VAR_DIR / 'accounting'}"
 )
 SOURCE_TOKEN = os.environ.get("SOURCE_TOKEN", "")
+# Sources: every HTTP request is bounded (timeout x retries with backoff).
+SOURCE_TIMEOUT_SECONDS = float(os.environ.get("SOURCE_TIMEOUT_SECONDS", "30"))
+SOURCE_MAX_RETRIES = env_int("SOURCE_MAX_RETRIES", 4)
+SOURCE_BACKOFF_SECONDS = float(os.environ.get("SOURCE_BACKOFF_SECONDS", "0.5"))
+SOURCE_PAGE_SIZE = env_int("SOURCE_PAGE_SIZE", 500)
+# A running job renews its lease every JOB_HEARTBEAT_SECONDS; a task whose worker
+# died ends "failed" (worker lost) once the lease ran out and the reaper ran
+# (every WORKER_LOST_CHECK_SECONDS): within about lease + check seconds.
+JOB_HEARTBEAT_SECONDS = float(os.environ.get("JOB_HEARTBEAT_SECONDS", "10"))
+JOB_LEASE_SECONDS = float(os.environ.get("JOB_LEASE_SECONDS", "60"))
+WORKER_LOST_CHECK_SECONDS = float(os.environ.get("WORKER_LOST_CHECK_SECONDS", "30"))
+# Only the beat holding this Redis lock sends anything (operations/beat.py).
+BEAT_LOCK_KEY = os.environ.get("BEAT_LOCK_KEY", "tasksite:beat")
+BEAT_LOCK_TTL_SECONDS = float(os.environ.get("BEAT_LOCK_TTL_SECONDS", "30"))
+# Celery (namespace CELERY_, read by tasksite/celery.py). The visibility timeout
+# is read from three places (PITFALLS.md); all three sit well above the longest job.
+CELERY_VISIBILITY_TIMEOUT = max(
+    env_int("CELERY_VISIBILITY_TIMEOUT", JOB_MAX_SECONDS * 2), JOB_MAX_SECONDS + 60
+)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+CELERY_TASK_ACKS_LATE = True
+# A worker that dies is answered by the job lease (operations/runner.py), not by
+# requeueing: a job that kills its worker must not loop.
+CELERY_TASK_REJECT_ON_WORKER_LOST = False
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Separate deployments (or parallel test runs) sharing one Redis use separate queues.
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "celery")
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SOFT_TIME_LIMIT = JOB_MAX_SECONDS
+CELERY_TASK_TIME_LIMIT = JOB_MAX_SECONDS + 60
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULER = "operations.beat:LockedScheduler"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = os.environ.get("TIME_ZONE", "America/New_York")

@@ -1,0 +1,129 @@
+"""A beat scheduler that sends nothing unless it holds a Redis lock: exactly one beat runs.
+
+Why not RedBeat: two small ideas suffice and need no new dependency.
+
+* **The lock.** Every tick, the scheduler takes or renews ``BEAT_LOCK_KEY``
+  (``SET NX PX``, renewed only by its holder through a compare-and-expire
+  script). A beat without the lock sends nothing and retries every third of
+  the TTL; if the holder dies, its lock expires after BEAT_LOCK_TTL_SECONDS and
+  a standby takes over.
+* **Shared last-run times.** When an entry fires, its new ``last_run_at`` is
+  written to Redis; a beat that takes over loads them first, so it neither
+  re-fires what the previous holder just sent nor misses what came due.
+
+Without Redis (the embedded default) there is one process and no lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime
+from typing import Any
+
+from celery.beat import ScheduleEntry, Scheduler
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+class LockedScheduler(Scheduler):
+    """In-memory schedule (from settings) + a Redis leader lock + shared last-run times."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.lock_key = f"{settings.BEAT_LOCK_KEY}:lock"
+        self.state_key = f"{settings.BEAT_LOCK_KEY}:last-run"
+        self.ttl_ms = int(settings.BEAT_LOCK_TTL_SECONDS * 1000)
+        self.token = uuid.uuid4().hex
+        self.leader = False
+        self.redis = None
+        if settings.REDIS_URL:
+            import redis
+
+            self.redis = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5,
+                                              socket_connect_timeout=5)
+        kwargs.pop("schedule_filename", None)
+        super().__init__(*args, **kwargs)
+        # Renew well within the TTL, whatever the schedule's own rhythm.
+        self.max_interval = min(self.max_interval, settings.BEAT_LOCK_TTL_SECONDS / 3)
+
+    # -- the lock ----------------------------------------------------------------
+
+    def _hold_lock(self) -> bool:
+        if self.redis is None:
+            return True
+        try:
+            if self.leader and self.redis.eval(RENEW, 1, self.lock_key, self.token,
+                                               self.ttl_ms):
+                return True
+            return bool(self.redis.set(self.lock_key, self.token, nx=True, px=self.ttl_ms))
+        except Exception as exc:  # Redis down: nobody may send, so neither do we
+            logger.warning("beat: cannot reach Redis for the lock (%s); standing by", exc)
+            return False
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        if not self._hold_lock():
+            if self.leader:
+                logger.warning("beat: lost the lock %s; standing by", self.lock_key)
+            self.leader = False
+            return self.max_interval
+        if not self.leader:
+            logger.info("beat: holding the lock %s; sending schedules", self.lock_key)
+            self.leader = True
+            self._load_last_runs()
+        return min(super().tick(*args, **kwargs), self.max_interval)
+
+    def close(self) -> None:
+        super().close()
+        if self.redis is not None and self.leader:
+            try:
+                self.redis.eval(RELEASE, 1, self.lock_key, self.token)
+            except Exception:
+                logger.warning("beat: could not release the lock", exc_info=True)
+            self.leader = False
+
+    # -- shared last-run times -----------------------------------------------------
+
+    def reserve(self, entry: ScheduleEntry) -> ScheduleEntry:
+        new_entry = super().reserve(entry)
+        if self.redis is not None:
+            try:
+                self.redis.hset(self.state_key, new_entry.name,
+                                new_entry.last_run_at.isoformat())
+            except Exception:
+                logger.warning("beat: could not record the run of %s", entry.name,
+                               exc_info=True)
+        return new_entry
+
+    def _load_last_runs(self) -> None:
+        if self.redis is None:
+            return
+        try:
+            stored = self.redis.hgetall(self.state_key)
+        except Exception:
+            logger.warning("beat: could not read last-run times", exc_info=True)
+            return
+        for raw_name, raw_value in stored.items():
+            name = raw_name.decode() if isinstance(raw_name, bytes) else raw_name
+            entry = self.schedule.get(name)
+            if entry is None:
+                continue
+            value = raw_value.decode() if isinstance(raw_value, bytes) else raw_value
+            try:
+                entry.last_run_at = datetime.fromisoformat(value)
+            except ValueError:
+                continue
+        self._heap = None  # rebuild the heap from the loaded times

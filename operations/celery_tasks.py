@@ -1,0 +1,83 @@
+"""The Celery tasks: one per available operation, plus purge, the reaper and the scheduler's
+launcher. All are ``acks_late``: a message is acknowledged only after its job
+ended, and a worker that died is answered by the job lease (operations.runner).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+from django.conf import settings
+
+from tasksite.celery import app
+
+from . import runner
+from .jobs import purge as purge_job
+
+logger = logging.getLogger(__name__)
+
+JOB_OPTIONS: dict[str, Any] = {
+    "bind": True,
+    "acks_late": True,
+    "reject_on_worker_lost": False,
+    "ignore_result": True,
+    "max_retries": 0,
+}
+
+
+def _run(task: Task, operation: str, task_id: str, params: dict[str, Any],
+         request_id: str | None) -> str:
+    return runner.run_task(operation, task_id, params, request_id=request_id,
+                           worker=runner.worker_label(task.request.hostname))
+
+
+@app.task(name="operations.daily_sales", **JOB_OPTIONS)
+def daily_sales(self: Task, task_id: str, params: dict[str, Any],
+                request_id: str | None = None) -> str:
+    """Run daily_sales for an existing task (created by ``registry.launch``)."""
+    return _run(self, "daily_sales", task_id, params, request_id)
+
+
+@app.task(name="operations.invoice_sync", **JOB_OPTIONS)
+def invoice_sync(self: Task, task_id: str, params: dict[str, Any],
+                 request_id: str | None = None) -> str:
+    """Run invoice_sync for an existing task (created by ``registry.launch``)."""
+    return _run(self, "invoice_sync", task_id, params, request_id)
+
+
+JOB_TASKS: dict[str, Task] = {"daily_sales": daily_sales, "invoice_sync": invoice_sync}
+
+
+def enqueue(operation: str, task_id: str, params: dict[str, Any], *,
+            request_id: str | None = None) -> None:
+    """Send the job of an existing task to the workers (message id = task id)."""
+    JOB_TASKS[operation].apply_async(
+        kwargs={"task_id": task_id, "params": params, "request_id": request_id},
+        task_id=task_id, queue=settings.CELERY_TASK_DEFAULT_QUEUE)
+
+
+@app.task(name="operations.purge", **JOB_OPTIONS)
+def purge(self: Task) -> int:
+    """Delete expired task statuses in batches; the count is logged and returned."""
+    return purge_job.run()
+
+
+@app.task(name="operations.reap_lost_jobs", **JOB_OPTIONS)
+def reap_lost_jobs(self: Task) -> int:
+    """End ``failed`` ("worker lost") every task whose worker stopped renewing its lease."""
+    return runner.reap_lost_jobs()
+
+
+@app.task(name="operations.scheduled_launch", **JOB_OPTIONS)
+def scheduled_launch(self: Task, operation: str) -> str | None:
+    """What beat sends: a launch with default parameters, exactly like ``POST /task-status``."""
+    from .registry import launch
+
+    try:
+        return launch(operation, {}, request_id=f"beat-{self.request.id}",
+                      user_label="schedule")
+    except Exception:
+        logger.exception("scheduled %s could not be launched", operation)
+        return None

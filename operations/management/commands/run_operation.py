@@ -1,0 +1,128 @@
+"""``manage.py run_operation <operation> [--name value ...]``: run one job, watch it, exit 1
+if it fails.
+
+The job is the same Celery task the workers run, executed here (or, with
+``--queue``, sent to the workers); the progress bar is drawn from the task's
+stored status, the same updates the API and the WebSocket serve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
+
+from tasks import tracker
+from tasks.selectors import get_task
+
+BAR = 30
+TERMINAL = {"completed", "completed_with_errors", "failed"}
+
+
+def parse_params(argv: list[str], fields: dict[str, serializers.Field]) -> dict[str, Any]:
+    """``--business-date 2025-06-03 --locations L01,L02 --full`` -> a params dict."""
+    params: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--"):
+            raise CommandError(f"expected --name value, got {arg!r}")
+        name, _, value = arg[2:].partition("=")
+        name = name.replace("-", "_")
+        field = fields.get(name)
+        if not value:
+            nxt = argv[i + 1] if i + 1 < len(argv) else None
+            if isinstance(field, serializers.BooleanField) and (nxt is None
+                                                                 or nxt.startswith("--")):
+                value = "true"
+            elif nxt is None:
+                raise CommandError(f"--{name} needs a value")
+            else:
+                value = nxt
+                i += 1
+        i += 1
+        if isinstance(field, serializers.ListField):
+            params.setdefault(name, []).extend(v for v in value.split(",") if v)
+        else:
+            params[name] = value
+    return params
+
+
+class Command(BaseCommand):
+    help = "Run one operation's job and show its progress; exits 1 when the task fails."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--queue", action="store_true",
+                            help="send the job to the Celery workers and watch it there")
+        parser.add_argument("operation")
+        parser.add_argument("params", nargs=argparse.REMAINDER,
+                            help="operation parameters as --name value")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from operations import registry
+        from operations.celery_tasks import JOB_TASKS, enqueue
+
+        operation = options["operation"]
+        try:
+            spec = registry.get_spec(operation)
+            params = parse_params(options["params"], spec.params_serializer().fields)
+            clean = registry.validate_params(operation, params)
+        except ValidationError as exc:
+            raise CommandError(f"{operation}: {exc.detail}") from exc
+        handle = tracker.create_task(operation, params=clean, launched_by="command line")
+        self.stdout.write(f"{operation} task {handle.task_id} {clean}")
+        kwargs = {"task_id": handle.task_id, "params": clean, "request_id": None}
+        if options["queue"]:
+            enqueue(operation, handle.task_id, clean)
+            runner = None
+        else:
+            runner = threading.Thread(target=JOB_TASKS[operation].apply,
+                                      kwargs={"kwargs": kwargs, "task_id": handle.task_id},
+                                      daemon=True)
+            runner.start()
+        try:
+            task = self.watch(handle.task_id)
+        except KeyboardInterrupt:
+            tracker.request_cancel(handle.task_id, by="command line (Ctrl-C)")
+            self.stderr.write("\ncancel requested; waiting for the job to stop")
+            task = self.watch(handle.task_id)
+        if runner is not None:
+            runner.join(timeout=30)
+        if task.status == "failed":
+            raise CommandError(f"{operation} failed: {task.error}")
+        self.stdout.write(f"\n{task.status}: {task.result}")
+
+    def watch(self, task_id: str) -> Any:
+        tty = sys.stdout.isatty()
+        seen = (None, None)
+        last_error = None
+        while True:
+            task = get_task(task_id)
+            if task is None:
+                raise CommandError(f"task {task_id} disappeared")
+            if task.error and task.error != last_error and task.status != "failed":
+                last_error = task.error
+                self.stdout.write(("\n" if tty else "") + f"  error: {task.error}")
+            state = (task.version, task.status)
+            if state != seen:
+                seen = state
+                self.stdout.write(self.bar(task), ending="\r" if tty else "\n")
+                self.stdout.flush()
+            if task.status in TERMINAL:
+                return task
+            time.sleep(0.2)
+
+    @staticmethod
+    def bar(task: Any) -> str:
+        current = task.progress_current or 0
+        total = task.progress_total or 0
+        filled = int(BAR * current / total) if total else 0
+        message = (task.progress_message or "")[:60]
+        return (f"[{'#' * filled}{'.' * (BAR - filled)}] {current}/{total or '?'} "
+                f"{task.status:<21} {message}")

@@ -1,0 +1,164 @@
+"""What the jobs store: sales summaries, invoices, the sync watermark, AP batches, job leases.
+
+Every table is keyed so that a re-run or a second run at the same time
+replaces or skips, never duplicates: summaries on (business_date, location),
+invoices on (vendor, invoice number), export lines on (invoice, content hash).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+
+class DailySalesSummary(models.Model):
+    """One location's sales for one business date, as computed by ``daily_sales``."""
+
+    business_date = models.DateField()
+    location_id = models.CharField(max_length=32)
+    location_name = models.CharField(max_length=200, blank=True, default="")
+    gross_sales = models.DecimalField(max_digits=14, decimal_places=2)
+    net_sales = models.DecimalField(max_digits=14, decimal_places=2)
+    discounts = models.DecimalField(max_digits=14, decimal_places=2)
+    voids = models.DecimalField(max_digits=14, decimal_places=2)
+    refunds = models.DecimalField(max_digits=14, decimal_places=2)
+    tax = models.DecimalField(max_digits=14, decimal_places=2)
+    tips = models.DecimalField(max_digits=14, decimal_places=2)
+    service_charges = models.DecimalField(max_digits=14, decimal_places=2)
+    guest_count = models.IntegerField()
+    check_count = models.IntegerField()
+    voided_check_count = models.IntegerField(default=0)
+    average_check = models.DecimalField(max_digits=14, decimal_places=2)
+    # {"11": "1234.50", ...} local hour of the check's opening -> net sales (string decimals)
+    net_sales_by_hour = models.JSONField(default=dict)
+    net_sales_by_revenue_center = models.JSONField(default=dict)
+    task_id = models.CharField(max_length=36, blank=True, default="")
+    computed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["business_date", "location_id"],
+                                    name="sales_summary_date_location"),
+        ]
+        ordering = ["-business_date", "location_id"]
+        verbose_name_plural = "daily sales summaries"
+
+    def __str__(self) -> str:
+        return f"{self.location_id} {self.business_date}"
+
+
+class Invoice(models.Model):
+    """A vendor invoice as last received; ``content_hash`` detects a real change."""
+
+    vendor_id = models.CharField(max_length=32)
+    invoice_number = models.CharField(max_length=64)
+    document_type = models.CharField(max_length=16, default="invoice")
+    invoice_date = models.DateField()
+    due_date = models.DateField(null=True, blank=True)
+    location_id = models.CharField(max_length=32, blank=True, default="")
+    currency = models.CharField(max_length=3, default="USD")
+    subtotal = models.DecimalField(max_digits=14, decimal_places=2)
+    tax = models.DecimalField(max_digits=14, decimal_places=2)
+    total = models.DecimalField(max_digits=14, decimal_places=2)
+    lines = models.JSONField(default=list)
+    source_updated_at = models.DateTimeField(null=True, blank=True)
+    content_hash = models.CharField(max_length=64)
+    # Hash of the version last delivered to accounting; differs from
+    # content_hash while a new or changed invoice waits for export.
+    exported_hash = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["vendor_id", "invoice_number"],
+                                    name="invoice_vendor_number"),
+        ]
+        ordering = ["vendor_id", "invoice_number"]
+
+    def __str__(self) -> str:
+        return f"{self.vendor_id}/{self.invoice_number}"
+
+
+class SyncWatermark(models.Model):
+    """Where the last successful sync of a source got to (its newest ``updated_at``)."""
+
+    name = models.CharField(max_length=64, unique=True)
+    value = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} @ {self.value}"
+
+
+class AccountingExport(models.Model):
+    """One AP import batch sent (or being sent) to the accounting target."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        SENT = "sent"
+        FAILED = "failed"
+
+    batch_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    task_id = models.CharField(max_length=36, blank=True, default="")
+    invoice_count = models.IntegerField(default=0)
+    reference = models.CharField(max_length=200, blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"AP batch {self.batch_id} ({self.state})"
+
+
+class AccountingExportLine(models.Model):
+    """Claims one version of one invoice for one batch.
+
+    The unique constraint is what stops two concurrent syncs from exporting
+    the same invoice version twice: the second insert fails, whatever the
+    isolation level. A failed batch deletes its lines to release the claims.
+    """
+
+    batch = models.ForeignKey(AccountingExport, on_delete=models.CASCADE, related_name="lines")
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="exports")
+    content_hash = models.CharField(max_length=64)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["invoice", "content_hash"],
+                                    name="export_line_invoice_version"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.invoice_id}@{self.content_hash[:8]} in batch {self.batch_id}"
+
+
+class JobRun(models.Model):
+    """The lease of the worker running a task; how a dead worker is noticed.
+
+    A running job renews ``lease_until`` from a heartbeat thread. When the
+    worker process dies the lease runs out and ``reap_lost_jobs`` ends the task
+    ``failed`` ("worker lost"); a redelivered message then finds the run over
+    and does nothing. One row per task (unique) also keeps a duplicate
+    delivery from running a task twice at once.
+    """
+
+    task_id = models.CharField(max_length=36, unique=True)
+    operation = models.CharField(max_length=32)
+    worker = models.CharField(max_length=200, blank=True, default="")
+    attempts = models.IntegerField(default=0)
+    started_at = models.DateTimeField(auto_now_add=True)
+    lease_until = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=32, blank=True, default="")
+
+    class Meta:
+        indexes = [models.Index(fields=["finished_at", "lease_until"], name="jobrun_open_lease")]
+
+    def __str__(self) -> str:
+        return f"{self.operation} {self.task_id} on {self.worker}"

@@ -1,0 +1,89 @@
+"""The parameters of each operation, as DRF serializers.
+
+Every parameter has a default, so ``{}`` launches a normal run; unknown keys are
+refused so that a typo is a 400, not a silently ignored option.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+from rest_framework import serializers
+
+from .sources import SourceError, connect
+
+
+class StrictParams(serializers.Serializer):
+    """Refuses unknown parameters."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError(
+                    {key: ["unknown parameter"] for key in unknown})
+        return super().to_internal_value(data)
+
+
+class NoParams(StrictParams):
+    """An operation that takes no parameters."""
+
+
+def yesterday() -> date:
+    """The previous business date in TIME_ZONE."""
+    return timezone.localdate() - timedelta(days=1)
+
+
+class DailySalesParams(StrictParams):
+    business_date = serializers.DateField(
+        required=False, help_text="Business date (YYYY-MM-DD); default yesterday in TIME_ZONE.")
+    locations = serializers.ListField(
+        child=serializers.CharField(max_length=32), required=False, allow_empty=True,
+        help_text="Location ids; default all locations of the sales source.")
+
+    def validate_business_date(self, value: date) -> date:
+        if value > timezone.localdate():
+            raise serializers.ValidationError("business date is in the future")
+        return value
+
+    def validate_locations(self, value: list[str]) -> list[str]:
+        """Unknown ids are refused now when the source can tell us quickly; otherwise
+        the job reports them (a slow or broken source must not hang a launch)."""
+        from django.conf import settings
+
+        value = list(dict.fromkeys(value))
+        if not value:
+            return value
+        try:
+            known = {str(loc.get("id")) for loc in
+                     connect(settings.SALES_SOURCE_URL, quick=True).list_locations()}
+        except (SourceError, AttributeError):
+            return value
+        unknown = [loc for loc in value if loc not in known]
+        if unknown:
+            raise serializers.ValidationError(f"unknown location(s): {', '.join(unknown)}")
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs.setdefault("business_date", yesterday())
+        attrs.setdefault("locations", [])
+        return attrs
+
+
+class InvoiceSyncParams(StrictParams):
+    full = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Ignore the watermark and read every invoice (unchanged ones are skipped).")
+    updated_since = serializers.DateTimeField(
+        required=False, allow_null=True, default=None,
+        help_text="Read invoices changed after this instant instead of the watermark.")
+
+
+def to_json(validated: dict[str, Any]) -> dict[str, Any]:
+    """Validated parameters as JSON (stored with the task and sent to the worker)."""
+    out: dict[str, Any] = {}
+    for key, value in validated.items():
+        out[key] = value.isoformat() if isinstance(value, date | datetime) else value
+    return out

@@ -1,0 +1,122 @@
+"""The seven operations: description, parameter serializer, job, and how to launch one.
+
+An operation whose job is not built yet has ``job=None``: launching it is a
+400 "not available", never a fake run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from rest_framework import serializers
+from rest_framework.exceptions import APIException
+
+from tasks import tracker
+from tasks.models import Operation
+
+from . import params as p
+from .jobs import daily_sales, invoice_sync
+
+logger = logging.getLogger(__name__)
+
+Job = Callable[[tracker.TaskHandle, dict[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class OperationSpec:
+    name: str
+    description: str
+    params_serializer: type[serializers.Serializer]
+    job: Job | None
+
+    @property
+    def available(self) -> bool:
+        return self.job is not None
+
+
+OPERATIONS: dict[str, OperationSpec] = {
+    spec.name: spec
+    for spec in (
+        OperationSpec(Operation.DAILY_SALES.value,
+                      "Daily sales summary per location for one business date.",
+                      p.DailySalesParams, daily_sales.run),
+        OperationSpec(Operation.INVOICE_SYNC.value,
+                      "Sync vendor invoices changed since the last sync and export them to "
+                      "accounting.", p.InvoiceSyncParams, invoice_sync.run),
+        OperationSpec(Operation.UPDATE_FOOD_HANDLER_PDFS.value,
+                      "Food handler certificate PDF updates (not built yet).", p.NoParams, None),
+        OperationSpec(Operation.TRANSFORM_TIPS.value,
+                      "Tips transformation (not built yet).", p.NoParams, None),
+        OperationSpec(Operation.GET_MPVS.value,
+                      "Meal period violations (not built yet).", p.NoParams, None),
+        OperationSpec(Operation.GET_FOOD_HANDLER_LINKS.value,
+                      "Food handler PDF links (not built yet).", p.NoParams, None),
+        OperationSpec(Operation.EMAIL_TIPS.value,
+                      "Tips email generation (not built yet).", p.NoParams, None),
+    )
+}
+assert set(OPERATIONS) == set(Operation.values)
+
+
+class QueueUnavailable(APIException):
+    status_code = 503
+    default_detail = "the job queue is unavailable; try again later"
+    default_code = "queue_unavailable"
+
+
+def get_spec(operation: str) -> OperationSpec:
+    """The spec of an available operation, else a DRF ValidationError naming the problem."""
+    spec = OPERATIONS.get(operation)
+    if spec is None:
+        raise serializers.ValidationError(
+            {"operation": [f"unknown operation {operation!r}; valid: "
+                           f"{', '.join(sorted(OPERATIONS))}"]})
+    if spec.job is None:
+        raise serializers.ValidationError({"operation": [f"{operation} is not available"]})
+    return spec
+
+
+def validate_params(operation: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """Validated parameters as JSON; raises DRF ValidationError with field errors."""
+    spec = get_spec(operation)
+    if params is not None and not isinstance(params, dict):
+        raise serializers.ValidationError({"params": ["must be an object"]})
+    serializer = spec.params_serializer(data=params or {})
+    serializer.is_valid(raise_exception=True)
+    return p.to_json(serializer.validated_data)
+
+
+def launch(operation: str, params: dict[str, Any] | None, *, request_id: str | None,
+           user_label: str) -> str:
+    """Validate, create the task (``started``) and enqueue its Celery job; returns task_id.
+
+    The Celery message id is the task id, so worker logs and the status service
+    name a run the same way.
+    """
+    from .celery_tasks import enqueue
+
+    clean = validate_params(operation, params)
+    handle = tracker.create_task(operation, request_id=request_id, params=clean,
+                                 launched_by=user_label)
+
+    def send() -> None:
+        try:
+            enqueue(operation, handle.task_id, clean, request_id=request_id)
+        except Exception as exc:  # broker down: the task must not sit in "started" forever
+            logger.exception("could not enqueue %s %s", operation, handle.task_id)
+            try:
+                handle.fail(f"could not enqueue the job: {exc.__class__.__name__}")
+            except tracker.TrackerError:
+                pass
+            raise QueueUnavailable() from exc
+
+    if transaction.get_connection().in_atomic_block:
+        # The worker must find the task: send only once the caller's transaction commits.
+        transaction.on_commit(send, robust=True)
+    else:
+        send()
+    return handle.task_id

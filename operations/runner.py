@@ -1,0 +1,189 @@
+"""Runs one job for one task inside a Celery worker: lease, heartbeat, tracker, outcome.
+
+What happens when a worker dies mid-job (the deliberate answer, see docs/jobs.md):
+the task ends ``failed`` with "worker lost" within a bounded time, and is not
+re-run. A running job holds a lease (``JobRun.lease_until``) renewed every
+JOB_HEARTBEAT_SECONDS by a thread of its process. When the process dies the
+lease runs out after JOB_LEASE_SECONDS, and ``reap_lost_jobs`` (on beat, every
+WORKER_LOST_CHECK_SECONDS) fails the task. The unacknowledged message (acks_late)
+comes back after the visibility timeout; its delivery finds the run over and
+only acknowledges it. Re-running a half-done job automatically could export
+twice to systems we do not control; a person re-launches instead, and every
+job is idempotent, so that is always safe.
+
+The same lease makes a duplicate delivery of a message that is still running
+elsewhere a no-op, so one task is never run twice at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from datetime import timedelta
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+from rest_framework.exceptions import ValidationError
+
+from tasks import tracker
+from tasks.logging import request_id_var
+
+from .jobs import JobFailed
+from .models import JobRun
+
+logger = logging.getLogger(__name__)
+
+WORKER_LOST = "worker lost"
+
+
+def worker_label(hostname: str | None = None) -> str:
+    return f"{hostname or socket.gethostname()}:{os.getpid()}"
+
+
+def _lease_end() -> Any:
+    return timezone.now() + timedelta(seconds=settings.JOB_LEASE_SECONDS)
+
+
+def _fail_task(task_id: str, message: str) -> bool:
+    try:
+        with tracker.open_task(task_id) as handle:
+            if not handle.is_terminal:
+                handle.fail(message)
+                return True
+    except (tracker.TaskNotFound, tracker.TaskAlreadyFinished):
+        pass
+    return False
+
+
+def claim(task_id: str, operation: str, worker: str) -> JobRun | None:
+    """Take the lease of a task, or None when it ran, runs elsewhere, or its worker died."""
+    now = timezone.now()
+    with transaction.atomic():
+        run, created = JobRun.objects.select_for_update().get_or_create(
+            task_id=task_id,
+            defaults={"operation": operation, "worker": worker, "lease_until": _lease_end(),
+                      "attempts": 1},
+        )
+        if created:
+            return run
+        if run.finished_at is not None:
+            logger.info("task %s already ran (%s); delivery acknowledged", task_id, run.outcome)
+            return None
+        if run.lease_until > now:
+            logger.warning("task %s is running on %s; duplicate delivery ignored",
+                           task_id, run.worker)
+            return None
+        run.finished_at = now
+        run.outcome = WORKER_LOST
+        run.attempts += 1
+        run.save(update_fields=["finished_at", "outcome", "attempts"])
+        previous = run.worker
+    logger.warning("task %s: redelivered after its worker %s died", task_id, previous)
+    _fail_task(task_id, f"{WORKER_LOST}: {previous} stopped while running the job")
+    return None
+
+
+def finish(run: JobRun, outcome: str) -> None:
+    JobRun.objects.filter(pk=run.pk, finished_at__isnull=True).update(
+        finished_at=timezone.now(), outcome=outcome[:32])
+
+
+class Heartbeat(threading.Thread):
+    """Renews the lease while the job runs, even when the job is blocked in I/O."""
+
+    def __init__(self, run: JobRun) -> None:
+        super().__init__(name=f"lease-{run.task_id}", daemon=True)
+        self.run_id = run.pk
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.wait(settings.JOB_HEARTBEAT_SECONDS):
+                try:
+                    JobRun.objects.filter(pk=self.run_id, finished_at__isnull=True).update(
+                        lease_until=_lease_end())
+                except Exception:  # a missed beat is survivable; the lease has slack
+                    logger.exception("lease renewal failed")
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=5)
+
+
+def run_task(operation: str, task_id: str, params: dict[str, Any], *,
+             request_id: str | None = None, worker: str | None = None) -> str:
+    """Run the job of ``task_id`` once; returns the outcome (never raises for job errors)."""
+    from .registry import OPERATIONS
+
+    token = request_id_var.set(request_id or "-")
+    try:
+        run = claim(task_id, operation, worker or worker_label())
+        if run is None:
+            return "skipped"
+        heartbeat = Heartbeat(run)
+        heartbeat.start()
+        outcome = "failed"
+        try:
+            outcome = _execute(OPERATIONS[operation], task_id, params)
+        finally:
+            heartbeat.stop()
+            finish(run, outcome)
+        return outcome
+    finally:
+        request_id_var.reset(token)
+
+
+def _execute(spec: Any, task_id: str, params: dict[str, Any]) -> str:
+    try:
+        with tracker.open_task(task_id) as handle:
+            if handle.is_terminal:
+                return "skipped"
+            if spec.job is None:
+                raise JobFailed(f"{spec.name} is not available")
+            serializer = spec.params_serializer(data=params or {})
+            if not serializer.is_valid():
+                raise JobFailed(f"invalid parameters: {serializer.errors}")
+            try:
+                result = spec.job(handle, dict(serializer.validated_data))
+            except SoftTimeLimitExceeded as exc:
+                raise JobFailed(f"stopped after JOB_MAX_SECONDS "
+                                f"({settings.JOB_MAX_SECONDS}s)") from exc
+            handle.complete(result)
+            return handle.status
+    except tracker.TaskNotFound:
+        logger.warning("task %s does not exist (expired?); nothing to run", task_id)
+        return "missing"
+    except tracker.TaskCancelled as exc:
+        logger.info("task %s %s", task_id, exc)
+        return "cancelled"
+    except tracker.TaskAlreadyFinished as exc:
+        logger.warning("task %s ended elsewhere while running: %s", task_id, exc)
+        return "ended elsewhere"
+    except (JobFailed, ValidationError) as exc:
+        logger.warning("task %s failed: %s", task_id, exc)
+        return "failed"
+    except Exception:
+        logger.exception("task %s failed with an unexpected error", task_id)
+        return "failed"
+
+
+def reap_lost_jobs() -> int:
+    """Fail every task whose worker stopped renewing its lease; returns how many."""
+    now = timezone.now()
+    reaped = 0
+    for run in JobRun.objects.filter(finished_at__isnull=True, lease_until__lt=now):
+        taken = JobRun.objects.filter(pk=run.pk, finished_at__isnull=True,
+                                      lease_until__lt=now).update(finished_at=now,
+                                                                  outcome=WORKER_LOST)
+        if taken and _fail_task(run.task_id, f"{WORKER_LOST}: {run.worker} stopped "
+                                             "renewing its lease while running the job"):
+            reaped += 1
+            logger.warning("task %s: %s (%s)", run.task_id, WORKER_LOST, run.worker)
+    return reaped

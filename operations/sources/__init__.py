@@ -1,0 +1,45 @@
+"""Sources and targets, chosen by URL scheme: ``file://<dir>`` or ``http(s)://<base>``."""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+from django.conf import settings
+
+from .base import Connector, DataNotFound, SourceError
+
+__all__ = ["Connector", "DataNotFound", "SourceError", "connect", "sales_source",
+           "invoice_source", "accounting_target"]
+
+
+def connect(url: str, *, quick: bool = False) -> Connector:
+    """Build the connector for ``url``; a URL we cannot use is a SourceError, not a crash.
+
+    ``quick`` is for checks made while a user waits: one attempt, a short timeout.
+    """
+    scheme = urlparse(url or "").scheme.lower()
+    if scheme == "file":
+        from .files import FileConnector
+
+        return FileConnector(url)
+    if scheme in ("http", "https"):
+        from .http import HttpConnector
+
+        connector = HttpConnector(url, token=getattr(settings, "SOURCE_TOKEN", ""))
+        if quick:
+            connector.max_retries = 0
+            connector.timeout = (2.0, 5.0)
+        return connector
+    raise SourceError(f"unsupported source URL {url!r}: expected file:// or http(s)://")
+
+
+def sales_source() -> Connector:
+    return connect(settings.SALES_SOURCE_URL)
+
+
+def invoice_source() -> Connector:
+    return connect(settings.INVOICE_SOURCE_URL)
+
+
+def accounting_target() -> Connector:
+    return connect(settings.ACCOUNTING_TARGET_URL)

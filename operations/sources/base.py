@@ -1,0 +1,54 @@
+"""The connector interface shared by every source and target.
+
+Jobs see only this interface: where data comes from (a directory of exports or
+an HTTP API) is chosen by URL in settings, so the jobs are tested once and the
+transport separately.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from datetime import date, datetime
+from typing import Any
+
+
+class SourceError(Exception):
+    """A source or target is unreachable, misconfigured or answered garbage.
+
+    The message is meant for people: it names the source and the reason, never
+    a token or a stack trace.
+    """
+
+
+class DataNotFound(SourceError):
+    """The source is fine but has no data for what was asked (a location-day)."""
+
+
+class Connector(ABC):
+    """One small interface for the sales source, the invoice source and the AP target."""
+
+    url: str
+
+    # Sales
+    @abstractmethod
+    def list_locations(self) -> list[dict[str, Any]]:
+        """Locations (restaurants) as ``{"id", "name", "timezone"}`` dicts."""
+
+    @abstractmethod
+    def fetch_checks(self, business_date: date, location_id: str) -> list[dict[str, Any]]:
+        """All checks of one location for one business date; DataNotFound when none exist."""
+
+    # Invoices
+    @abstractmethod
+    def list_vendors(self) -> list[dict[str, Any]]:
+        """Known vendors as ``{"id", "name"}`` dicts."""
+
+    @abstractmethod
+    def iter_invoices(self, updated_since: datetime | None) -> Iterator[dict[str, Any]]:
+        """Invoices (header with ``lines``) changed after ``updated_since`` (all when None)."""
+
+    # Accounting target
+    @abstractmethod
+    def send_batch(self, batch_id: str, payload: dict[str, Any]) -> str:
+        """Deliver one AP import batch; idempotent per ``batch_id``. Returns a reference."""

@@ -1,0 +1,163 @@
+"""An HTTP JSON API with a bearer token, paging, timeouts and retries.
+
+The API (served in tests by ``tests/support/source_server.py``)::
+
+    GET  <base>/locations                                   {"data": [...]}
+    GET  <base>/checks?business_date=&location=&page=N      {"data": [...], "next_page": N|null}
+    GET  <base>/vendors                                     {"data": [...]}
+    GET  <base>/invoices?updated_since=&page=N              {"data": [...], "next_page": N|null}
+    POST <base>/ap-batches  (Idempotency-Key: batch id)     {"reference": "..."}
+
+A 404 on ``checks`` means "no data for that location-day". 429 (honouring
+``Retry-After``), 5xx, timeouts and refused connections are retried with
+exponential backoff; anything else that is not the expected JSON is a
+SourceError naming the URL, so a job can report it and go on.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime
+from typing import Any
+from urllib.parse import urlparse
+
+import requests
+from django.conf import settings
+
+from .base import Connector, DataNotFound, SourceError
+
+MAX_PAGES = 10_000  # a source that pages forever is garbage, not data
+
+
+def _setting(name: str, default: float) -> float:
+    return float(getattr(settings, name, default))
+
+
+class HttpConnector(Connector):
+    """Talks to the source API; every request is bounded by a timeout and a retry budget."""
+
+    def __init__(self, url: str, *, token: str = "", sleep: Callable[[float], None] = time.sleep,
+                 ) -> None:
+        self.url = url.rstrip("/")
+        parsed = urlparse(self.url)
+        self.label = f"{parsed.scheme}://{parsed.netloc}{parsed.path}"
+        self.timeout = (min(5.0, _setting("SOURCE_TIMEOUT_SECONDS", 30)),
+                        _setting("SOURCE_TIMEOUT_SECONDS", 30))
+        self.max_retries = int(_setting("SOURCE_MAX_RETRIES", 4))
+        self.backoff = _setting("SOURCE_BACKOFF_SECONDS", 0.5)
+        self.max_wait = _setting("SOURCE_MAX_RETRY_WAIT_SECONDS", 60)
+        self.page_size = int(_setting("SOURCE_PAGE_SIZE", 500))
+        self.sleep = sleep
+        self.session = requests.Session()
+        self.session.headers["Accept"] = "application/json"
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def __repr__(self) -> str:
+        return f"HttpConnector({self.label})"
+
+    # transport
+    def _wait(self, attempt: int, response: requests.Response | None) -> float:
+        """Retry-After when the server gives one (seconds or HTTP date), else backoff + jitter."""
+        if response is not None:
+            header = response.headers.get("Retry-After", "").strip()
+            if header:
+                try:
+                    seconds = float(header)
+                except ValueError:
+                    try:
+                        when = email.utils.parsedate_to_datetime(header)
+                        seconds = (when - datetime.now(UTC)).total_seconds()
+                    except (TypeError, ValueError):
+                        seconds = self.backoff
+                return min(max(seconds, 0.0), self.max_wait)
+        return min(self.backoff * (2 ** attempt) * (1 + random.random() / 4), self.max_wait)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        url = f"{self.url}/{path}"
+        last = "no attempt"
+        for attempt in range(self.max_retries + 1):
+            response = None
+            try:
+                response = self.session.request(method, url, timeout=self.timeout, **kwargs)
+            except requests.Timeout:
+                last = f"timed out after {self.timeout[1]:g}s"
+            except requests.ConnectionError as exc:
+                last = f"unreachable ({exc.__class__.__name__})"
+            except requests.RequestException as exc:
+                raise SourceError(f"{self.label}: bad request ({exc})") from exc
+            else:
+                status = response.status_code
+                if status == 404:
+                    raise DataNotFound(f"{self.label}/{path}: not found")
+                if status in (401, 403):
+                    raise SourceError(f"{self.label}: credentials refused (HTTP {status}); "
+                                      "check SOURCE_TOKEN")
+                if status == 429 or status >= 500:
+                    last = f"HTTP {status}"
+                elif status >= 400:
+                    raise SourceError(f"{self.label}/{path}: HTTP {status}")
+                else:
+                    try:
+                        return response.json()
+                    except ValueError as exc:
+                        raise SourceError(
+                            f"{self.label}/{path}: malformed response (not JSON)") from exc
+            if attempt < self.max_retries:
+                self.sleep(self._wait(attempt, response))
+        raise SourceError(f"{self.label}/{path}: {last} (gave up after "
+                          f"{self.max_retries + 1} attempts)")
+
+    def _get_list(self, path: str, params: dict[str, Any] | None = None) -> list[Any]:
+        data = self._request("GET", path, params=params)
+        rows = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(rows, list):
+            raise SourceError(f"{self.label}/{path}: malformed response (no 'data' list)")
+        return rows
+
+    def _pages(self, path: str, params: dict[str, Any]) -> Iterator[list[Any]]:
+        page: Any = 1
+        for _ in range(MAX_PAGES):
+            data = self._request("GET", path, params={**params, "page": page,
+                                                       "page_size": self.page_size})
+            rows = data.get("data") if isinstance(data, dict) else None
+            if not isinstance(rows, list):
+                raise SourceError(f"{self.label}/{path}: malformed page {page} "
+                                  "(no 'data' list)")
+            yield rows
+            page = data.get("next_page")
+            if page in (None, ""):
+                return
+        raise SourceError(f"{self.label}/{path}: more than {MAX_PAGES} pages")
+
+    # Connector
+    def list_locations(self) -> list[dict[str, Any]]:
+        return self._get_list("locations")
+
+    def fetch_checks(self, business_date: date, location_id: str) -> list[dict[str, Any]]:
+        checks: list[dict[str, Any]] = []
+        params = {"business_date": business_date.isoformat(), "location": location_id}
+        try:
+            for rows in self._pages("checks", params):
+                checks.extend(rows)
+        except DataNotFound as exc:
+            raise DataNotFound(f"no sales data for {business_date.isoformat()}") from exc
+        return checks
+
+    def list_vendors(self) -> list[dict[str, Any]]:
+        return self._get_list("vendors")
+
+    def iter_invoices(self, updated_since: datetime | None) -> Iterator[dict[str, Any]]:
+        params = {"updated_since": updated_since.isoformat()} if updated_since else {}
+        for rows in self._pages("invoices", params):
+            yield from rows
+
+    def send_batch(self, batch_id: str, payload: dict[str, Any]) -> str:
+        data = self._request("POST", "ap-batches", json=payload,
+                             headers={"Idempotency-Key": batch_id})
+        if not isinstance(data, dict):
+            raise SourceError(f"{self.label}/ap-batches: malformed response")
+        return str(data.get("reference") or batch_id)

@@ -1,0 +1,30 @@
+"""The Celery app: broker ``REDIS_URL`` (or ``memory://`` for the embedded worker).
+
+Configuration comes from Django settings with the ``CELERY_`` prefix (the "Jobs"
+block of settings.py); the beat schedule is built from the schedule settings
+in ``operations.schedule`` once the configuration is read.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tasksite.settings")
+
+app = Celery("tasksite")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks(lambda: ["operations"], related_name="celery_tasks")
+
+
+@app.on_after_configure.connect
+def _configure(sender: Celery, **_: object) -> None:
+    """Crontabs run in the project's TIME_ZONE; the schedule follows the settings."""
+    from django.conf import settings
+
+    from operations.schedule import beat_schedule
+
+    sender.conf.timezone = settings.TIME_ZONE
+    sender.conf.enable_utc = True
+    sender.conf.beat_schedule = beat_schedule()
