@@ -22,7 +22,7 @@ migrate: install
 	$(PY) manage.py migrate --noinput
 
 run: migrate
-	$(PY) manage.py ensure_local_admin
+	$(PY) manage.py ensure_local_admin --url http://127.0.0.1:$(PORT)
 	$(PY) -m daphne -b 127.0.0.1 -p $(PORT) --websocket-max-message-size 65536 tasksite.asgi:application
 
 test: install

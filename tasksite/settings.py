@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "django_auth_adfs",
     "tasks",
     "operations",
+    "accounts",
 ]
 
 MIDDLEWARE = [
@@ -157,6 +158,9 @@ TASK_RUNNER_ROLE = os.environ.get("TASK_RUNNER_ROLE", "TaskStatus.Run")
 ENTRA_MODE = bool(AZURE_TENANT_ID)
 
 AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+if ENTRA_MODE:
+    # The token decides: staff pages sign in through Entra ID only (tasks/auth/entra.py).
+    AUTHENTICATION_BACKENDS = ["tasks.auth.entra.EntraAuthCodeBackend"]
 # django-auth-adfs checks AUTH_ADFS at import, so it is always defined.
 AUTH_ADFS = {
     "TENANT_ID": AZURE_TENANT_ID or "local-mode",
@@ -169,9 +173,11 @@ AUTH_ADFS = {
     "GROUPS_CLAIM": "roles",
     "MIRROR_GROUPS": True,
     "LOGIN_EXEMPT_URLS": [],
+    # Authority host, CA file and v2.0 endpoints from the AZURE_* settings above.
+    "SETTINGS_CLASS": "accounts.adfs.EntraSettings",
 }
 
-LOGIN_URL = "login"
+LOGIN_URL = "django_auth_adfs:login" if ENTRA_MODE else "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
 
@@ -265,7 +271,11 @@ WHITENOISE_USE_FINDERS = True
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "tasks.logging.RequestIDFilter"}},
+    "filters": {
+        "request_id": {"()": "tasks.logging.RequestIDFilter"},
+        # Tokens in URLs (?access_token=) and headers never reach a log line.
+        "redact_tokens": {"()": "tasks.auth.redaction.RedactTokensFilter"},
+    },
     "formatters": {
         "plain": {
             "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
@@ -275,7 +285,7 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "plain",
-            "filters": ["request_id"],
+            "filters": ["request_id", "redact_tokens"],
         }
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
@@ -283,5 +293,7 @@ LOGGING = {
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "django.server": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
+        # Its DEBUG lines print access tokens and authorization codes.
+        "django_auth_adfs": {"level": "INFO"},
     },
 }

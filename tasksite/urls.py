@@ -10,7 +10,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    # Entra ID sign-in for the staff pages (issue: MSAL authentication) goes here.
+    # Entra ID sign-in for the staff pages (/oauth2/..., in Entra ID mode only).
+    path("", include("accounts.urls")),
 ]
 
 handler400 = "tasks.exceptions.handler400"

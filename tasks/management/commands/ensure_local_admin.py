@@ -12,7 +12,10 @@ from tasks.auth.identity import issue_local_token
 class Command(BaseCommand):
     help = "Create the user 'admin' with a random password and an API token if no user exists."
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser):
+        parser.add_argument("--url", default="http://127.0.0.1:8000", help="where it is served")
+
+    def handle(self, *args, url: str, **options):
         User = get_user_model()
         if settings.ENTRA_MODE or User.objects.exists():
             self.stdout.write(
@@ -25,8 +28,8 @@ class Command(BaseCommand):
         token = issue_local_token(user, name="first run")
         self.stdout.write(
             "\nCreated the local admin user.\n"
-            f"  Log in at http://127.0.0.1:8000/ as admin / {password}\n"
+            f"  Log in at {url}/ as admin / {password}\n"
             f"  API token: {token}\n"
-            f"  e.g. curl -H 'Authorization: Bearer {token}' http://127.0.0.1:8000/task-status\n"
+            f"  e.g. curl -H 'Authorization: Bearer {token}' {url}/task-status\n"
             "  More tokens: .venv/bin/python manage.py create_api_token admin\n"
         )

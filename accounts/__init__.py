@@ -1,0 +1,1 @@
+"""Entra ID identities: which Django user an Entra ID account (tenant + object id) is."""
