@@ -95,6 +95,7 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
                 delay, lambda: asyncio.ensure_future(self._close_with(CLOSE_UNAUTHENTICATED))
             )
         hub.ensure_started()
+        hub.connect(self)
         await self._subscribe_from_url()
 
     async def disconnect(self, code: int) -> None:
@@ -104,6 +105,11 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
             self._expiry.cancel()
         for key in getattr(self, "subscriptions", ()):
             hub.discard(self, key)
+        hub.disconnect(self)
+
+    def shut_down(self, code: int) -> None:
+        """The server is stopping: tell the client to reconnect elsewhere."""
+        asyncio.ensure_future(self._close_with(code))
 
     async def _close_with(self, code: int) -> None:
         self.delivery.closed = True

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
@@ -33,6 +35,7 @@ from .models import TERMINAL_STATUSES
 logger = logging.getLogger(__name__)
 
 CLOSE_SLOW_CLIENT = 4013
+CLOSE_SHUTDOWN = 4001
 _VERSIONS_KEPT = 100_000
 
 
@@ -194,8 +197,16 @@ class Hub:
         self._versions: OrderedDict[str, tuple[int, str]] = OrderedDict()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reader: asyncio.Task | None = None
+        self._connected: set[Any] = set()
+        self._shutdown_hooked = False
 
-    # -- subscriptions -----------------------------------------------------
+    # -- connections and subscriptions ---------------------------------------
+
+    def connect(self, client: Any) -> None:
+        self._connected.add(client)
+
+    def disconnect(self, client: Any) -> None:
+        self._connected.discard(client)
 
     def add(self, client: Any, key: tuple[str, str]) -> None:
         self._routes.setdefault(key, set()).add(client)
@@ -252,10 +263,37 @@ class Hub:
         if self._loop is loop and self._reader is not None and not self._reader.done():
             return
         self._loop = loop
+        self._hook_shutdown()
         if settings.REDIS_URL:
             self._reader = loop.create_task(self._read_redis())
         else:
             self._reader = loop.create_task(asyncio.sleep(0))
+
+    def _hook_shutdown(self) -> None:
+        """On SIGTERM, close every client with 4001 (reconnect) before the server stops.
+
+        daphne (Twisted) stops on SIGTERM and would drop sockets without a close
+        frame; chaining its handler lets clients tell a restart from a fault.
+        """
+        if self._shutdown_hooked or threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.getsignal(signal.SIGTERM)
+        if not callable(previous):
+            return
+        loop = self._loop
+
+        def on_term(signum: int, frame: Any) -> None:
+            loop.call_soon_threadsafe(self._shut_down, previous, signum, frame)
+
+        signal.signal(signal.SIGTERM, on_term)
+        self._shutdown_hooked = True
+
+    def _shut_down(self, previous: Callable, signum: int, frame: Any) -> None:
+        clients = list(self._connected)
+        logger.info("shutting down: closing %d WebSocket clients with %s", len(clients), 4001)
+        for client in clients:
+            client.shut_down(CLOSE_SHUTDOWN)
+        self._loop.call_later(0.3 if clients else 0, previous, signum, frame)
 
     async def _read_redis(self) -> None:
         import redis.asyncio as aioredis

@@ -262,3 +262,57 @@ def test_embedded_worker_runs_a_launched_job_without_redis(sources, tmp_path):
     assert outcome["result"]["summarised"] == ["L05"]
     assert DailySalesSummary.objects.filter(business_date="2025-06-08",
                                             location_id="L05").exists()
+
+
+def test_a_websocket_client_sees_a_worker_run_job_in_order(queue, sources, runner, tmp_path):
+    """Launched over HTTP on daphne, run by a worker process, watched over WebSocket."""
+    import asyncio
+    import urllib.request
+
+    import websockets
+
+    from tasks.auth.identity import issue_local_token
+    from tests.support.servers import Daphne
+
+    token = issue_local_token(runner)
+    env = env_for(queue)
+    server = Daphne(env).start()
+    try:
+        with celery_process("worker", env, tmp_path, "ready."):
+
+            async def scenario() -> list[dict]:
+                async with websockets.connect(f"{server.ws}?access_token={token}") as ws:
+                    assert json.loads(await ws.recv())["type"] == "subscribed"
+                    request = urllib.request.Request(
+                        f"{server.http}/task-status",
+                        data=json.dumps({"operation": "daily_sales",
+                                         "params": {"business_date": "2025-06-10"}}).encode(),
+                        headers={"Authorization": f"Bearer {token}",
+                                 "Content-Type": "application/json"},
+                        method="POST",
+                    )
+                    loop = asyncio.get_running_loop()
+                    response = await loop.run_in_executor(None, urllib.request.urlopen, request)
+                    assert response.status == 202
+                    task_id = json.load(response)["task_id"]
+                    seen = []
+                    while not seen or seen[-1]["status"] not in (
+                        "completed", "completed_with_errors", "failed"
+                    ):
+                        message = json.loads(await asyncio.wait_for(ws.recv(), 60))
+                        if message["type"] == "task_status" and (
+                            message["payload"]["task_id"] == task_id
+                        ):
+                            seen.append(message["payload"])
+                    return seen
+
+            seen = asyncio.run(scenario())
+    finally:
+        server.stop()
+    statuses = [p["status"] for p in seen]
+    assert statuses[0] == "started"
+    assert statuses[-1] == "completed_with_errors"
+    assert "error" in statuses and "processing" in statuses
+    versions = [p["version"] for p in seen]
+    assert versions == sorted(versions) and len(set(versions)) == len(versions)
+    assert "L07" in json.dumps(seen[-1]["result"])

@@ -367,3 +367,18 @@ def test_health_of_the_served_app(live):
 
     with urllib.request.urlopen(f"{live.http}/readyz", timeout=5) as response:
         assert json.load(response)["checks"] == {"database": "ok", "redis": "ok"}
+
+
+def test_clients_are_told_to_reconnect_with_4001_when_the_server_stops(transactional_db, token):
+    async def scenario():
+        with running_daphne() as server:
+            async with websockets.connect(url(server, token)) as ws:
+                await recv_json(ws)
+                await asyncio.get_running_loop().run_in_executor(None, server.stop)
+                with pytest.raises(ConnectionClosed) as closed:
+                    await recv_json(ws)
+                return closed.value.rcvd.code, server.proc.returncode
+
+    code, returncode = run(scenario())
+    assert code == 4001
+    assert returncode is not None, "the server still stops"
