@@ -98,6 +98,17 @@ def test_a_runner_can_launch(entra_mode):
     assert response.json()["status"] == "started"
 
 
+def test_the_token_in_hand_decides_not_a_later_tokens_roles(entra_mode):
+    """An older reader token stays a reader after a runner token of the same user."""
+    oid = str(uuid.uuid4())
+    reader_token = entra_mode.token(oid=oid, username="two@example.com")
+    runner_token = entra_mode.token(oid=oid, username="two@example.com", roles=[RUNNER])
+    launch = {"operation": "daily_sales", "params": {}}
+    assert client_with(reader_token).post("/task-status", launch, format="json").status_code == 403
+    assert client_with(runner_token).post("/task-status", launch, format="json").status_code == 202
+    assert client_with(reader_token).post("/task-status", launch, format="json").status_code == 403
+
+
 def test_roles_map_to_groups_and_staff_and_follow_the_latest_token(entra_mode):
     oid = str(uuid.uuid4())
     admin = authenticate_bearer(entra_mode.token(oid=oid, roles=[RUNNER, ADMIN]))
