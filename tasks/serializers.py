@@ -63,5 +63,10 @@ class TaskStatusSerializer(serializers.Serializer):
 
 
 class LaunchSerializer(serializers.Serializer):
-    operation = serializers.ChoiceField(choices=Operation.choices)
+    operation = serializers.ChoiceField(
+        choices=Operation.choices,
+        error_messages={
+            "invalid_choice": f"unknown operation {{input!r}}; valid: {', '.join(Operation.values)}"
+        },
+    )
     params = serializers.DictField(required=False, default=dict)

@@ -25,6 +25,9 @@ def pytest_configure(config: pytest.Config) -> None:
     from django.conf import settings
 
     settings.TASK_UPDATES_CHANNEL = f"test:{uuid.uuid4().hex[:8]}:{_worker_suffix()}"
+    # Launches in tests that start no worker leave their messages on a queue of
+    # their own, emptied at the end, never on a queue a real worker reads.
+    settings.CELERY_TASK_DEFAULT_QUEUE = f"test-unconsumed-{uuid.uuid4().hex[:8]}"
     os.environ.setdefault("TASKSITE_QUIET_DEV_WARNING", "1")
     if os.environ.get("ALLOW_EMBEDDED_TESTS") == "1":
         return
@@ -41,6 +44,18 @@ def pytest_configure(config: pytest.Config) -> None:
         problems.append(f"Redis is not reachable at {_host_port(redis_url, 6379)}")
     if problems:
         raise pytest.UsageError("tests need real services: " + "; ".join(problems))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    from django.conf import settings
+
+    if settings.REDIS_URL:
+        import redis
+
+        try:
+            redis.Redis.from_url(settings.REDIS_URL).delete(settings.CELERY_TASK_DEFAULT_QUEUE)
+        except redis.RedisError:
+            pass
 
 
 def _host_port(url: str, default_port: int) -> tuple[str, int]:

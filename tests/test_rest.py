@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -260,3 +261,64 @@ def test_post_with_non_json_body_is_a_clear_400(client, runner):
     response = client.post("/task-status", data="{not json", content_type="application/json")
     assert response.status_code == 400
     assert response.json()["request_id"]
+
+
+def launch(client, body, **headers):
+    return client.post("/task-status", body, content_type="application/json", **headers)
+
+
+def test_a_runner_launches_a_run_and_gets_202_location_and_the_document(client, runner):
+    client.force_login(runner)
+    response = launch(client, {"operation": "invoice_sync", "params": {}})
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["status"] == "started" and body["version"] == 1
+    assert response["Location"].endswith(f"/task-status/{body['task_id']}")
+
+
+def test_a_repeated_launch_with_an_idempotency_key_returns_the_same_task(client, runner):
+    client.force_login(runner)
+    body = {"operation": "invoice_sync", "params": {}}
+    first = launch(client, body, HTTP_IDEMPOTENCY_KEY="sync-42")
+    again = launch(client, body, HTTP_IDEMPOTENCY_KEY="sync-42")
+    other = launch(client, body, HTTP_IDEMPOTENCY_KEY="sync-43")
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json()["task_id"] == first.json()["task_id"]
+    assert other.json()["task_id"] != first.json()["task_id"]
+
+
+def test_launching_an_unknown_operation_names_the_seven(client, runner):
+    client.force_login(runner)
+    response = launch(client, {"operation": "payroll"})
+    assert response.status_code == 400
+    message = json.dumps(response.json())
+    assert all(name in message for name in Operation.values)
+
+
+def test_launching_an_operation_not_built_yet_is_400_not_available(client, runner):
+    client.force_login(runner)
+    response = launch(client, {"operation": "email_tips", "params": {}})
+    assert response.status_code == 400
+    assert "not available" in json.dumps(response.json())
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"business_date": "yesterday"}, {"business_date": "2999-01-01"}, {"locations": ["NOPE"]},
+     {"colour": "red"}],
+)
+def test_bad_parameters_are_400_with_field_errors(client, runner, params):
+    client.force_login(runner)
+    response = launch(client, {"operation": "daily_sales", "params": params})
+    assert response.status_code == 400, response.content
+    assert response.json()["request_id"]
+
+
+def test_params_that_are_not_an_object_are_400(client, runner):
+    client.force_login(runner)
+    assert launch(client, {"operation": "daily_sales", "params": [1]}).status_code == 400
+
+
+def test_a_reader_cannot_launch(api):
+    response = api.post("/task-status", {"operation": "invoice_sync"}, format="json")
+    assert response.status_code == 403
