@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import threading
 import time
@@ -218,12 +219,6 @@ class Hub:
             if not clients:
                 del self._routes[key]
 
-    def clients(self) -> set[Any]:
-        found: set[Any] = set()
-        for clients in self._routes.values():
-            found |= clients
-        return found
-
     # -- routing -----------------------------------------------------------
 
     def dispatch(self, update: Update) -> None:
@@ -301,7 +296,11 @@ class Hub:
         backoff = 0.2
         gap_since: float | None = None
         while True:
-            client = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=5)
+            client = aioredis.Redis.from_url(
+                settings.REDIS_URL,
+                socket_connect_timeout=5,
+                client_name=f"task-status-hub:{os.getpid()}",
+            )
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(updates_channel())

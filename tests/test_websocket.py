@@ -382,3 +382,35 @@ def test_clients_are_told_to_reconnect_with_4001_when_the_server_stops(transacti
     code, returncode = run(scenario())
     assert code == 4001
     assert returncode is not None, "the server still stops"
+
+
+def test_a_change_whose_publish_was_lost_is_resent_when_the_hub_reconnects(live, token):
+    """The job's PUBLISH fails (its Redis is unreachable): the database is the truth.
+
+    When the server's subscription drops and comes back, the hub re-sends what
+    changed meanwhile from the database, so the client still gets the final state.
+    """
+    import redis
+    from django.conf import settings
+
+    def kill_hub_connection() -> int:
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        killed = 0
+        for info in client.client_list(_type="pubsub"):
+            if info["name"] == f"task-status-hub:{live.proc.pid}":
+                killed += client.client_kill_filter(_id=info["id"])
+        return killed
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        async with websockets.connect(url(live, token)) as ws:
+            await recv_json(ws)
+            lost = partial(report, env=service_env(REDIS_URL="redis://127.0.0.1:1/0"))
+            done = await loop.run_in_executor(None, lost, [["start", "get_mpvs"], ["complete"]])
+            assert await quiet(ws, 0.5) == [], "nothing was published"
+            assert await loop.run_in_executor(None, kill_hub_connection) == 1
+            return done, await statuses_until_terminal(ws, done["task_id"])
+
+    done, seen = run(scenario())
+    assert seen[-1]["status"] == "completed"
+    assert seen[-1]["version"] == 2
