@@ -1,0 +1,90 @@
+"""The jobs' outputs in the admin, browsable and read-only: the jobs are their only writers."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from .models import (
+    AccountingExport,
+    AccountingExportLine,
+    DailySalesSummary,
+    Invoice,
+    JobRun,
+    SyncWatermark,
+)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Every field shown, nothing editable, nothing added or deleted by hand."""
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None):
+        return [field.name for field in self.model._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(DailySalesSummary)
+class DailySalesSummaryAdmin(ReadOnlyAdmin):
+    list_display = (
+        "business_date", "location_id", "location_name", "gross_sales", "net_sales",
+        "tax", "tips", "check_count", "guest_count", "average_check",
+    )
+    list_filter = ("business_date", "location_id")
+    search_fields = ("location_id", "location_name", "task_id")
+    date_hierarchy = "business_date"
+
+
+@admin.register(Invoice)
+class InvoiceAdmin(ReadOnlyAdmin):
+    list_display = (
+        "vendor_id", "invoice_number", "document_type", "invoice_date", "location_id",
+        "total", "exported",
+    )
+    list_filter = ("vendor_id", "document_type", "invoice_date")
+    search_fields = ("vendor_id", "invoice_number")
+    date_hierarchy = "invoice_date"
+
+    @admin.display(boolean=True, description="exported")
+    def exported(self, invoice: Invoice) -> bool:
+        return invoice.exported_hash == invoice.content_hash
+
+
+class AccountingExportLineInline(admin.TabularInline):
+    model = AccountingExportLine
+    fields = ("invoice", "content_hash")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(AccountingExport)
+class AccountingExportAdmin(ReadOnlyAdmin):
+    list_display = ("batch_id", "state", "invoice_count", "created_at", "sent_at", "task_id")
+    list_filter = ("state", "created_at")
+    search_fields = ("batch_id", "task_id", "reference")
+    inlines = [AccountingExportLineInline]
+
+
+@admin.register(SyncWatermark)
+class SyncWatermarkAdmin(ReadOnlyAdmin):
+    list_display = ("name", "value", "updated_at")
+
+
+@admin.register(JobRun)
+class JobRunAdmin(ReadOnlyAdmin):
+    list_display = ("task_id", "operation", "worker", "attempts", "started_at", "finished_at",
+                    "outcome")
+    list_filter = ("operation", "outcome")
+    search_fields = ("task_id", "worker")
