@@ -1,0 +1,157 @@
+"""The staff pages: the live monitor at ``/`` and one task's detail.
+
+Both are thin: the server renders the frame and the current documents (the
+same ``task_document`` as REST and WebSocket), and the browser client keeps
+them live. Launch and cancel go through the REST endpoints, so the pages hold
+no rule of their own about who may do what.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
+from django.middleware.csrf import get_token
+from django.shortcuts import render
+from django.urls import reverse
+from rest_framework import serializers
+
+from . import selectors
+from .auth.permissions import can_read, can_run
+from .models import Operation, Status
+from .serializers import task_document
+
+INITIAL_ROWS = 200
+# Catch-up starts a little before the snapshot was read, so a change committed
+# while the page was rendered reaches the browser (the client drops repeats).
+SINCE_MARGIN_SECONDS = 2
+
+
+def status_word(value: str) -> str:
+    """The contract's status word as staff read it: underscores as spaces."""
+    return value.replace("_", " ")
+
+
+def _input_kind(field: serializers.Field) -> str:
+    """The HTML input that edits a DRF field; the browser turns its value back into JSON."""
+    if isinstance(field, serializers.BooleanField):
+        return "checkbox"
+    if isinstance(field, serializers.DateTimeField):
+        return "datetime-local"
+    if isinstance(field, serializers.DateField):
+        return "date"
+    if isinstance(field, serializers.ListField):
+        return "list"
+    if isinstance(field, serializers.IntegerField):
+        return "number"
+    if isinstance(field, serializers.ChoiceField):
+        return "select"
+    return "text"
+
+
+def param_fields(serializer_class: type[serializers.Serializer]) -> list[dict[str, Any]]:
+    """A form description built from an operation's parameter serializer.
+
+    Empty inputs are left out of the launch, so the serializer's own defaults
+    apply exactly as they do for ``"params": {}``.
+    """
+    fields = []
+    for name, field in serializer_class().fields.items():
+        default = None if field.default is serializers.empty else field.default
+        fields.append({
+            "name": name,
+            "label": (field.label or name.replace("_", " ")).capitalize(),
+            "kind": _input_kind(field),
+            "help": str(field.help_text or ""),
+            "required": bool(field.required),
+            "checked": default is True,
+            "choices": list(getattr(field, "choices", {}).items()),
+        })
+    return fields
+
+
+def _operations() -> list[dict[str, Any]]:
+    from operations.registry import OPERATIONS
+
+    out = []
+    for value, label in Operation.choices:
+        spec = OPERATIONS.get(value)
+        out.append({
+            "name": value,
+            "label": label,
+            "description": spec.description if spec else "",
+            "available": bool(spec and spec.available),
+            "fields": param_fields(spec.params_serializer) if spec else [],
+        })
+    return out
+
+
+def _logout_url() -> str:
+    return reverse("django_auth_adfs:logout") if settings.ENTRA_MODE else reverse("logout")
+
+
+def _page_config(request: HttpRequest, **extra: Any) -> dict[str, Any]:
+    return {
+        "wsUrl": "/ws/task-status",
+        "csrfToken": get_token(request),
+        "canRun": can_run(request.user),
+        "operations": {value: label for value, label in Operation.choices},
+        **extra,
+    }
+
+
+@login_required
+def monitor(request: HttpRequest) -> HttpResponse:
+    """``/``: every task, newest first, live; filters come from the URL."""
+    if not can_read(request.user):
+        return HttpResponseForbidden()
+    operation = request.GET.get("operation", "")
+    if operation not in Operation.values:
+        operation = ""
+    wanted = [s for s in request.GET.get("status", "").split(",") if s in Status.values]
+    since = int(time.time()) - SINCE_MARGIN_SECONDS
+    tasks = selectors.list_tasks(
+        operation=operation or None, statuses=wanted or None, limit=INITIAL_ROWS
+    )
+    operations = _operations()
+    context = {
+        "operations": operations,
+        "runnable": [op for op in operations if op["available"]],
+        "statuses": [{"value": s, "word": status_word(s)} for s in Status.values],
+        "filter_operation": operation,
+        "filter_statuses": wanted,
+        "can_run": can_run(request.user),
+        "logout_url": _logout_url(),
+        "documents": [task_document(task) for task in tasks],
+        "config": _page_config(request, since=since),
+    }
+    return render(request, "tasks/monitor.html", context)
+
+
+@login_required
+def task_page(request: HttpRequest, task_id: str) -> HttpResponse:
+    """``/tasks/{task_id}``: one task's document, its result and error, live."""
+    if not can_read(request.user):
+        return HttpResponseForbidden()
+    task = selectors.get_task(task_id)
+    context: dict[str, Any] = {"logout_url": _logout_url(), "task_id": task_id}
+    if task is None:
+        return render(request, "tasks/detail.html", context, status=404)
+    document = task_document(task)
+    since = int(time.time()) - SINCE_MARGIN_SECONDS
+    context.update({
+        "task": task,
+        "document": document,
+        "operation_label": Operation(task.operation).label,
+        "status_word": status_word(task.status),
+        "result_json": json.dumps(task.result, indent=2, ensure_ascii=False),
+        "params_json": json.dumps(task.params, indent=2, ensure_ascii=False)
+        if task.params else "",
+        "can_run": can_run(request.user),
+        "config": _page_config(request, since=since, taskId=str(task.task_id)),
+    })
+    return render(request, "tasks/detail.html", context)
