@@ -408,9 +408,15 @@ def purge_expired(*, batch_size: int = 10000, now: float | None = None) -> int:
 
     Plain SQL on purpose: a queryset ``delete()`` collects every row in Python
     first, which is what runs other task stores out of memory at a million rows.
+    On PostgreSQL each batch walks the ``expires_at`` index on from where the
+    last one stopped and deletes by ``ctid``: ``task_id IN (SELECT ... LIMIT)``
+    was planned as a hash join over the whole table, once per batch, and took
+    14 s for a million rows where this takes under 3 (bench/purge.py).
     """
     cutoff = _now() if now is None else now
     table = connection.ops.quote_name(TaskStatus._meta.db_table)
+    if connection.vendor == "postgresql":
+        return _purge_postgresql(table, cutoff, batch_size)
     sql = (
         f"DELETE FROM {table} WHERE task_id IN "
         f"(SELECT task_id FROM {table} WHERE expires_at <= %s LIMIT %s)"
@@ -423,3 +429,23 @@ def purge_expired(*, batch_size: int = 10000, now: float | None = None) -> int:
         removed += count
         if count < batch_size:
             return removed
+
+
+def _purge_postgresql(table: str, cutoff: float, batch_size: int) -> int:
+    # ``expires_at <= cutoff`` is checked again on the deleted row itself, so a
+    # row that a writer renewed between the two is left alone.
+    sql = (
+        f"WITH gone AS (DELETE FROM {table} WHERE ctid = ANY(ARRAY("
+        f"SELECT ctid FROM {table} WHERE expires_at <= %s AND expires_at >= %s "
+        f"ORDER BY expires_at LIMIT %s)) AND expires_at <= %s RETURNING expires_at) "
+        f"SELECT count(*), max(expires_at) FROM gone"
+    )
+    removed, low = 0, float("-inf")
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql, [cutoff, low, batch_size, cutoff])
+            count, highest = cursor.fetchone()
+        removed += count
+        if count < batch_size:
+            return removed
+        low = highest
