@@ -1,0 +1,663 @@
+"""Fan-out benchmark: one producer, many WebSocket clients, our daphne vs a bare limit.
+
+For each number of clients, a server is started (our daphne on PostgreSQL and
+Redis, then the bare ``websockets`` limit of ``bench/fanout_limit.py`` fed by
+the same updates channel), the clients connect (memory per idle connection is
+read then), and one producer reports through ``tasks.tracker`` at fixed rates
+and then as fast as it can. The clients check what they got against the
+producer's record of every call: latency, freshness, lost transitions and
+final states. Then the filtered run (clients on one task each) and Redis's
+commands per change. Everything it starts is stopped in ``finally``.
+
+``python -m bench fanout`` (full size, a few minutes) or ``--smoke``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from bench.common import ROOT, header, ratio, record, table
+from bench.fanout_client import raise_open_files
+
+TERMINAL_WAIT = 10.0
+PHASE_SECONDS = {20: 6.0, 100: 5.0, 500: 4.0, 0: 4.0}
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--clients", default="100,1000,5000", help="comma-separated counts")
+    parser.add_argument("--rates", default="20,100,500,0", help="changes a second; 0 = flat out")
+    parser.add_argument("--servers", default="ours,limit")
+    parser.add_argument("--slots", type=int, default=10, help="tasks live at once")
+    parser.add_argument("--steps", type=int, default=25, help="changes in one task's life")
+    parser.add_argument("--filtered", type=int, default=1000, help="clients on one task each")
+    parser.add_argument("--filtered-all", type=int, default=100, help="clients on everything")
+    parser.add_argument("--filtered-rate", type=float, default=200.0)
+    parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(
+            "BENCH_FANOUT_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bench_fanout"
+        ),
+    )
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("BENCH_FANOUT_REDIS_URL", "redis://127.0.0.1:6379/7")
+    )
+
+
+# -- processes -----------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
+    """SIGTERM this one process, then SIGKILL it if it lingers."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE_SIZE
+
+
+class Lines:
+    """A child driven by JSON lines on stdin/stdout."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = open(log, "ab")
+        self.proc = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self.log, text=True, bufsize=1,
+        )
+
+    def send(self, message: dict) -> None:
+        self.proc.stdin.write(json.dumps(message) + "\n")
+        self.proc.stdin.flush()
+
+    def read(self, timeout: float = 120.0) -> dict:
+        result: list[str] = []
+        reader = threading.Thread(target=lambda: result.append(self.proc.stdout.readline()))
+        reader.daemon = True
+        reader.start()
+        reader.join(timeout)
+        if not result or not result[0]:
+            raise RuntimeError(f"{self.proc.args[2] if len(self.proc.args) > 2 else 'child'} "
+                               f"gave no answer (see {self.log.name})")
+        return json.loads(result[0])
+
+    def ask(self, message: dict, timeout: float = 120.0) -> dict:
+        self.send(message)
+        return self.read(timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                self.send({"cmd": "quit"})
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                stop(self.proc)
+        self.log.close()
+
+
+class Bench:
+    """Everything one run starts, so that ``close`` stops all of it."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.tmp = Path(tempfile.mkdtemp(prefix="bench-fanout-"))
+        self.channel = f"bench-fanout:{uuid.uuid4().hex[:12]}"
+        self.env = dict(os.environ)
+        self.env.update(
+            DJANGO_SETTINGS_MODULE="tasksite.settings",
+            DATABASE_URL=args.database_url,
+            REDIS_URL=args.redis_url,
+            TASK_UPDATES_CHANNEL=self.channel,
+            TASK_PROGRESS_MIN_INTERVAL="0",
+            TASKSITE_QUIET_DEV_WARNING="1",
+            LOG_LEVEL="WARNING",
+            PYTHONUNBUFFERED="1",
+        )
+        self.server: subprocess.Popen | None = None
+        self.server_kind = ""
+        self.producer: Lines | None = None
+        self.clients: list[Lines] = []
+        self.token = ""
+        self.port = 0
+
+    # -- set-up ------------------------------------------------------------
+
+    def prepare_database(self) -> None:
+        """Create the benchmark's own database if missing, and migrate it."""
+        import psycopg
+
+        parts = urlsplit(self.args.database_url)
+        name = parts.path.lstrip("/")
+        admin = parts._replace(path="/postgres").geturl()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{name}"')
+
+    def start_producer(self) -> None:
+        """The producer, which also migrates the database (one Django start-up, not two)."""
+        self.producer = Lines(
+            [sys.executable, "-m", "bench.fanout_producer"], self.env, self.tmp / "producer.log"
+        )
+        self.producer.ask({"cmd": "migrate"})
+        self.token = self.producer.ask({"cmd": "token"})["token"]
+
+    def start_server(self, kind: str) -> None:
+        self.port = free_port()
+        log = open(self.tmp / f"server-{kind}.log", "ab")
+        if kind == "ours":
+            argv = [
+                sys.executable, "-m", "daphne",
+                "-e", f"tcp:port={self.port}:interface=127.0.0.1:backlog=4096",
+                "--websocket-max-message-size", "65536",
+                "tasksite.asgi:application",
+            ]
+        else:
+            argv = [sys.executable, "-m", "bench.fanout_limit", str(self.port),
+                    self.args.redis_url, self.channel]
+        self.server = subprocess.Popen(
+            argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        self.server_kind = kind
+        deadline = time.monotonic() + 30
+        while True:
+            if self.server.poll() is not None:
+                raise RuntimeError(f"{kind} server exited; see {self.tmp}/server-{kind}.log")
+            try:
+                if kind == "ours":
+                    with urllib.request.urlopen(
+                        f"http://127.0.0.1:{self.port}/healthz", timeout=1
+                    ):
+                        pass
+                    self._warm_up()
+                else:
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                        pass
+                    time.sleep(0.3)  # its subscription is made just after the listen
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{kind} server did not come up") from None
+                time.sleep(0.1)
+
+    def _warm_up(self) -> None:
+        """One connection first, so lazy imports and the hub are not counted per client."""
+        from websockets.sync.client import connect
+
+        with connect(self.url) as ws:
+            ws.recv(timeout=10)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/task-status?access_token={self.token}"
+
+    def stop_server(self) -> None:
+        stop(self.server)
+        self.server = None
+
+    def start_clients(self, count: int, task_ids: list[str] | None = None) -> dict:
+        """``count`` connections over a few client processes; returns how it went."""
+        procs = 1 if count <= 200 else 2 if count <= 2000 else 4
+        if self.args.smoke:
+            procs = 1
+        shares = [count // procs + (1 if i < count % procs else 0) for i in range(procs)]
+        start = 0
+        for index, share in enumerate(shares):
+            argv = [sys.executable, "-m", "bench.fanout_client", self.url,
+                    "--connections", str(share), "--sampled", str(min(share, 25))]
+            if task_ids is not None:
+                ids_path = self.tmp / f"ids-{len(self.clients)}.txt"
+                ids_path.write_text("\n".join(task_ids[start:start + share]) + "\n")
+                argv += ["--task-ids", str(ids_path)]
+            start += share
+            self.clients.append(
+                Lines(argv, self.env, self.tmp / f"client-{len(self.clients)}-{index}.log")
+            )
+        ok = failed = 0
+        for client in self.clients[-procs:]:
+            answer = client.read(timeout=180)
+            ok += answer["ok"]
+            failed += answer["failed"]
+        return {"ok": ok, "failed": failed}
+
+    def stop_clients(self) -> None:
+        for client in self.clients:
+            client.stop()
+        self.clients = []
+
+    def close(self) -> None:
+        self.stop_clients()
+        if self.producer is not None:
+            self.producer.stop()
+            self.producer = None
+        self.stop_server()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # -- one measured phase ----------------------------------------------------
+
+    def phase(self, command: dict, label: dict) -> dict[str, Any]:
+        for client in self.clients:
+            client.send({"cmd": "reset"})
+        for client in self.clients:
+            client.read()
+        pid = self.server.pid
+        truth = self.tmp / f"truth-{uuid.uuid4().hex[:8]}.json"
+        sampler = RssSampler(pid)
+        redis_before = redis_calls(self.args.redis_url)
+        cpu_before = cpu_seconds(pid)
+        clients_before = sum(cpu_seconds(c.proc.pid) for c in self.clients)
+        sampler.start()
+        done = self.producer.ask({**command, "out": str(truth)}, timeout=command["seconds"] + 120)
+        drained = self.drain(done["last_call"])
+        cpu_after = cpu_seconds(pid)
+        clients_cpu = sum(cpu_seconds(c.proc.pid) for c in self.clients) - clients_before
+        redis_after = redis_calls(self.args.redis_url)
+        sampler.stop()
+        reports = []
+        for client in self.clients:
+            client.send({"cmd": "report", "truth": str(truth)})
+        for client in self.clients:
+            reports.append(client.read(timeout=300))
+        truth.unlink(missing_ok=True)
+        row = summarize(label, done, drained, reports, cpu_after - cpu_before,
+                        sampler, redis_before, redis_after)
+        row["clients_cpu_s"] = round(clients_cpu, 2)
+        return row
+
+    def drain(self, last_call: float) -> bool:
+        """Wait until no client has received anything for a second (at most 10 s)."""
+        deadline = time.time() + TERMINAL_WAIT
+        quiet = 0.3 if self.args.smoke else 1.0
+        previous, quiet_since = -1, time.time()
+        while time.time() < deadline:
+            total = 0
+            for client in self.clients:
+                client.send({"cmd": "stats"})
+            for client in self.clients:
+                total += client.read()["count"]
+            now = time.time()
+            if total != previous:
+                previous, quiet_since = total, now
+            elif now - quiet_since >= quiet and now - last_call >= quiet:
+                return True
+            time.sleep(0.1 if self.args.smoke else 0.2)
+        return False
+
+
+class RssSampler(threading.Thread):
+    """Resident memory of the server every 0.2 s during a phase."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.samples: list[int] = [rss_bytes(pid)]
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(0.2):
+            with contextlib.suppress(OSError):
+                self.samples.append(rss_bytes(self.pid))
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+        with contextlib.suppress(OSError):
+            self.samples.append(rss_bytes(self.pid))
+
+
+def redis_calls(url: str) -> dict[str, int]:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return {name: value["calls"] for name, value in stats.items()}
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def summarize(
+    label: dict, done: dict, drained: bool, reports: list[dict], cpu: float,
+    sampler: RssSampler, redis_before: dict[str, int], redis_after: dict[str, int],
+) -> dict[str, Any]:
+    latency = [v for r in reports for v in r["latency"]]
+    freshness = [v for r in reports for v in r["freshness"]]
+    delivered = sum(r["received"] for r in reports)
+    last_recv = max((r["last_recv"] for r in reports), default=0.0)
+    window = max(last_recv, done["last_call"]) - done["first_call"]
+    changes = done["changes"]
+    commands = {
+        name: redis_after.get(name, 0) - redis_before.get(name, 0)
+        for name in redis_after
+        if name != "cmdstat_info"
+    }
+    closed: dict[str, int] = {}
+    for r in reports:
+        for code, n in r["closed"].items():
+            closed[code] = closed.get(code, 0) + n
+    ms = 1000.0
+    return {
+        **label,
+        "changes": changes,
+        "producer_rate": round(done["rate"], 1),
+        "delivered": delivered,
+        "expected": sum(r["expected"] for r in reports),
+        "delivered_per_s": delivered / window if window > 0 else None,
+        "latency_p50_ms": _scaled(percentile(latency, 0.50), ms),
+        "latency_p99_ms": _scaled(percentile(latency, 0.99), ms),
+        "latency_max_ms": _scaled(max(latency, default=None), ms),
+        "fresh_p50_ms": _scaled(percentile(freshness, 0.50), ms),
+        "fresh_p99_ms": _scaled(percentile(freshness, 0.99), ms),
+        "fresh_max_ms": _scaled(max(freshness, default=None), ms),
+        "never_fresh": sum(r["never_fresh"] for r in reports),
+        "lost_transitions": sum(r["lost_transitions"] for r in reports),
+        "lost_finals": sum(r["lost_finals"] for r in reports),
+        "not_delivered": sum(r["lost_messages"] for r in reports),
+        "out_of_order": sum(r["out_of_order"] for r in reports),
+        "closed": closed,
+        "drained": drained,
+        "cpu_s": round(cpu, 2),
+        "cpu_us_per_msg": cpu * 1e6 / delivered if delivered else None,
+        "cpu_us_per_change": cpu * 1e6 / changes if changes else None,
+        "rss_start_mib": sampler.samples[0] / 2**20,
+        "rss_max_mib": max(sampler.samples) / 2**20,
+        "rss_end_mib": sampler.samples[-1] / 2**20,
+        "redis_cmds_per_change": sum(commands.values()) / changes if changes else None,
+        "redis_publish_per_change": (
+            commands.get("cmdstat_publish", 0) / changes if changes else None
+        ),
+    }
+
+
+def _scaled(value: float | None, factor: float) -> float | None:
+    return None if value is None else value * factor
+
+
+# -- the runs --------------------------------------------------------------------
+
+
+def fan_out(
+    bench: Bench, kind: str, clients: int, rates: list[float], then_filtered: bool
+) -> tuple[list, dict, dict | None]:
+    """Fan-out at each rate to ``clients`` clients; then, if asked, the filtered run."""
+    args = bench.args
+    bench.start_server(kind)
+    try:
+        rss_before = rss_bytes(bench.server.pid)
+        started = time.monotonic()
+        connected = bench.start_clients(clients)
+        connect_seconds = time.monotonic() - started
+        time.sleep(0.2 if args.smoke else 1.0)
+        rss_idle = rss_bytes(bench.server.pid)
+        idle = {
+            "server": kind, "clients": clients, "connected": connected["ok"],
+            "failed": connected["failed"], "connect_s": round(connect_seconds, 1),
+            "rss_before_mib": rss_before / 2**20, "rss_idle_mib": rss_idle / 2**20,
+            "kib_per_conn": (rss_idle - rss_before) / 1024 / max(1, connected["ok"]),
+        }
+        print(f"  {kind}: {connected['ok']} of {clients} connected in {connect_seconds:.1f}s, "
+              f"{idle['kib_per_conn']:.1f} KiB per idle connection", flush=True)
+        rows = []
+        for rate in rates:
+            seconds = 0.5 if args.smoke else PHASE_SECONDS.get(int(rate), 4.0)
+            row = bench.phase(
+                {"cmd": "lifecycles", "rate": rate, "seconds": seconds,
+                 "slots": args.slots, "steps": args.steps},
+                {"server": kind, "clients": connected["ok"], "rate": rate or "max"},
+            )
+            print(f"    rate {row['rate']}: {row['delivered']:,} delivered, "
+                  f"p99 {_fmt(row['latency_p99_ms'])} ms, fresh p99 {_fmt(row['fresh_p99_ms'])} "
+                  f"ms, lost transitions {row['lost_transitions']}", flush=True)
+            rows.append(row)
+        bench.stop_clients()
+        return rows, idle, filtered(bench, kind) if then_filtered else None
+    finally:
+        bench.stop_clients()
+        bench.stop_server()
+
+
+def filtered(bench: Bench, kind: str) -> dict[str, Any]:
+    """Clients on one task each plus a few on everything; updates to random tasks.
+
+    Run on the server the last fan-out used, once its clients have gone.
+    """
+    args = bench.args
+    per_task, everything = (10, 3) if args.smoke else (args.filtered, args.filtered_all)
+    print(f"  filtered on {kind}: {per_task} clients on one task each, {everything} on all",
+          flush=True)
+    try:
+        ids_path = bench.tmp / "filtered-ids.txt"
+        bench.producer.ask({"cmd": "create", "count": per_task, "out": str(ids_path)})
+        ids = ids_path.read_text().split()
+        one = bench.start_clients(per_task, task_ids=ids)
+        all_ = bench.start_clients(everything)
+        time.sleep(0.1 if args.smoke else 0.5)
+        row = bench.phase(
+            {"cmd": "random", "rate": args.filtered_rate, "seconds": 0.5 if args.smoke else 5.0},
+            {"server": kind, "one_task_clients": one["ok"], "all_clients": all_["ok"],
+             "rate": args.filtered_rate},
+        )
+        row["deliveries_per_change"] = row["delivered"] / row["changes"] if row["changes"] else 0
+        return row
+    finally:
+        bench.stop_clients()
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def with_ratios(ours: list[dict], limit: list[dict], keys: list[str]) -> list[dict]:
+    """Our rows, each figure followed by its ratio to the limit's same row."""
+    index = {(r["clients"], r["rate"]): r for r in limit}
+    out = []
+    for row in ours:
+        base = index.get((row["clients"], row["rate"]), {})
+        merged = dict(row)
+        for key in keys:
+            merged[f"{key}_x"] = ratio(row.get(key), base.get(key))
+        out.append(merged)
+    return out
+
+
+def targets(rows: list[dict], limit_rows: list[dict], idle: list[dict],
+            filtered_rows: list[dict]) -> list[dict]:
+    """Each target of the brief, met or not, with the measured figures."""
+
+    def find(source: list[dict], clients: int, rate: Any) -> dict:
+        for row in source:
+            if row["clients"] == clients and row["rate"] == rate:
+                return row
+        return {}
+
+    clients_list = sorted({r["clients"] for r in rows})
+    big = 1000 if 1000 in clients_list else (clients_list[-1] if clients_list else 0)
+    ours_max, limit_max = find(rows, big, "max"), find(limit_rows, big, "max")
+    ours_20, limit_20 = find(rows, big, 20), find(limit_rows, big, 20)
+    out = []
+
+    def add(name: str, value: Any, goal: str, met: bool | None) -> None:
+        out.append({"target": name, "measured": value, "goal": goal,
+                    "met": "-" if met is None else ("yes" if met else "NO")})
+
+    cpu_x = ratio(ours_max.get("cpu_us_per_msg"), limit_max.get("cpu_us_per_msg"))
+    add(f"CPU/msg at {big} clients, flat out (x limit)", cpu_x, "<= 2",
+        None if cpu_x is None else cpu_x <= 2)
+    rate_x = ratio(ours_max.get("delivered_per_s"), limit_max.get("delivered_per_s"))
+    add(f"delivered/s at {big} clients, flat out (x limit)", rate_x, ">= 0.5",
+        None if rate_x is None else rate_x >= 0.5)
+    p99_x = ratio(ours_20.get("latency_p99_ms"), limit_20.get("latency_p99_ms"))
+    add(f"p99 latency at 20/s, {big} clients (x limit)", p99_x, "<= 2",
+        None if p99_x is None else p99_x <= 2)
+    lost = ours_20.get("not_delivered")
+    add(f"messages lost at 20/s, {big} clients", lost, "0", None if lost is None else lost == 0)
+    overload = [r for r in rows if r["rate"] in (500, "max")]
+    worst = max((r["fresh_p99_ms"] or 0 for r in overload), default=None)
+    add("freshness p99 under overload, worst (ms)", worst, "< 250",
+        None if worst is None else worst < 250)
+    dropped = sum(r["lost_transitions"] + r["lost_finals"] for r in overload)
+    add("transitions + finals lost under overload", dropped, "0", dropped == 0)
+    growth = max((r["rss_max_mib"] - r["rss_start_mib"] for r in overload), default=None)
+    add("memory growth during overload, worst (MiB)", growth, "flat", None)
+    per_change = {r["clients"]: r["redis_cmds_per_change"] for r in rows if r["rate"] == 100}
+    add("Redis commands per change at 100/s by clients",
+        ", ".join(f"{c}: {v:.2f}" for c, v in sorted(per_change.items()) if v is not None),
+        "constant", None)
+    ours_idle = {r["clients"]: r for r in idle if r["server"] == "ours"}
+    limit_idle = {r["clients"]: r for r in idle if r["server"] == "limit"}
+    most = max(ours_idle, default=None)
+    if most is not None and most in limit_idle:
+        mem_x = ratio(ours_idle[most]["kib_per_conn"], limit_idle[most]["kib_per_conn"])
+        add(f"memory per idle connection at {most} (x limit)", mem_x, "<= 2",
+            None if mem_x is None else mem_x <= 2)
+    for row in filtered_rows:
+        if row["server"] == "ours":
+            add("filtered: deliveries per change (wanted: 1 + all-clients)",
+                row["deliveries_per_change"], f"~{1 + row['all_clients']}", None)
+    return out
+
+
+FANOUT_COLUMNS = [
+    "server", "clients", "rate", "changes", "delivered_per_s", "latency_p50_ms",
+    "latency_p99_ms", "latency_max_ms", "fresh_p50_ms", "fresh_p99_ms", "fresh_max_ms",
+    "lost_transitions", "lost_finals", "not_delivered", "cpu_us_per_msg", "rss_start_mib",
+    "rss_max_mib", "redis_cmds_per_change",
+]
+RATIO_KEYS = ["delivered_per_s", "latency_p99_ms", "fresh_p99_ms", "cpu_us_per_msg"]
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run every fan-out measurement; print the tables; write bench/results/fanout.json."""
+    header("fanout")
+    raise_open_files()
+    clients_list = [10] if args.smoke else [int(c) for c in args.clients.split(",") if c]
+    rates = [20.0, 0.0] if args.smoke else [float(r) for r in args.rates.split(",") if r]
+    rates = [int(r) if r == int(r) else r for r in rates]
+    kinds = [k for k in args.servers.split(",") if k]
+    print("Clients, server and producer share this machine's cores; the producer runs with "
+          "TASK_PROGRESS_MIN_INTERVAL=0 so every tracker call is a published change.")
+    bench = Bench(args)
+    rows: dict[str, list[dict]] = {kind: [] for kind in kinds}
+    idle: list[dict] = []
+    filtered_rows: list[dict] = []
+    started = time.monotonic()
+    try:
+        bench.prepare_database()
+        bench.start_producer()
+        for clients in clients_list:
+            last = clients == clients_list[-1] and bool(args.filtered)
+            for kind in kinds:
+                print(f"{clients} clients on {kind}", flush=True)
+                phase_rows, idle_row, filtered_row = fan_out(bench, kind, clients, rates, last)
+                rows[kind] += phase_rows
+                idle.append(idle_row)
+                if filtered_row is not None:
+                    filtered_rows.append(filtered_row)
+    finally:
+        bench.close()
+    ours, limit = rows.get("ours", []), rows.get("limit", [])
+    print("\nFan-out (ours; *_x = ratio to the limit of the same run)")
+    print(table(with_ratios(ours, limit, RATIO_KEYS),
+                FANOUT_COLUMNS[1:] + [f"{k}_x" for k in RATIO_KEYS]))
+    print("\nFan-out (limit: bare websockets + one Redis subscription)")
+    print(table(limit, FANOUT_COLUMNS[1:]))
+    print("\nIdle connections")
+    print(table(idle))
+    print("\nFiltered fan-out (clients on one task each, plus clients on everything)")
+    print(table(filtered_rows, ["server", "one_task_clients", "all_clients", "rate", "changes",
+                                "delivered", "deliveries_per_change", "cpu_us_per_change",
+                                "cpu_us_per_msg", "latency_p99_ms", "not_delivered",
+                                "redis_cmds_per_change"]))
+    verdicts = targets(ours, limit, idle, filtered_rows)
+    print("\nTargets")
+    print(table(verdicts))
+    print(f"\nfan-out bench took {time.monotonic() - started:.0f}s")
+    figures = {"fanout": ours + limit, "idle": idle, "filtered": filtered_rows,
+               "targets": verdicts, "seconds": round(time.monotonic() - started)}
+    record("fanout", figures, smoke=args.smoke)
+    if not args.smoke and not args.no_plot:
+        with contextlib.suppress(ImportError):
+            plot(figures, ROOT / "docs" / "fanout.png")
+    return figures
+
+
+def plot(figures: dict[str, Any], path: Path) -> None:
+    """Latency and freshness p99 against clients, ours and the limit, at 20/s and flat out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, rate in zip(axes, (20, "max"), strict=True):
+        for kind, style in (("ours", "-o"), ("limit", "--s")):
+            rows = sorted(
+                (r for r in figures["fanout"] if r["server"] == kind and r["rate"] == rate),
+                key=lambda r: r["clients"],
+            )
+            if not rows:
+                continue
+            xs = [r["clients"] for r in rows]
+            ax.plot(xs, [r["latency_p99_ms"] for r in rows], style, label=f"{kind} latency p99")
+            ax.plot(xs, [r["fresh_p99_ms"] for r in rows], style, alpha=0.6,
+                    label=f"{kind} freshness p99")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("clients")
+        ax.set_ylabel("ms")
+        ax.set_title(f"{rate} changes a second" if rate != "max" else "producer flat out")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    print(f"plot: {path.relative_to(ROOT)}")
