@@ -287,6 +287,7 @@ def test_hostile_content_stays_text_and_the_layout_holds(context, server, user):
     expect(row(page, later)).to_be_visible()
     assert watched.warnings("not JSON") and watched.warnings("malformed task document")
     assert row(page, bogus).count() == 0
+    assert page.evaluate("window.__pwned") is None
 
     page.goto(f"{server.http}/tasks/{task_id}")
     expect(page.locator("[data-field=result]")).to_contain_text('"html": "<img src=x')
@@ -326,7 +327,7 @@ def test_the_monitor_reads_well_on_a_phone(context, server, runner):
     page.set_viewport_size(PHONE)
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     if SCREENSHOTS:
-        page.screenshot(path=str(ROOT / "docs" / "monitor-phone.png"))
+        page.screenshot(path=str(ROOT / "docs" / "monitor-phone.png"), full_page=True)
     # Every control is reachable from the keyboard, in order: skip link first.
     page.keyboard.press("Tab")
     expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
