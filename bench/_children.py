@@ -30,16 +30,6 @@ def rss_kib() -> dict[str, int]:
     return {"rss_kib": found.get("VmRSS", 0), "peak_kib": found.get("VmHWM", 0)}
 
 
-def token(params: dict[str, Any]) -> None:
-    """A reader user and a fresh API token for the REST benchmark."""
-    from django.contrib.auth import get_user_model
-
-    from tasks.auth.identity import issue_local_token
-
-    user, _ = get_user_model().objects.get_or_create(username="bench-reader")
-    _say({"token": issue_local_token(user, name="bench")})
-
-
 def producer(params: dict[str, Any]) -> None:
     """Report changes on this producer's own tasks through ``tasks.tracker`` for a window.
 
@@ -136,7 +126,7 @@ def purge(params: dict[str, Any]) -> None:
     })
 
 
-ROLES = {"token": token, "producer": producer, "reader": reader, "purge": purge}
+ROLES = {"producer": producer, "reader": reader, "purge": purge}
 
 
 def main() -> None:

@@ -135,6 +135,26 @@ def load_tasks(conn, count: int, *, expired: bool = False, tag: str = "bench") -
     return time.perf_counter() - started
 
 
+def api_token(conn, username: str = "bench-reader") -> str:
+    """A local-mode API token for a plain (non-staff) user, written as the project stores it."""
+    import secrets
+
+    from tasks.auth.identity import TOKEN_PREFIX, hash_token
+
+    user = conn.execute(
+        "INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, email,"
+        " is_staff, is_active, date_joined) VALUES ('!', false, %s, '', '', '', false, true, now())"
+        " ON CONFLICT (username) DO UPDATE SET is_active = true RETURNING id", [username],
+    ).fetchone()[0]
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    conn.execute(
+        "INSERT INTO tasks_apitoken (user_id, name, key_hash, created)"
+        " VALUES (%s, 'bench', %s, now())",
+        [user, hash_token(raw)],
+    )
+    return raw
+
+
 def reset_table(conn) -> None:
     conn.execute(f"TRUNCATE {TABLE}")
 

@@ -116,3 +116,9 @@ def ratio(ours: float | None, limit: float | None) -> float | None:
     if not ours or not limit:
         return None
     return ours / limit
+
+
+def busy() -> str:
+    """The 1-minute load average against the cores: other work skews every figure."""
+    one, _, _ = os.getloadavg()
+    return f"load average {one:.2f} on {os.cpu_count()} cores"

@@ -1,12 +1,13 @@
 """Purge: a million expired rows deleted by the project's own purge while a reader reads.
 
-Three runs on the same freshly loaded table (TRUNCATE, one ``INSERT ... SELECT
-generate_series``, VACUUM ANALYZE, CHECKPOINT): the project's purge as a Celery
-worker runs beat's ``operations.purge`` (in a process of its own, whose memory
-is read before and after), then the baselines, one plain SQL ``DELETE`` and
-plain-SQL batches of 10,000. A reader process keeps fetching single live tasks
-through ``tasks.selectors.get_task`` the whole time; its p99 during each delete
-is set against its p99 in the seconds before.
+Three runs, each on a million expired rows loaded afresh beside the same live
+rows (one ``INSERT ... SELECT generate_series``, VACUUM ANALYZE, CHECKPOINT):
+the project's purge as a Celery worker runs beat's ``operations.purge`` (in a
+process of its own, whose memory is read before and after), then the
+baselines, one plain SQL ``DELETE`` and plain-SQL batches of 10,000 (the
+statement the purge used before). One reader process keeps fetching single
+live tasks through ``tasks.selectors.get_task`` the whole time; its p99 during
+each delete is set against its p99 in the seconds before.
 
 Targets: purge under 5 s, reader p99 during at most 2x before, memory flat.
 """
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench import _stack
-from bench.common import header, record, table
+from bench.common import busy, header, record, table
 
 BATCH = 10_000
 METHODS = ("project purge (Celery task)", "plain DELETE", "plain SQL batches of 10,000")
@@ -35,28 +36,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.smoke:
-        args.rows, args.live, args.before = min(args.rows, 20_000), min(args.live, 500), 0.5
+        args.rows, args.live, args.before = min(args.rows, 20_000), min(args.live, 500), 0.3
     header("purge")
+    print(f"before: {busy()}")
     _stack.prepare_database(args.database_url, args.redis_url)
     env = _stack.stack_env(args.database_url, args.redis_url)
     rows: list[dict[str, Any]] = []
     with _stack.connect(args.database_url) as conn:
-        for method in METHODS:
-            load = _reload(conn, args)
-            ids = [str(row[0]) for row in conn.execute(
-                f"SELECT task_id FROM {_stack.TABLE} WHERE expires_at > %s", [time.time()])]
-            random.shuffle(ids)
-            if method.startswith("project"):
-                result = _with_reader(env, ids, args.before, lambda: _project_purge(env))
-            else:
-                batched = "batches" in method
-                result = _with_reader(env, ids, args.before,
-                                      lambda b=batched: _plain_delete(conn, batched=b))
-            left = conn.execute(
-                f"SELECT count(*) FROM {_stack.TABLE} WHERE expires_at <= %s", [time.time()]
-            ).fetchone()[0]
-            rows.append({"method": method, "load_s": round(load, 1), **result,
-                         "expired_left": left})
+        _stack.reset_table(conn)
+        _stack.load_tasks(conn, args.live, tag="bench-live")
+        ids = [str(row[0]) for row in conn.execute(f"SELECT task_id FROM {_stack.TABLE}")]
+        random.shuffle(ids)
+        reader = _Reader(env, ids[:5000])
+        try:
+            for method in METHODS:
+                load = _stack.load_tasks(conn, args.rows, expired=True, tag="bench-expired")
+                _stack.settle(conn)
+                if method.startswith("project"):
+                    result = reader.around(args.before, lambda: _project_purge(env))
+                else:
+                    batched = "batches" in method
+                    result = reader.around(args.before,
+                                           lambda b=batched: _plain_delete(conn, batched=b))
+                left = conn.execute(
+                    f"SELECT count(*) FROM {_stack.TABLE} WHERE expires_at <= %s", [time.time()]
+                ).fetchone()[0]
+                rows.append({"method": method, "load_s": round(load, 1), **result,
+                             "expired_left": left})
+        finally:
+            samples = reader.stop()
+    for row in rows:
+        row.update(_reads(samples, *row.pop("window")))
     columns = ["method", "removed", "seconds", "rows_per_s", "p99_before_ms", "p99_during_ms",
                "p99_ratio", "reads_during", "rss_before_mib", "rss_after_mib", "peak_mib",
                "expired_left"]
@@ -78,14 +88,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.no_record:
         record("purge", figures, smoke=args.smoke)
     return figures
-
-
-def _reload(conn, args: argparse.Namespace) -> float:
-    _stack.reset_table(conn)
-    seconds = _stack.load_tasks(conn, args.live, tag="bench-live")
-    seconds += _stack.load_tasks(conn, args.rows, expired=True, tag="bench-expired")
-    _stack.settle(conn)
-    return seconds
 
 
 def _project_purge(env: dict[str, str]) -> dict[str, Any]:
@@ -124,30 +126,41 @@ def _plain_delete(conn, *, batched: bool) -> dict[str, Any]:
     return {"removed": removed, "started": started, "finished": time.time()}
 
 
-def _with_reader(env: dict[str, str], ids: list[str], before: float,
-                 delete: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run ``delete`` while a reader process reads; split its samples at the delete."""
-    reader = _stack.child("reader", env, ids=ids[:5000])
-    try:
-        _stack.read_json_line(reader)
+class _Reader:
+    """One reader process for the whole part; its samples are split at each delete."""
+
+    def __init__(self, env: dict[str, str], ids: list[str]) -> None:
+        self.proc = _stack.child("reader", env, ids=ids)
+        _stack.read_json_line(self.proc)
+
+    def around(self, before: float, delete: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Run ``delete`` after ``before`` seconds of reads; note its window."""
         time.sleep(before)
         result = delete()
-        time.sleep(0.5)
-        reader.stdin.write("stop\n")
-        reader.stdin.flush()
-        samples = _stack.read_json_line(reader)["samples"]
-    finally:
-        _stack.stop_group(reader)
-    started, finished = result.pop("started"), result.pop("finished")
-    pre = [lat for at, lat in samples if started - before <= at < started]
+        time.sleep(0.3)
+        started, finished = result.pop("started"), result.pop("finished")
+        seconds = finished - started
+        return {**result, "seconds": round(seconds, 2),
+                "rows_per_s": round(result["removed"] / seconds) if seconds else None,
+                "window": (started - before, started, finished)}
+
+    def stop(self) -> list[tuple[float, float]]:
+        try:
+            self.proc.stdin.write("stop\n")
+            self.proc.stdin.flush()
+            return _stack.read_json_line(self.proc)["samples"]
+        finally:
+            _stack.stop_group(self.proc)
+
+
+def _reads(samples: list[tuple[float, float]], since: float, started: float,
+           finished: float) -> dict[str, Any]:
+    """The reader's latency in the seconds before a delete against during it."""
+    pre = [lat for at, lat in samples if since <= at < started]
     during = [lat for at, lat in samples if started <= at <= finished]
     p99_before = _stack.percentile(pre, 99)
     p99_during = _stack.percentile(during, 99)
-    seconds = finished - started
     return {
-        **result,
-        "seconds": round(seconds, 2),
-        "rows_per_s": round(result["removed"] / seconds) if seconds else None,
         "p50_before_ms": _stack.ms(_stack.percentile(pre, 50)),
         "p99_before_ms": _stack.ms(p99_before),
         "p50_during_ms": _stack.ms(_stack.percentile(during, 50)),
