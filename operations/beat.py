@@ -49,6 +49,7 @@ class LockedScheduler(Scheduler):
         self.ttl_ms = int(settings.BEAT_LOCK_TTL_SECONDS * 1000)
         self.token = uuid.uuid4().hex
         self.leader = False
+        self.announced_standby = False
         self.redis = None
         if settings.REDIS_URL:
             import redis
@@ -78,11 +79,15 @@ class LockedScheduler(Scheduler):
         if not self._hold_lock():
             if self.leader:
                 logger.warning("beat: lost the lock %s; standing by", self.lock_key)
+            elif not self.announced_standby:
+                logger.info("beat: another beat holds the lock %s; standing by", self.lock_key)
+            self.announced_standby = True
             self.leader = False
             return self.max_interval
         if not self.leader:
             logger.info("beat: holding the lock %s; sending schedules", self.lock_key)
             self.leader = True
+            self.announced_standby = False
             self._load_last_runs()
         return min(super().tick(*args, **kwargs), self.max_interval)
 

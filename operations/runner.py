@@ -130,11 +130,13 @@ def run_task(operation: str, task_id: str, params: dict[str, Any], *,
         heartbeat = Heartbeat(run)
         heartbeat.start()
         outcome = "failed"
+        logger.info("task %s: %s started on %s", task_id, operation, run.worker)
         try:
             outcome = _execute(OPERATIONS[operation], task_id, params)
         finally:
             heartbeat.stop()
             finish(run, outcome)
+            logger.info("task %s: %s ended %s", task_id, operation, outcome)
         return outcome
     finally:
         request_id_var.reset(token)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -20,6 +21,18 @@ class Conflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "conflict"
     default_code = "conflict"
+
+
+class UnprocessableEntity(exceptions.APIException):
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_detail = "unprocessable request"
+    default_code = "unprocessable"
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "request body too large"
+    default_code = "payload_too_large"
 
 
 class BadParameter(exceptions.ValidationError):
@@ -41,6 +54,12 @@ def _flatten(detail: Any) -> tuple[str, dict | None]:
 
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
+    # Django raises these while DRF reads the body or the query string inside
+    # the view; they are the client's fault, never a 500.
+    if isinstance(exc, RequestDataTooBig):
+        exc = PayloadTooLarge(f"request body too large (at most {_max_body()} bytes)")
+    elif isinstance(exc, SuspiciousOperation):
+        exc = exceptions.ParseError(f"bad request: {exc}")
     if isinstance(exc, TaskNotFound):
         exc = exceptions.NotFound("no such task")
     elif isinstance(exc, TaskAlreadyFinished):
@@ -58,6 +77,12 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         return _finish(response, "internal error", None)
     detail, extra = _flatten(response.data)
     return _finish(response, detail, extra)
+
+
+def _max_body() -> int:
+    from django.conf import settings
+
+    return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
 
 
 def _finish(response: Response, detail: str, extra: dict | None) -> Response:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 from collections.abc import Callable
 
@@ -9,6 +11,8 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
 from .logging import request_id_var, sane_request_id
+
+access_logger = logging.getLogger("tasks.access")
 
 
 class RequestIDMiddleware:
@@ -23,24 +27,31 @@ class RequestIDMiddleware:
         if self.is_async:
             markcoroutinefunction(self)
 
-    def _begin(self, request: HttpRequest) -> None:
+    def _begin(self, request: HttpRequest) -> float:
         # Not reset on the way out: Django logs the response ("django.request")
         # after the middleware chain returns, and that line must carry the id.
         # Each ASGI request runs in its own context; a WSGI thread sets it anew.
         request_id = sane_request_id(request.headers.get("X-Request-ID")) or str(uuid.uuid4())
         request.request_id = request_id
         request_id_var.set(request_id)
+        return time.perf_counter()
+
+    def _end(self, request: HttpRequest, response: HttpResponse, began: float) -> HttpResponse:
+        response["X-Request-ID"] = request.request_id
+        # One access line per request, carrying the request id (daphne's own
+        # access log cannot); the logging filter redacts tokens in the query.
+        access_logger.info(
+            "%s %s %s %.1fms", request.method, request.get_full_path(),
+            response.status_code, (time.perf_counter() - began) * 1000,
+        )
+        return response
 
     def __call__(self, request: HttpRequest):
         if self.is_async:
             return self.__acall__(request)
-        self._begin(request)
-        response = self.get_response(request)
-        response["X-Request-ID"] = request.request_id
-        return response
+        began = self._begin(request)
+        return self._end(request, self.get_response(request), began)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
-        self._begin(request)
-        response = await self.get_response(request)
-        response["X-Request-ID"] = request.request_id
-        return response
+        began = self._begin(request)
+        return self._end(request, await self.get_response(request), began)

@@ -394,8 +394,17 @@ def request_cancel(task_id: str, *, by: str) -> TaskStatus:
     """Ask a running task to stop at its next progress step.
 
     The request is a stored field (written like any change, so it counts as
-    one version and is broadcast), which a job in another process sees.
+    one version and is broadcast), which a job in another process sees. Asking
+    again changes nothing: the first request's author stays on record.
     """
+    try:
+        current = TaskStatus.objects.get(pk=task_id)
+    except (TaskStatus.DoesNotExist, ValueError, TypeError, ValidationError):
+        raise TaskNotFound(f"no task {task_id}") from None
+    if current.is_terminal:
+        raise TaskAlreadyFinished(str(current.task_id), current.status)
+    if current.cancel_requested_by:
+        return current
 
     def mutate(task: TaskStatus) -> None:
         task.cancel_requested_by = by or "unknown user"

@@ -4,26 +4,31 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.http import JsonResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.views import SpectacularSwaggerView
 from rest_framework import exceptions, status
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import selectors, tracker
 from .auth.permissions import CanRunTasks
-from .exceptions import BadParameter, Conflict
+from .exceptions import BadParameter, Conflict, UnprocessableEntity
 from .models import IdempotencyKey, Operation, Status
 from .pagination import make_cursor, next_link, read_cursor
 from .serializers import LaunchSerializer, TaskStatusSerializer, task_document
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 500
+_DIGITS = re.compile(r"[0-9]{1,7}")
+_UNIX_SECONDS = re.compile(r"[0-9]{1,15}(\.[0-9]{1,9})?")
 
 
 def _etag(task) -> str:
@@ -40,13 +45,10 @@ def _not_modified(request: Request, etag: str) -> bool:
 def _parse_limit(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_LIMIT
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadParameter("limit", f"must be an integer from 1 to {MAX_LIMIT}") from None
-    if not 1 <= value <= MAX_LIMIT:
+    # ASCII digits only: int() would also take "１" or " 5_0 ".
+    if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
         raise BadParameter("limit", f"must be an integer from 1 to {MAX_LIMIT}")
-    return value
+    return int(raw)
 
 
 def _parse_operation(raw: str | None) -> str | None:
@@ -74,11 +76,10 @@ def _parse_statuses(raw: str | None) -> list[str] | None:
 def _parse_since(raw: str | None) -> float | None:
     if raw is None:
         return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise BadParameter("updated_since", "must be Unix seconds (a number)") from None
-    if not math.isfinite(value) or value < 0:
+    if not _UNIX_SECONDS.fullmatch(raw):
+        raise BadParameter("updated_since", "must be Unix seconds (a non-negative number)")
+    value = float(raw)
+    if not math.isfinite(value):
         raise BadParameter("updated_since", "must be Unix seconds (a non-negative number)")
     return value
 
@@ -141,13 +142,16 @@ class TaskListView(APIView):
             )
         key = request.headers.get("Idempotency-Key")
         if key is not None:
-            if not key or len(key) > 200:
-                raise BadParameter("Idempotency-Key", "must be 1 to 200 characters")
+            if not _IDEMPOTENCY_KEY.fullmatch(key):
+                raise BadParameter("Idempotency-Key", "must be 1 to 200 printable ASCII characters")
             claim = _claim_idempotency_key(request.user, key)
             if claim.task_id is not None:
                 task = selectors.get_task(str(claim.task_id))
                 if task is not None:
-                    return Response(task_document(task), status=status.HTTP_200_OK)
+                    _same_launch_or_422(task, operation, body.validated_data["params"])
+                    response = Response(task_document(task), status=status.HTTP_200_OK)
+                    response["Location"] = _location(request, task.task_id)
+                    return response
         try:
             task_id = launch(
                 operation,
@@ -163,8 +167,33 @@ class TaskListView(APIView):
             IdempotencyKey.objects.filter(pk=claim.pk).update(task_id=task_id)
         task = selectors.get_task(task_id)
         response = Response(task_document(task), status=status.HTTP_202_ACCEPTED)
-        response["Location"] = request.build_absolute_uri(f"/task-status/{task_id}")
+        response["Location"] = _location(request, task_id)
         return response
+
+
+_IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,200}")
+
+
+def _location(request: Request, task_id) -> str:
+    return request.build_absolute_uri(f"/task-status/{task_id}")
+
+
+def _same_launch_or_422(task, operation: str, params: dict | None) -> None:
+    """A key names one request: reusing it for another launch is the client's bug.
+
+    Only the parameters the repeat names are compared: a default (yesterday's
+    business date) may have moved on since the first request.
+    """
+    from operations.registry import validate_params
+
+    stored = task.params or {}
+    given = validate_params(operation, params) if task.operation == operation else {}
+    if task.operation != operation or any(
+        stored.get(name) != given.get(name) for name in (params or {})
+    ):
+        raise UnprocessableEntity(
+            "this Idempotency-Key was used for a different launch; use a new key"
+        )
 
 
 def _claim_idempotency_key(user, key: str) -> IdempotencyKey:
@@ -208,6 +237,15 @@ class TaskCancelView(APIView):
             raise exceptions.NotFound(f"no task {task_id}")
         task = tracker.request_cancel(str(task.task_id), by=request.user.get_username())
         return Response(task_document(task), status=status.HTTP_202_ACCEPTED)
+
+
+class ApiDocsView(SpectacularSwaggerView):
+    """The interactive docs; refusals (401, 406) in JSON like every endpoint, not HTML."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = "application/json"
+        return super().handle_exception(exc)
 
 
 def healthz(request) -> JsonResponse:

@@ -199,7 +199,8 @@ def run(task: TaskHandle, params: dict[str, Any]) -> dict[str, Any]:
         task.progress(i, f"{business_date.isoformat()}: location {loc_id} ({i} of {total})")
     if not done:
         if missing == total:
-            raise JobFailed(f"no sales data for {business_date.isoformat()}")
+            where = f" at {', '.join(sorted(failed))}" if len(failed) <= 3 else ""
+            raise JobFailed(f"no sales data for {business_date.isoformat()}{where}")
         first = "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:3])
         raise JobFailed(f"no location could be summarised ({first})")
     net = sum((Decimal(v["net_sales"]) for v in done.values()), Decimal(0))
