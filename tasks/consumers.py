@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -73,8 +74,28 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
     """Subscriptions, catch-up and heartbeats for one client.
 
     Live updates do not pass through this consumer's channel-layer queue: the
-    hub calls ``deliver`` with the already-encoded frame.
+    hub calls ``deliver`` with the already-encoded frame. Nor does anything
+    else, so the consumer takes no channel layer: one would cost every
+    connection a receive task and a queue, and Redis a poll, for nothing.
     """
+
+    channel_layer_alias = "no channel layer: updates come through the hub"
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        """Channels' loop for a consumer without a channel layer, minus its extra task.
+
+        ``await_many_dispatch`` runs each receive in a task of its own and waits
+        on it; with one source that is a task, a future and their callbacks
+        per connection for nothing, and 5,000 idle connections should be cheap.
+        """
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
 
     async def connect(self) -> None:
         self.subscriptions: set[tuple[str, str]] = set()
@@ -232,6 +253,13 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
             self._catchup.append(update)
         else:
             self.delivery.offer(update)
+
+    def deliver_many(self, updates: list[Update], blob: bytes | None) -> None:
+        """Several updates at once; ``blob`` is their frames joined, when the hub has it."""
+        if self._catchup is not None:
+            self._catchup.extend(updates)
+        else:
+            self.delivery.offer_many(updates, blob)
 
     async def _send_json(self, message: dict) -> None:
         if not self.delivery.closed:

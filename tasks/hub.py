@@ -3,10 +3,11 @@
 One hub per server process holds one subscription to the updates channel
 (Redis pub/sub, or the in-process hand-off when no ``REDIS_URL``), keeps an
 index of its clients' subscriptions, and hands each update, encoded once, to
-exactly the clients that want it. Under daphne the frame is also framed once
-(autobahn's prepared message) and written straight to each client's transport,
-so one more watcher costs one buffered write, not a trip through a channel
-layer and a consumer.
+exactly the clients that want it. Under daphne the WebSocket frame is also
+built once and sent straight to each client's socket, so one more watcher
+costs one ``send``, not a trip through a channel layer, a consumer and the
+reactor. When the process falls behind its producers, what waits on the
+subscription is conflated once and sent to each client as one byte string.
 
 Invariants:
 - versions only rise per task on the live stream of a process (stale
@@ -24,7 +25,7 @@ import os
 import signal
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -38,12 +39,13 @@ logger = logging.getLogger(__name__)
 CLOSE_SLOW_CLIENT = 4013
 CLOSE_SHUTDOWN = 4001
 _VERSIONS_KEPT = 100_000
+_BATCH_MAX = 10_000
 
 
 class Update:
-    """One change as the hub routes it; the frame is framed at most once."""
+    """One change as the hub routes it; its WebSocket frame is built at most once."""
 
-    __slots__ = ("task_id", "operation", "version", "status", "text", "conflatable", "_prepared")
+    __slots__ = ("task_id", "operation", "version", "status", "text", "conflatable", "_frame")
 
     def __init__(self, task_id: str, operation: str, version: int, status: str, text: str):
         self.task_id = task_id
@@ -52,7 +54,7 @@ class Update:
         self.status = status
         self.text = text
         self.conflatable = False
-        self._prepared = None
+        self._frame: bytes | None = None
 
     @classmethod
     def parse(cls, data: str | bytes) -> Update:
@@ -62,16 +64,50 @@ class Update:
         task_id, operation, version, status = header.split(" ")
         return cls(task_id, operation, int(version), status, text)
 
-    def prepared(self, protocol: Any) -> Any:
-        if self._prepared is None:
-            self._prepared = protocol.factory.prepareMessage(
-                self.text.encode("utf-8"), isBinary=False, doNotCompress=True
-            )
-        return self._prepared
+    @property
+    def frame(self) -> bytes:
+        """The whole server-to-client text frame (unmasked, uncompressed), for every client.
+
+        An uncompressed frame is valid on every connection, permessage-deflate
+        negotiated or not, so one byte string serves them all.
+        """
+        if self._frame is None:
+            payload = self.text.encode("utf-8")
+            size = len(payload)
+            if size < 126:
+                head = bytes((0x81, size))
+            elif size < 65536:
+                head = b"\x81\x7e" + size.to_bytes(2, "big")
+            else:
+                head = b"\x81\x7f" + size.to_bytes(8, "big")
+            self._frame = head + payload
+        return self._frame
+
+
+def conflate(updates: list[Update]) -> list[Update]:
+    """Newest progress per task wins; transitions and final states keep their place.
+
+    A conflatable update (same status as the one before it, not terminal)
+    replaces the task's pending conflatable update if nothing of that task
+    came after it; anything else is kept, in order.
+    """
+    kept: list[Update] = []
+    replaceable: dict[str, int] = {}
+    for update in updates:
+        index = replaceable.get(update.task_id)
+        if update.conflatable and index is not None:
+            kept[index] = update
+            continue
+        if update.conflatable:
+            replaceable[update.task_id] = len(kept)
+        else:
+            replaceable.pop(update.task_id, None)
+        kept.append(update)
+    return kept
 
 
 def _daphne_protocol(send: Callable) -> Any | None:
-    """Daphne's protocol behind an ASGI ``send``, to write prepared frames directly.
+    """Daphne's protocol behind an ASGI ``send``, to write frames to its socket directly.
 
     Also turns off autobahn's ``failByDrop`` (for this connection and those
     after it): with it on, daphne answers an oversized frame by dropping TCP
@@ -85,6 +121,15 @@ def _daphne_protocol(send: Callable) -> Any | None:
     return None
 
 
+def _plain_socket(transport: Any) -> Any | None:
+    """The socket under a plain Twisted TCP transport (not TLS), else None."""
+    from twisted.internet import tcp
+
+    if isinstance(transport, tcp.Connection) and not getattr(transport, "TLS", False):
+        return getattr(transport, "socket", None)
+    return None
+
+
 def _buffered_bytes(transport: Any) -> int:
     try:
         return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
@@ -93,7 +138,22 @@ def _buffered_bytes(transport: Any) -> int:
 
 
 class Delivery:
-    """Sends updates to one client, conflating when its socket falls behind."""
+    """Sends updates to one client, conflating while its socket is full.
+
+    Under daphne a frame goes straight to the socket with one ``send`` when
+    nothing is waiting before it (Twisted's own ``write`` would register the
+    socket with the reactor and send it on the next turn of the loop: two
+    ``epoll_ctl`` calls and a wake-up per client per message). What the kernel
+    does not take waits in Twisted's buffer, and from then on the client is
+    *behind*: updates queue in a backlog where newest progress replaces older
+    progress of the same task, while transitions and final states keep their
+    place, until the socket drains. A client whose unsent bytes stay above
+    ``WS_SEND_HIGH_WATER`` for ``WS_SLOW_CLIENT_SECONDS``, or whose backlog
+    passes ``WS_OUTBOX_LIMIT``, is closed with 4013.
+    """
+
+    __slots__ = ("_send", "_close", "_protocol", "_socket", "_backlog", "_replaceable",
+                 "_backlog_bytes", "_drainer", "_behind_since", "_refused", "closed")
 
     def __init__(
         self,
@@ -103,37 +163,86 @@ class Delivery:
         self._send = send
         self._close = close
         self._protocol = _daphne_protocol(send)
-        self._backlog: deque[list] = deque()
-        self._replaceable: dict[str, list] = {}
+        self._socket = None
+        if self._protocol is not None:
+            self._socket = _plain_socket(self._protocol.transport)
+        # made on first use: most clients never fall behind, and an idle
+        # connection should cost as little as possible
+        self._backlog: list[list] | None = None
+        self._replaceable: dict[str, list] | None = None
+        self._backlog_bytes = 0
         self._drainer: asyncio.Task | None = None
-        self._behind_since: float | None = None
+        self._behind_since = 0.0
+        self._refused = False
         self.closed = False
 
-    def _congested(self) -> bool:
-        if self._protocol is None or self._protocol.transport is None:
-            return False
-        return _buffered_bytes(self._protocol.transport) > settings.WS_SEND_HIGH_WATER
+    def _behind(self) -> bool:
+        """The kernel refused part of what we sent and Twisted still holds it.
 
-    def _write(self, update: Update) -> None:
+        Bytes that daphne itself wrote (a ``subscribed`` reply, a pong) also
+        wait in Twisted's buffer until the next turn of the loop; that is not
+        being behind, and updates then queue after them in order.
+        """
         protocol = self._protocol
-        if protocol is not None:
-            if protocol.state == protocol.STATE_OPEN:
-                protocol.sendPreparedMessage(update.prepared(protocol))
-        else:
-            asyncio.ensure_future(self._send({"type": "websocket.send", "text": update.text}))
+        if protocol is None or protocol.transport is None:
+            return False
+        buffered = _buffered_bytes(protocol.transport)
+        if buffered == 0:
+            self._refused = False
+            return False
+        return self._refused or buffered > settings.WS_SEND_HIGH_WATER
+
+    def _write(self, data: bytes, text: str | None = None) -> None:
+        protocol = self._protocol
+        if protocol is None:
+            asyncio.ensure_future(self._send({"type": "websocket.send", "text": text}))
+            return
+        transport = protocol.transport
+        if protocol.state != protocol.STATE_OPEN or transport is None:
+            return
+        sock = self._socket
+        if sock is not None and not protocol.send_queue and _buffered_bytes(transport) == 0:
+            try:
+                sent = sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                return  # the connection is gone; Twisted notices on its next read
+            if sent == len(data):
+                return
+            data = data[sent:]
+            self._refused = True
+        transport.write(data)
 
     def offer(self, update: Update) -> None:
         if self.closed:
             return
-        if not self._backlog and not self._congested():
-            self._write(update)
+        if not self._backlog and not self._behind():
+            self._write(update.frame, update.text)
             return
+        self._queue(update)
+
+    def offer_many(self, updates: list[Update], blob: bytes | None) -> None:
+        """Several updates at once: one ``send`` of their frames when the socket is free."""
+        if self.closed:
+            return
+        if self._protocol is not None and not self._backlog and not self._behind():
+            self._write(blob if blob is not None else b"".join(u.frame for u in updates))
+            return
+        for update in updates:
+            self.offer(update)
+
+    def _queue(self, update: Update) -> None:
+        if self._backlog is None:
+            self._backlog, self._replaceable = [], {}
         entry = self._replaceable.get(update.task_id)
         if update.conflatable and entry is not None:
+            self._backlog_bytes += len(update.frame) - len(entry[1].frame)
             entry[1] = update
             return
         entry = [update.task_id, update]
         self._backlog.append(entry)
+        self._backlog_bytes += len(update.frame)
         if update.conflatable:
             self._replaceable[update.task_id] = entry
         else:
@@ -145,23 +254,32 @@ class Delivery:
             self._behind_since = time.monotonic()
             self._drainer = asyncio.ensure_future(self._drain())
 
+    def _unsent_bytes(self) -> int:
+        transport = self._protocol.transport if self._protocol is not None else None
+        return self._backlog_bytes + (_buffered_bytes(transport) if transport else 0)
+
     async def _drain(self) -> None:
+        """Write the whole backlog at once each time the socket has drained."""
         try:
             while self._backlog and not self.closed:
-                if self._congested():
-                    if time.monotonic() - self._behind_since > settings.WS_SLOW_CLIENT_SECONDS:
+                if self._behind():
+                    now = time.monotonic()
+                    if self._unsent_bytes() <= settings.WS_SEND_HIGH_WATER:
+                        self._behind_since = now
+                    elif now - self._behind_since > settings.WS_SLOW_CLIENT_SECONDS:
                         self.cut_off("too slow to read")
                         return
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(0.02)
                     continue
                 self._behind_since = time.monotonic()
-                task_id, update = self._backlog.popleft()
-                if (
-                    self._replaceable.get(task_id) is not None
-                    and self._replaceable[task_id][1] is update
-                ):
-                    del self._replaceable[task_id]
-                self._write(update)
+                updates = [update for _, update in self._backlog]
+                self._backlog = self._replaceable = None
+                self._backlog_bytes = 0
+                if self._protocol is not None:
+                    self._write(b"".join(u.frame for u in updates))
+                else:
+                    for update in updates:
+                        self._write(update.frame, update.text)
         finally:
             self._drainer = None
 
@@ -170,8 +288,8 @@ class Delivery:
             return
         logger.warning("closing a WebSocket client with %s: %s", CLOSE_SLOW_CLIENT, reason)
         self.closed = True
-        self._backlog.clear()
-        self._replaceable.clear()
+        self._backlog = self._replaceable = None
+        self._backlog_bytes = 0
         asyncio.ensure_future(self._close_behind_backlog())
 
     async def _close_behind_backlog(self) -> None:
@@ -222,9 +340,13 @@ class Hub:
     # -- routing -----------------------------------------------------------
 
     def dispatch(self, update: Update) -> None:
+        self.dispatch_many([update])
+
+    def _accept(self, update: Update) -> bool:
+        """Drop what is not newer than what was routed; mark plain progress conflatable."""
         known = self._versions.get(update.task_id)
         if known is not None and known[0] >= update.version:
-            return
+            return False
         update.conflatable = (
             known is not None
             and known[1] == update.status
@@ -234,22 +356,59 @@ class Hub:
         self._versions.move_to_end(update.task_id)
         if len(self._versions) > _VERSIONS_KEPT:
             self._versions.popitem(last=False)
+        return True
 
+    def dispatch_many(self, updates: list[Update]) -> None:
+        """Route what the subscription had waiting, conflated, to the clients that want it.
+
+        More than one update is waiting only when this process fell behind the
+        producers; then every client would be behind too, so plain progress is
+        conflated here, once, before the fan-out rather than per client after
+        it. Clients of everything get the survivors as one byte string, one
+        ``send`` each; other clients get what matches their subscriptions.
+        """
+        updates = conflate([update for update in updates if self._accept(update)])
+        if not updates:
+            return
         everyone = self._routes.get(ALL, ())
-        for client in everyone:
-            client.deliver(update)
-        for key in (operation_key(update.operation), task_key(update.task_id)):
-            for client in self._routes.get(key, ()):
-                if client not in everyone:
+        if everyone:
+            if len(updates) == 1:
+                update = updates[0]
+                for client in everyone:
                     client.deliver(update)
+            else:
+                blob = b"".join(update.frame for update in updates)
+                for client in everyone:
+                    client.deliver_many(updates, blob)
+        routes = self._routes
+        if len(routes) <= (1 if everyone else 0):
+            return
+        wanted: dict[Any, list[Update]] = {}
+        for update in updates:
+            by_operation = routes.get(operation_key(update.operation), ())
+            for clients in (by_operation, routes.get(task_key(update.task_id), ())):
+                for client in clients:
+                    if client in everyone or (clients is not by_operation
+                                              and client in by_operation):
+                        continue
+                    wanted.setdefault(client, []).append(update)
+        for client, mine in wanted.items():
+            if len(mine) == 1:
+                client.deliver(mine[0])
+            else:
+                client.deliver_many(mine, None)
 
     def dispatch_raw(self, data: str | bytes) -> None:
-        try:
-            update = Update.parse(data)
-        except (ValueError, UnicodeDecodeError):
-            logger.error("dropping a malformed update from the updates channel")
-            return
-        self.dispatch(update)
+        self.dispatch_raw_many([data])
+
+    def dispatch_raw_many(self, items: list[str | bytes]) -> None:
+        updates = []
+        for data in items:
+            try:
+                updates.append(Update.parse(data))
+            except (ValueError, UnicodeDecodeError):
+                logger.error("dropping a malformed update from the updates channel")
+        self.dispatch_many(updates)
 
     # -- the subscription --------------------------------------------------
 
@@ -309,8 +468,17 @@ class Hub:
                 backoff = 0.2
                 while True:
                     message = await pubsub.get_message(timeout=30.0)
-                    if message is not None and message["type"] == "message":
-                        self.dispatch_raw(message["data"])
+                    if message is None or message["type"] != "message":
+                        continue
+                    # whatever else is already waiting is routed with it, conflated
+                    waiting = [message["data"]]
+                    while len(waiting) < _BATCH_MAX:
+                        message = await pubsub.get_message(timeout=0)
+                        if message is None:
+                            break
+                        if message["type"] == "message":
+                            waiting.append(message["data"])
+                    self.dispatch_raw_many(waiting)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis down or the connection dropped
@@ -333,8 +501,7 @@ class Hub:
         from .selectors import changed_since_wire
 
         messages = await database_sync_to_async(changed_since_wire)(since - 1.0)
-        for data in messages:
-            self.dispatch_raw(data)
+        self.dispatch_raw_many(messages)
         logger.info("updates subscription restored; re-sent %d changed tasks", len(messages))
 
 

@@ -34,7 +34,7 @@ def test_the_fanout_benchmark_runs_and_loses_nothing_on_tiny_numbers():
         assert row["delivered"] > 0, row
         assert row["lost_transitions"] == row["lost_finals"] == row["out_of_order"] == 0, row
         assert row["latency_p50_ms"] is not None and row["latency_p50_ms"] > 0, row
-        assert row["cpu_us_per_msg"] > 0, row
+        assert row["cpu_us_per_msg"] is not None and row["cpu_us_per_msg"] >= 0, row  # 10 ms ticks
         assert row["redis_publish_per_change"] >= 1, row
         if row["rate"] == 20:
             assert row["not_delivered"] == 0, row
