@@ -48,6 +48,8 @@ if not SECRET_KEY:
         os.environ["TASKSITE_QUIET_DEV_WARNING"] = "1"
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# Hosts of browser applications elsewhere that may open the WebSocket (with a token).
+WS_ALLOWED_ORIGINS = env_list("WS_ALLOWED_ORIGINS", [])
 
 INSTALLED_APPS = [
     "daphne",

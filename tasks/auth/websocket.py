@@ -7,10 +7,10 @@ from urllib.parse import parse_qs
 
 from channels.auth import AuthMiddleware
 from channels.db import database_sync_to_async
-from channels.security.websocket import OriginValidator
+from channels.security.websocket import OriginValidator, WebsocketDenier
 from channels.sessions import SessionMiddlewareStack
 from django.conf import settings
-from django.http.request import is_same_domain
+from django.http.request import is_same_domain, split_domain_port, validate_host
 
 from .identity import Identity, InvalidToken, authenticate_bearer
 
@@ -60,7 +60,11 @@ class TokenAuthMiddleware(AuthMiddleware):
 
 
 class BrowserOriginValidator(OriginValidator):
-    """Refuse a browser handshake from a foreign Origin; allow non-browser clients (no Origin)."""
+    """Refuse a browser handshake from a foreign Origin; allow non-browser clients (no Origin).
+
+    Allowed: the ``ALLOWED_HOSTS``, plus ``WS_ALLOWED_ORIGINS`` for browser
+    applications served from another host that connect with a token.
+    """
 
     def valid_origin(self, parsed_origin: Any) -> bool:
         if parsed_origin is None:
@@ -71,8 +75,24 @@ class BrowserOriginValidator(OriginValidator):
         host = parsed_origin.hostname or ""
         return any(
             pattern == "*" or is_same_domain(host, pattern.strip("[]"))
-            for pattern in settings.ALLOWED_HOSTS
+            for pattern in [*settings.ALLOWED_HOSTS, *settings.WS_ALLOWED_ORIGINS]
         )
+
+
+class AllowedHostValidator:
+    """The WebSocket twin of Django's Host check, which HTTP requests get and daphne skips."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
+        host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"),
+                    None)
+        if host is not None:
+            domain, _port = split_domain_port(host)
+            if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
+                return await WebsocketDenier()(scope, receive, send)
+        return await self.inner(scope, receive, send)
 
 
 class ServerSendMiddleware:
@@ -91,5 +111,7 @@ class ServerSendMiddleware:
 
 def websocket_security(inner: Any) -> Any:
     return ServerSendMiddleware(
-        BrowserOriginValidator(SessionMiddlewareStack(TokenAuthMiddleware(inner)), ["*"])
+        AllowedHostValidator(
+            BrowserOriginValidator(SessionMiddlewareStack(TokenAuthMiddleware(inner)), ["*"])
+        )
     )
