@@ -36,6 +36,19 @@ lint: install
 bench: install
 	$(PY) -m bench $(BENCH_ARGS)
 
+# Production layout (README, "Running in production"): gunicorn serves HTTP, daphne
+# the WebSocket, one proxy in front sends /ws/ to daphne. Needs REDIS_URL.
+HOST ?= 127.0.0.1
+WS_PORT ?= 8001
+WEB_WORKERS ?= 4
+.PHONY: web websocket
+
+web: install
+	$(VENV)/bin/gunicorn -b $(HOST):$(PORT) -w $(WEB_WORKERS) --worker-class sync tasksite.wsgi:application
+
+websocket: install
+	$(PY) -m daphne -b $(HOST) -p $(WS_PORT) --websocket-max-message-size 65536 tasksite.asgi:application
+
 # Production layout with REDIS_URL set: separate worker and beat processes.
 worker: install
 	$(VENV)/bin/celery -A tasksite worker --pool prefork --concurrency 1 --loglevel INFO
