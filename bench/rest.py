@@ -47,13 +47,14 @@ def _gunicorn(port: int, workers: int) -> list[str]:
             "--worker-class", "sync", "tasksite.wsgi:application"]
 
 
-# name -> (command for a port, extra environment, module the server needs)
-LAYOUTS: dict[str, tuple[Any, dict[str, str], str]] = {
-    "daphne": (_daphne, {}, "daphne"),
-    "daphne + pool": (_daphne, {"BENCH_DB_POOL": "8"}, "daphne"),
-    "uvicorn 2 + pool": (lambda p: _uvicorn(p, 2), {"BENCH_DB_POOL": "8"}, "uvicorn"),
-    "gunicorn 2 sync": (lambda p: _gunicorn(p, 2), {}, "gunicorn"),
-    "gunicorn 4 sync": (lambda p: _gunicorn(p, 4), {}, "gunicorn"),
+# name -> (command for a port, extra environment, modules it needs beyond requirements.txt)
+LAYOUTS: dict[str, tuple[Any, dict[str, str], tuple[str, ...]]] = {
+    "daphne": (_daphne, {}, ()),
+    "daphne + pool": (_daphne, {"BENCH_DB_POOL": "8"}, ("psycopg_pool",)),
+    "uvicorn 2 + pool": (lambda p: _uvicorn(p, 2), {"BENCH_DB_POOL": "8"},
+                         ("uvicorn", "psycopg_pool")),
+    "gunicorn 2 sync": (lambda p: _gunicorn(p, 2), {}, ("gunicorn",)),
+    "gunicorn 4 sync": (lambda p: _gunicorn(p, 4), {}, ("gunicorn",)),
 }
 
 
@@ -70,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.smoke:
         args.rows, args.seconds, args.connections, args.deep = 2000, 1.0, 4, 250
-        args.layouts = PRODUCTION if _installed(LAYOUTS[PRODUCTION][2]) else "daphne"
+        args.layouts = PRODUCTION if not _missing(LAYOUTS[PRODUCTION][2]) else "daphne"
     header("rest")
     print(f"before: {busy()}")
     tool = _load.generator()
@@ -96,9 +97,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     auth = {"Authorization": f"Bearer {token}"}
     rows: list[dict[str, Any]] = []
     for name in args.layouts.split(","):
-        command, extra, module = LAYOUTS[name]
-        if not _installed(module):
-            print(f"{name}: skipped, {module} is not installed")
+        command, extra, modules = LAYOUTS[name]
+        if _missing(modules):
+            print(f"{name}: skipped, {', '.join(_missing(modules))} not installed "
+                  "(pip install it into the venv to measure this layout)")
             continue
         port = _stack.free_port()
         with _stack.running(command(port), {**env, **extra},
@@ -196,10 +198,10 @@ def _check(port: int, path: str, headers: dict[str, str]) -> None:
             raise RuntimeError(f"{path} answered {response.status} {str(body)[:80]}")
 
 
-def _installed(module: str) -> bool:
+def _missing(modules: tuple[str, ...]) -> list[str]:
     import importlib.util
 
-    return importlib.util.find_spec(module) is not None
+    return [module for module in modules if importlib.util.find_spec(module) is None]
 
 
 def _round(value: float | None) -> float | None:
