@@ -17,6 +17,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from . import tracker
+from .auth.identity import forget_local_tokens
 from .auth.permissions import can_run
 from .models import ApiToken, TaskStatus
 from .serializers import task_document
@@ -150,6 +151,14 @@ class ApiTokenAdmin(admin.ModelAdmin):
     list_display = ("name", "user", "created")
     search_fields = ("user__username", "name")
     readonly_fields = ("user", "name", "key_hash", "created")
+
+    def delete_model(self, request: HttpRequest, obj: ApiToken) -> None:
+        super().delete_model(request, obj)
+        forget_local_tokens()  # revoked here at once; other processes within the cache time
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        super().delete_queryset(request, queryset)
+        forget_local_tokens()
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -22,7 +22,11 @@ def get_task(task_id: str) -> TaskStatus | None:
         key = uuid.UUID(str(task_id))
     except (ValueError, TypeError, AttributeError):
         return None
-    return visible_tasks().filter(pk=key).first()
+    # get(), not first(): a primary-key read needs no ORDER BY.
+    try:
+        return visible_tasks().get(pk=key)
+    except TaskStatus.DoesNotExist:
+        return None
 
 
 def list_tasks(

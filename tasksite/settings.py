@@ -162,6 +162,8 @@ AZURE_CA_BUNDLE = os.environ.get("AZURE_CA_BUNDLE", "")
 TASK_ADMIN_ROLE = os.environ.get("TASK_ADMIN_ROLE", "TaskStatus.Admin")
 TASK_RUNNER_ROLE = os.environ.get("TASK_RUNNER_ROLE", "TaskStatus.Run")
 ENTRA_MODE = bool(AZURE_TENANT_ID)
+# Local API tokens: how long a validated one is trusted without a lookup.
+API_TOKEN_CACHE_SECONDS = float(os.environ.get("API_TOKEN_CACHE_SECONDS", "30"))
 
 AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
 if ENTRA_MODE:

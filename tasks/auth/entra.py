@@ -50,7 +50,7 @@ from django_auth_adfs.config import ProviderConfig
 from django_auth_adfs.config import settings as adfs_settings
 
 from accounts.http import PinnedTrustSession
-from tasks.auth.identity import Identity, InvalidToken
+from tasks.auth.identity import Identity, IdentityCache, InvalidToken
 
 logger = logging.getLogger(__name__)
 
@@ -283,37 +283,6 @@ def expected_issuers(discovery_issuer: str, tenant_id: str) -> set[str]:
     return issuers
 
 
-class _IdentityCache:
-    """Validated tokens by SHA-256, each kept until its ``exp``: an LRU bounded in size."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[bytes, Identity] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: bytes) -> Identity | None:
-        with self._lock:
-            identity = self._items.get(key)
-            if identity is None:
-                return None
-            if identity.expires_at is not None and identity.expires_at <= time.time():
-                del self._items[key]
-                return None
-            self._items.move_to_end(key)
-            return identity
-
-    def put(self, key: bytes, identity: Identity) -> None:
-        with self._lock:
-            self._items[key] = identity
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-
 class EntraTokenMixin:
     """Validation and user mapping shared by the bearer and the authorization-code backends."""
 
@@ -491,7 +460,7 @@ class EntraAuthCodeBackend(EntraTokenMixin, AdfsAuthCodeBackend):
 class _State:
     config: EntraConfig
     provider: EntraProviderConfig
-    cache: _IdentityCache
+    cache: IdentityCache
 
 
 _state: _State | None = None
@@ -508,7 +477,7 @@ def _current_state() -> _State:
     with _state_lock:
         if _state is None or _state.config != config:
             _state = _State(
-                config, EntraProviderConfig(config), _IdentityCache(IDENTITY_CACHE_SIZE)
+                config, EntraProviderConfig(config), IdentityCache(IDENTITY_CACHE_SIZE)
             )
         return _state
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +32,46 @@ class Identity:
     roles: frozenset[str] = field(default_factory=frozenset)
 
 
+class IdentityCache:
+    """Validated tokens by digest, each kept until a deadline: an LRU bounded in size.
+
+    The deadline is the token's ``exp`` unless a shorter one is given (local
+    tokens have no ``exp``; their deadline bounds how long a revoked one lives).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[bytes, tuple[Identity, float | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> Identity | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return None
+            identity, until = item
+            if until is not None and until <= time.time():
+                del self._items[key]
+                return None
+            self._items.move_to_end(key)
+            return identity
+
+    def put(self, key: bytes, identity: Identity, *, until: float | None = None) -> None:
+        with self._lock:
+            self._items[key] = (identity, identity.expires_at if until is None else until)
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
 TOKEN_PREFIX = "tsk_"
+# A busy client costs one token lookup per this many seconds, not one per
+# request; a revoked token or a deactivated user is refused within it.
+_local_cache = IdentityCache(10_000)
 
 
 def hash_token(raw: str) -> str:
@@ -50,10 +92,22 @@ def _authenticate_local(raw: str) -> Identity:
 
     if not raw.startswith(TOKEN_PREFIX) or len(raw) > 200:
         raise InvalidToken()
-    token = ApiToken.objects.select_related("user").filter(key_hash=hash_token(raw)).first()
+    digest = hash_token(raw)
+    key = digest.encode()
+    identity = _local_cache.get(key)
+    if identity is not None:
+        return identity
+    token = ApiToken.objects.select_related("user").filter(key_hash=digest).first()
     if token is None or not token.user.is_active:
         raise InvalidToken()
-    return Identity(user=token.user)
+    identity = Identity(user=token.user)
+    _local_cache.put(key, identity, until=time.time() + settings.API_TOKEN_CACHE_SECONDS)
+    return identity
+
+
+def forget_local_tokens() -> None:
+    """Drop cached local identities (a revocation that must take effect at once; tests)."""
+    _local_cache.clear()
 
 
 def authenticate_bearer(raw: str) -> Identity:
