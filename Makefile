@@ -46,8 +46,10 @@ WEB_WORKERS ?= 4
 web: install
 	$(VENV)/bin/gunicorn -b $(HOST):$(PORT) -w $(WEB_WORKERS) --worker-class sync tasksite.wsgi:application
 
+# Django keeps a persistent connection per thread, and under ASGI threads come
+# and go: daphne connects per use (Django's advice for ASGI) unless told otherwise.
 websocket: install
-	$(PY) -m daphne -b $(HOST) -p $(WS_PORT) --websocket-max-message-size 65536 tasksite.asgi:application
+	DB_CONN_MAX_AGE=$${DB_CONN_MAX_AGE:-0} $(PY) -m daphne -b $(HOST) -p $(WS_PORT) --websocket-max-message-size 65536 tasksite.asgi:application
 
 # Production layout with REDIS_URL set: separate worker and beat processes.
 worker: install
