@@ -202,8 +202,11 @@ class Delivery:
         transport = protocol.transport
         if protocol.state != protocol.STATE_OPEN or transport is None:
             return
+        if protocol.send_queue:
+            protocol.sendData(data)  # behind autobahn's own queued frames, in order
+            return
         sock = self._socket
-        if sock is not None and not protocol.send_queue and _buffered_bytes(transport) == 0:
+        if sock is not None and _buffered_bytes(transport) == 0:
             try:
                 sent = sock.send(data)
             except BlockingIOError:
