@@ -29,6 +29,14 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 
 
+# What the subscription actions take: a misspelt filter must be an error, not
+# a quiet subscription to everything. (A ping may carry anything.)
+_FIELDS = {
+    "subscribe": {"action", "operation", "task_id", "since"},
+    "unsubscribe": {"action", "operation", "task_id"},
+}
+
+
 class FrameError(ValueError):
     """A client frame the server cannot take; answered with an ``error`` message."""
 
@@ -96,6 +104,10 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
                 await self.dispatch(await receive())
         except StopConsumer:
             pass
+        finally:
+            # However the loop ended (a disconnect, a server error), the hub
+            # must not keep routing to this client.
+            self._forget()
 
     async def connect(self) -> None:
         self.subscriptions: set[tuple[str, str]] = set()
@@ -120,6 +132,9 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
         await self._subscribe_from_url()
 
     async def disconnect(self, code: int) -> None:
+        self._forget()
+
+    def _forget(self) -> None:
         if getattr(self, "delivery", None) is not None:
             self.delivery.closed = True
         if getattr(self, "_expiry", None) is not None:
@@ -148,6 +163,8 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
                 message = json.loads(text_data)
             except ValueError:
                 raise FrameError("frame is not valid JSON") from None
+            except RecursionError:
+                raise FrameError("frame is nested too deeply") from None
             if not isinstance(message, dict):
                 raise FrameError("frame must be a JSON object with an action")
             action = message.get("action")
@@ -162,6 +179,12 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
             )
             if handler is None:
                 raise FrameError(f"unknown action {action!r}; valid: subscribe, unsubscribe, ping")
+            unknown = sorted(set(message) - _FIELDS[action]) if action in _FIELDS else []
+            if unknown:
+                raise FrameError(
+                    f"unknown field {', '.join(map(repr, unknown))} for {action}; "
+                    f"valid: {', '.join(sorted(_FIELDS[action] - {'action'}))}"
+                )
             await handler(message)
         except FrameError as exc:
             await self._send_json({"type": "error", "error": str(exc)})
@@ -215,7 +238,7 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
         hub.add(self, key)
         reply = dict(described)
         if since is not None:
-            reply["since"] = since
+            reply["since"] = int(since) if since.is_integer() else since
         await self._send_json({"type": "subscribed", "subscription": reply})
         if since is not None:
             await self._catch_up(key, since)
@@ -224,6 +247,7 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
         """Current state first, then the live updates buffered meanwhile, never older."""
         kind, value = key
         try:
+            await hub.listening()
             tasks = await database_sync_to_async(changed_since)(
                 since,
                 everything=kind == groups.ALL[0],

@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 CLOSE_SLOW_CLIENT = 4013
 CLOSE_SHUTDOWN = 4001
+LISTEN_WAIT_SECONDS = 5.0
+EMBEDDED_POLL_SECONDS = 1.0
 _VERSIONS_KEPT = 100_000
 _BATCH_MAX = 10_000
 _ROUND_PAUSE = 3.0
@@ -327,6 +329,9 @@ class Hub:
         self._waiting: list[str | bytes] = []
         self._round_due: asyncio.TimerHandle | None = None
         self._next_round = 0.0
+        # set while the subscription is live: catch-up reads the database only
+        # then, so that nothing published after its snapshot can go unheard
+        self._listening: asyncio.Event | None = None
 
     # -- connections and subscriptions ---------------------------------------
 
@@ -458,11 +463,29 @@ class Hub:
         if self._loop is loop and self._reader is not None and not self._reader.done():
             return
         self._loop = loop
+        self._listening = asyncio.Event()
         self._hook_shutdown()
         if settings.REDIS_URL:
             self._reader = loop.create_task(self._read_redis())
         else:
-            self._reader = loop.create_task(asyncio.sleep(0))
+            self._listening.set()  # the in-process hand-off cannot miss anything
+            self._reader = loop.create_task(self._poll_database())
+
+    async def listening(self, timeout: float = LISTEN_WAIT_SECONDS) -> bool:
+        """Wait until the subscription is live (False if it is not within ``timeout``).
+
+        A catch-up that reads the database before the subscription is live
+        could miss a change published in between; one that gives up waiting
+        (Redis down) still answers, and the gap repair re-sends what changed
+        once the subscription is back.
+        """
+        if self._listening is None:
+            return False
+        try:
+            await asyncio.wait_for(self._listening.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
 
     def _hook_shutdown(self) -> None:
         """On SIGTERM, close every client with 4001 (reconnect) before the server stops.
@@ -501,11 +524,14 @@ class Hub:
                 socket_connect_timeout=5,
                 client_name=f"task-status-hub:{os.getpid()}",
             )
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            pubsub = client.pubsub()
             try:
                 await pubsub.subscribe(updates_channel())
+                await self._confirmed(pubsub)
+                self._listening.set()
                 if gap_since is not None:
                     await self._repair_gap(gap_since)
+                    gap_since = None
                 backoff = 0.2
                 while True:
                     message = await pubsub.get_message(timeout=30.0)
@@ -523,6 +549,7 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis down or the connection dropped
+                self._listening.clear()
                 if gap_since is None:
                     gap_since = time.time()
                 logger.warning("updates subscription lost (%s); retrying in %.1fs", exc, backoff)
@@ -534,6 +561,45 @@ class Hub:
                     await client.aclose()
                 except Exception:
                     pass
+
+    @staticmethod
+    async def _confirmed(pubsub: Any) -> None:
+        """Wait for Redis to confirm the SUBSCRIBE: only from then on is nothing missed."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            message = await pubsub.get_message(timeout=1.0)
+            if message is not None and message["type"] == "subscribe":
+                return
+        raise ConnectionError("no confirmation of the updates subscription")
+
+    async def _poll_database(self) -> None:
+        """Embedded default: also hear writers in other processes (``run_operation``, a shell).
+
+        Without Redis only this process's changes arrive by hand-off; every
+        ``EMBEDDED_POLL_SECONDS`` the tasks changed since the last look are read
+        from the database and routed, and the version check drops what clients
+        already have. One indexed query a second, and only while clients exist.
+        """
+        from channels.db import database_sync_to_async
+
+        from .selectors import changed_since_wire
+
+        since = time.time()
+        while True:
+            await asyncio.sleep(EMBEDDED_POLL_SECONDS)
+            if not self._connected:
+                since = time.time()
+                continue
+            started = time.time()
+            try:
+                # a change commits a moment after its updated_at is taken
+                messages = await database_sync_to_async(changed_since_wire)(since - 2.0)
+            except Exception:
+                logger.warning("could not read changed tasks from the database", exc_info=True)
+                continue
+            since = started
+            if messages:
+                self.dispatch_raw_many(messages)
 
     async def _repair_gap(self, since: float) -> None:
         """Re-send what changed while the subscription was down, from the database."""
