@@ -68,6 +68,14 @@ def _now() -> float:
     return time.time()
 
 
+def _load(task_id: str) -> TaskStatus:
+    """The stored row (expired or not: a running job may finish what it started)."""
+    try:
+        return TaskStatus.objects.get(pk=task_id)
+    except (TaskStatus.DoesNotExist, ValueError, TypeError, ValidationError):
+        raise TaskNotFound(f"no task {task_id}") from None
+
+
 def _publish_after_commit(task: TaskStatus) -> None:
     transaction.on_commit(lambda: broadcast.publish_change(task))
 
@@ -91,10 +99,7 @@ def _change(
         if known is not None and attempt == 0:
             task = copy.copy(known)
         else:
-            try:
-                task = TaskStatus.objects.get(pk=task_id)
-            except (TaskStatus.DoesNotExist, ValueError, TypeError, ValidationError):
-                raise TaskNotFound(f"no task {task_id}") from None
+            task = _load(task_id)
         if task.is_terminal:
             raise TaskAlreadyFinished(str(task.task_id), task.status)
         if check_cancel and task.cancel_requested_by:
@@ -383,11 +388,7 @@ def start_task(
 
 def open_task(task_id: str) -> contextmanager:
     """Re-open a created task for the job that runs it."""
-    try:
-        task = TaskStatus.objects.get(pk=task_id)
-    except (TaskStatus.DoesNotExist, ValueError, TypeError):
-        raise TaskNotFound(f"no task {task_id}") from None
-    return _running(TaskHandle(task))
+    return _running(TaskHandle(_load(task_id)))
 
 
 def request_cancel(task_id: str, *, by: str) -> TaskStatus:
@@ -397,10 +398,7 @@ def request_cancel(task_id: str, *, by: str) -> TaskStatus:
     one version and is broadcast), which a job in another process sees. Asking
     again changes nothing: the first request's author stays on record.
     """
-    try:
-        current = TaskStatus.objects.get(pk=task_id)
-    except (TaskStatus.DoesNotExist, ValueError, TypeError, ValidationError):
-        raise TaskNotFound(f"no task {task_id}") from None
+    current = _load(task_id)
     if current.is_terminal:
         raise TaskAlreadyFinished(str(current.task_id), current.status)
     if current.cancel_requested_by:
