@@ -337,3 +337,14 @@ def test_the_monitor_reads_well_on_a_phone(context, server, runner):
     expect(page.get_by_role("button", name="Cancel task")).to_be_hidden()
     if SCREENSHOTS:
         page.screenshot(path=str(ROOT / "docs" / "monitor-detail.png"))
+
+
+def test_a_page_whose_session_ended_offers_to_sign_in_again(context, server, user):
+    watched = open_monitor(context, server, user)
+    page = watched.page
+    context.clear_cookies()  # the session is gone, as after a sign-out elsewhere
+    page.evaluate("window.taskMonitor.client.ws.close()")
+    again = page.locator("#connection .conn-detail a")
+    expect(again).to_have_text("signed out: sign in again", timeout=10000)
+    again.click()
+    expect(page).to_have_url(re.compile(r"/accounts/login/\?next=/$"))

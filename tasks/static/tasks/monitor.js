@@ -182,6 +182,14 @@ function connectionIndicator() {
     } else if (state === "offline") {
       detail.textContent = info.code === 4403 ? "not allowed" : "stopped";
     }
+    if (info.code === 4401 && state !== "live") {
+      // The page's session ended: reloading it leads through the sign-in page.
+      clearInterval(countdown);
+      const again = document.createElement("a");
+      again.href = window.location.href;
+      again.textContent = "signed out: sign in again";
+      detail.replaceChildren(again);
+    }
     root.title = info.code ? `last close code ${info.code}` : "";
   };
 }
