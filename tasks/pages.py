@@ -36,21 +36,20 @@ def status_word(value: str) -> str:
     return value.replace("_", " ")
 
 
+# The HTML input that edits each kind of DRF field (the first match wins).
+_INPUT_KINDS: tuple[tuple[type[serializers.Field], str], ...] = (
+    (serializers.BooleanField, "checkbox"),
+    (serializers.DateTimeField, "datetime-local"),
+    (serializers.DateField, "date"),
+    (serializers.ListField, "list"),
+    (serializers.IntegerField, "number"),
+    (serializers.ChoiceField, "select"),
+)
+
+
 def _input_kind(field: serializers.Field) -> str:
     """The HTML input that edits a DRF field; the browser turns its value back into JSON."""
-    if isinstance(field, serializers.BooleanField):
-        return "checkbox"
-    if isinstance(field, serializers.DateTimeField):
-        return "datetime-local"
-    if isinstance(field, serializers.DateField):
-        return "date"
-    if isinstance(field, serializers.ListField):
-        return "list"
-    if isinstance(field, serializers.IntegerField):
-        return "number"
-    if isinstance(field, serializers.ChoiceField):
-        return "select"
-    return "text"
+    return next((kind for cls, kind in _INPUT_KINDS if isinstance(field, cls)), "text")
 
 
 def param_fields(serializer_class: type[serializers.Serializer]) -> list[dict[str, Any]]:
