@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import JsonResponse
 from rest_framework import exceptions, status
@@ -57,7 +58,9 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     # Django raises these while DRF reads the body or the query string inside
     # the view; they are the client's fault, never a 500.
     if isinstance(exc, RequestDataTooBig):
-        exc = PayloadTooLarge(f"request body too large (at most {_max_body()} bytes)")
+        exc = PayloadTooLarge(
+            f"request body too large (at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes)"
+        )
     elif isinstance(exc, SuspiciousOperation):
         exc = exceptions.ParseError(f"bad request: {exc}")
     if isinstance(exc, TaskNotFound):
@@ -77,12 +80,6 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         return _finish(response, "internal error", None)
     detail, extra = _flatten(response.data)
     return _finish(response, detail, extra)
-
-
-def _max_body() -> int:
-    from django.conf import settings
-
-    return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
 
 
 def _finish(response: Response, detail: str, extra: dict | None) -> Response:

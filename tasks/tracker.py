@@ -405,9 +405,10 @@ def request_cancel(task_id: str, *, by: str) -> TaskStatus:
         return current
 
     def mutate(task: TaskStatus) -> None:
-        task.cancel_requested_by = by or "unknown user"
+        # a retry after a concurrent write may find another request already there
+        task.cancel_requested_by = task.cancel_requested_by or by or "unknown user"
 
-    return _change(task_id, mutate)
+    return _change(task_id, mutate, known=current)
 
 
 def purge_expired(*, batch_size: int = 10000, now: float | None = None) -> int:
