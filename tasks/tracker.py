@@ -2,11 +2,12 @@
 
 A job reports through a ``TaskHandle``. Each change is one ``UPDATE`` that
 writes only if nobody changed the row since the writer last saw it
-(compare-and-swap on ``version``; on a miss the row is re-read and the change
-retried), so two processes writing one task never lose an update or move
-``version`` backwards, on PostgreSQL and SQLite alike. The broadcast leaves
-after the commit, and a broadcast that fails is logged, never raised into the
-job: the database is the truth and catch-up repairs any gap.
+(compare-and-swap on ``version``; on a miss the row is read again under a lock
+and the change made there), so two processes writing one task never lose an
+update, never starve, and never move ``version`` backwards, on PostgreSQL and
+SQLite alike. The broadcast leaves after the commit, and a broadcast that fails
+is logged, never raised into the job: the database is the truth and catch-up
+repairs any gap.
 """
 
 from __future__ import annotations
@@ -28,8 +29,6 @@ from . import broadcast
 from .models import TERMINAL_STATUSES, Operation, Status, TaskStatus
 
 logger = logging.getLogger(__name__)
-
-_MAX_ATTEMPTS = 50
 
 
 class TrackerError(Exception):
@@ -68,10 +67,11 @@ def _now() -> float:
     return time.time()
 
 
-def _load(task_id: str) -> TaskStatus:
+def _load(task_id: str, *, for_update: bool = False) -> TaskStatus:
     """The stored row (expired or not: a running job may finish what it started)."""
+    rows = TaskStatus.objects.select_for_update() if for_update else TaskStatus.objects
     try:
-        return TaskStatus.objects.get(pk=task_id)
+        return rows.get(pk=task_id)
     except (TaskStatus.DoesNotExist, ValueError, TypeError, ValidationError):
         raise TaskNotFound(f"no task {task_id}") from None
 
@@ -87,32 +87,42 @@ def _change(
     check_cancel: bool = False,
     known: TaskStatus | None = None,
 ) -> TaskStatus:
-    """Apply ``mutate`` to the latest row as one compare-and-swap ``UPDATE``.
+    """Apply ``mutate`` to the latest row.
 
     ``known`` is the row as this writer last wrote it: when nobody else has
-    written since, the change costs that single statement; when someone has
-    (another process, a cancel request), the ``version`` check fails and the
-    change is retried on the freshly read row. No explicit transaction is
-    needed, since the ``UPDATE`` is atomic on its own.
+    written since, the change costs one compare-and-swap ``UPDATE``. When
+    someone has (another process, a cancel request), or there is no ``known``
+    row, the change is made on the row read under a lock (``SELECT ... FOR
+    UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` serialises writers), so
+    a writer that keeps losing the race to a faster one still gets through.
     """
-    for attempt in range(_MAX_ATTEMPTS):
-        if known is not None and attempt == 0:
-            task = copy.copy(known)
-        else:
-            task = _load(task_id)
-        if task.is_terminal:
-            raise TaskAlreadyFinished(str(task.task_id), task.status)
-        if check_cancel and task.cancel_requested_by:
-            raise TaskCancelled(task.cancel_requested_by)
-        previous_version = task.version
-        mutate(task)
-        task.updated_at = max(_now(), task.updated_at)
-        task.expires_at = task.updated_at + settings.TASK_STATUS_TTL
-        task.version = previous_version + 1
+    if known is not None:
+        task = copy.copy(known)
+        previous_version = _apply(task, mutate, check_cancel)
         if _write_row(task, previous_version):
             _publish_after_commit(task)
             return task
-    raise TrackerError(f"task {task_id}: too much contention, change not written")
+    with transaction.atomic():
+        task = _load(task_id, for_update=True)
+        previous_version = _apply(task, mutate, check_cancel)
+        if not _write_row(task, previous_version):
+            raise TrackerError(f"task {task_id} changed while locked; change not written")
+        _publish_after_commit(task)
+    return task
+
+
+def _apply(task: TaskStatus, mutate: Mutation, check_cancel: bool) -> int:
+    """Mutate ``task`` into its next version; returns the version it replaces."""
+    if task.is_terminal:
+        raise TaskAlreadyFinished(str(task.task_id), task.status)
+    if check_cancel and task.cancel_requested_by:
+        raise TaskCancelled(task.cancel_requested_by)
+    previous_version = task.version
+    mutate(task)
+    task.updated_at = max(_now(), task.updated_at)
+    task.expires_at = task.updated_at + settings.TASK_STATUS_TTL
+    task.version = previous_version + 1
+    return previous_version
 
 
 _CHANGED_FIELDS = tuple(
