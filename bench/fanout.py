@@ -403,6 +403,7 @@ def summarize(
         "lost_finals": sum(r["lost_finals"] for r in reports),
         "not_delivered": sum(r["lost_messages"] for r in reports),
         "out_of_order": sum(r["out_of_order"] for r in reports),
+        "unwanted": sum(r["unwanted"] for r in reports),
         "closed": closed,
         "drained": drained,
         "cpu_s": round(cpu, 2),
@@ -615,7 +616,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print("\nFiltered fan-out (clients on one task each, plus clients on everything)")
     print(table(filtered_rows, ["server", "one_task_clients", "all_clients", "rate", "changes",
                                 "delivered", "deliveries_per_change", "cpu_us_per_change",
-                                "cpu_us_per_msg", "latency_p99_ms", "not_delivered",
+                                "cpu_us_per_msg", "latency_p99_ms", "not_delivered", "unwanted",
                                 "redis_cmds_per_change"]))
     verdicts = targets(ours, limit, idle, filtered_rows)
     print("\nTargets")

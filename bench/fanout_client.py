@@ -228,7 +228,7 @@ def report(connections: list[Connection], truth_path: str) -> dict[str, Any]:
         called[task_id] = {version: t_call for version, _, t_call in rows}
     totals = dict.fromkeys(
         ("expected", "received", "lost_messages", "lost_transitions", "lost_finals",
-         "expected_transitions", "out_of_order", "never_fresh"), 0
+         "expected_transitions", "out_of_order", "never_fresh", "unwanted"), 0
     )
     latency: list[float] = []
     freshness: list[float] = []
@@ -267,6 +267,13 @@ def report(connections: list[Connection], truth_path: str) -> dict[str, Any]:
         for conn in connections
         for task_id, state in conn.tasks.items()
         if task_id in changes
+    )
+    totals["unwanted"] = sum(
+        state[3]
+        for conn in connections
+        if conn.task_id
+        for task_id, state in conn.tasks.items()
+        if task_id in changes and task_id != conn.task_id
     )
     totals["lost_messages"] = max(0, totals["expected"] - totals["received"])
     return {
