@@ -28,6 +28,11 @@ logger = logging.getLogger(__name__)
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 
+# How long after a catch-up a late live copy of what it sent is still dropped.
+# The tracker publishes after its commit, so a catch-up can read a change from
+# the database before that change's PUBLISH reaches this process.
+_LATE_PUBLISH_SECONDS = 30.0
+
 
 # What the subscription actions take: a misspelt filter must be an error, not
 # a quiet subscription to everything. (A ping may carry anything.)
@@ -113,6 +118,9 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
         self.subscriptions: set[tuple[str, str]] = set()
         self.delivery = Delivery(self.scope.get("server_send", self.base_send), self._close_with)
         self._catchup: list[Update] | None = None
+        # task_id -> the version a catch-up sent, while late live copies may come
+        self._floor: dict[str, int] | None = None
+        self._floor_timer: asyncio.TimerHandle | None = None
         self._expiry: asyncio.TimerHandle | None = None
         await self.accept()
         identity = self.scope.get("identity")
@@ -137,8 +145,9 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
     def _forget(self) -> None:
         if getattr(self, "delivery", None) is not None:
             self.delivery.closed = True
-        if getattr(self, "_expiry", None) is not None:
-            self._expiry.cancel()
+        for timer in (getattr(self, "_expiry", None), getattr(self, "_floor_timer", None)):
+            if timer is not None:
+                timer.cancel()
         for key in getattr(self, "subscriptions", ()):
             hub.discard(self, key)
         hub.disconnect(self)
@@ -256,7 +265,7 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
             )
         finally:
             buffered, self._catchup = self._catchup or [], None
-        sent: dict[str, int] = {}
+        sent = self._floor if self._floor is not None else {}
         for task in tasks:
             update = Update(
                 str(task.task_id),
@@ -265,24 +274,55 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
                 task.status,
                 encode_status_message(task),
             )
-            sent[update.task_id] = update.version
-            self.delivery.offer(update)
+            if update.version > sent.get(update.task_id, 0):
+                sent[update.task_id] = update.version
+                self.delivery.offer(update)
         for update in buffered:
             if update.version > sent.get(update.task_id, 0):
+                sent[update.task_id] = update.version
                 self.delivery.offer(update)
+        self._hold_floor(sent)
+
+    def _hold_floor(self, sent: dict[str, int]) -> None:
+        """Drop live copies of what the catch-up sent until they can no longer come."""
+        if self._floor_timer is not None:
+            self._floor_timer.cancel()
+            self._floor_timer = None
+        self._floor = sent or None
+        if self._floor is not None:
+            self._floor_timer = asyncio.get_running_loop().call_later(
+                _LATE_PUBLISH_SECONDS, self._hold_floor, {}
+            )
+
+    def _newer(self, update: Update) -> bool:
+        """False for a late copy of a version a catch-up already sent."""
+        floor = self._floor.get(update.task_id)
+        if floor is None:
+            return True
+        if update.version <= floor:
+            return False
+        del self._floor[update.task_id]  # live versions only rise from here on
+        if not self._floor:
+            self._floor = None
+        return True
 
     def deliver(self, update: Update) -> None:
         """Called by the hub, on this process's loop, for each update this client wants."""
         if self._catchup is not None:
             self._catchup.append(update)
-        else:
+        elif self._floor is None or self._newer(update):
             self.delivery.offer(update)
 
     def deliver_many(self, updates: list[Update], blob: bytes | None) -> None:
         """Several updates at once; ``blob`` is their frames joined, when the hub has it."""
         if self._catchup is not None:
             self._catchup.extend(updates)
-        else:
+            return
+        if self._floor is not None:
+            newer = [update for update in updates if self._newer(update)]
+            if len(newer) != len(updates):
+                updates, blob = newer, None
+        if updates:
             self.delivery.offer_many(updates, blob)
 
     async def _send_json(self, message: dict) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import uuid
 from functools import partial
@@ -321,6 +322,53 @@ def test_catch_up_then_live_has_no_gap_and_no_reorder(live, token):
     versions = [p["version"] for p in seen]
     assert versions == list(range(versions[0], versions[-1] + 1)), versions
     assert seen[-1]["status"] == "completed"
+
+
+def test_a_late_publish_of_what_the_catch_up_sent_is_not_sent_twice(live, token):
+    """The tracker publishes after its commit, so a catch-up can read a change first.
+
+    Here the publish of version 1 is held back until the client has caught up
+    on it; its late copy must not reach the client a second time, before 2.
+    """
+    from django.db import connection, transaction
+
+    from tasks import tracker
+
+    committed, release = threading.Event(), threading.Event()
+
+    def create() -> tracker.TaskHandle:
+        try:
+            with transaction.atomic():
+                # runs first after the commit: the tracker's publish waits behind it
+                transaction.on_commit(lambda: (committed.set(), release.wait(10)))
+                return tracker.create_task("daily_sales", total=2)
+        finally:
+            connection.close()
+
+    def progress(handle: tracker.TaskHandle) -> None:
+        try:
+            handle.progress(1, "one")
+            handle.complete()
+        finally:
+            connection.close()
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        creating = loop.run_in_executor(None, create)
+        assert await loop.run_in_executor(None, committed.wait, 10)
+        async with websockets.connect(url(live, token, "since=0")) as ws:
+            await recv_json(ws)
+            first = await recv_json(ws)
+            assert (first["type"], first["payload"]["version"]) == ("task_status", 1)
+            release.set()
+            handle = await creating
+            await asyncio.sleep(0.3)  # the late copy of version 1 arrives meanwhile
+            await loop.run_in_executor(None, progress, handle)
+            rest = await statuses_until_terminal(ws, handle.task_id)
+        return [first["payload"], *rest]
+
+    seen = run(scenario())
+    assert [p["version"] for p in seen] == [1, 2, 3], [(p["version"], p["status"]) for p in seen]
 
 
 def test_clients_of_two_servers_both_see_a_change_made_by_a_third_process(live, token):
