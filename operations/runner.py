@@ -30,8 +30,9 @@ from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
-from tasks import tracker
+from tasks import selectors, tracker
 from tasks.logging import request_id_var
+from tasks.models import TaskStatus
 
 from .jobs import JobFailed
 from .models import JobRun
@@ -39,6 +40,7 @@ from .models import JobRun
 logger = logging.getLogger(__name__)
 
 WORKER_LOST = "worker lost"
+CANCELLED = "cancelled"
 
 
 def worker_label(hostname: str | None = None) -> str:
@@ -86,6 +88,31 @@ def claim(task_id: str, operation: str, worker: str) -> JobRun | None:
     logger.warning("task %s: redelivered after its worker %s died", task_id, previous)
     _fail_task(task_id, f"{WORKER_LOST}: {previous} stopped while running the job")
     return None
+
+
+def cancel(task_id: str, *, by: str) -> TaskStatus:
+    """Cancel a run: one no worker has taken yet ends now, a running one at its next step.
+
+    The request is stored first, so a worker that takes the job in the
+    meantime sees it at its first progress step. Then the run's lease row is
+    taken for good, already finished, when no worker holds it: a worker that
+    receives the message later finds the run over and only acknowledges it
+    (``claim``), so a queued task never sits ``started`` waiting for a worker
+    that may be hours away or never come.
+    """
+    task = tracker.request_cancel(task_id, by=by)
+    now = timezone.now()
+    with transaction.atomic():
+        _, created = JobRun.objects.get_or_create(
+            task_id=str(task.task_id),
+            defaults={"operation": task.operation, "lease_until": now, "finished_at": now,
+                      "outcome": CANCELLED},
+        )
+    if created:
+        _fail_task(str(task.task_id), f"cancelled by {task.cancel_requested_by} before it started")
+        logger.info("task %s: cancelled by %s before any worker took it",
+                    task.task_id, task.cancel_requested_by)
+    return selectors.get_task(str(task.task_id)) or task
 
 
 def finish(run: JobRun, outcome: str) -> None:

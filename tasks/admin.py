@@ -1,7 +1,7 @@
 """The records in the Django admin: tasks are read-only, since only the tracker writes them.
 
 Staff can look, filter and search; the one write offered is the cancel action,
-which goes through ``tracker.request_cancel`` like the REST endpoint does.
+which goes through ``operations.runner.cancel`` like the REST endpoint does.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
+
+from operations.runner import cancel
 
 from . import tracker
 from .auth.identity import forget_local_tokens
@@ -128,7 +130,7 @@ class TaskStatusAdmin(admin.ModelAdmin):
                 finished += 1
                 continue
             try:
-                tracker.request_cancel(str(task.task_id), by=by)
+                cancel(str(task.task_id), by=by)
                 asked += 1
             except tracker.TaskAlreadyFinished:
                 finished += 1
@@ -136,7 +138,9 @@ class TaskStatusAdmin(admin.ModelAdmin):
                 continue
         if asked:
             self.message_user(
-                request, f"Asked {asked} task(s) to stop at their next progress step."
+                request,
+                f"Cancelled {asked} task(s): a queued one ends now, a running one at its "
+                "next progress step.",
             )
         if finished:
             self.message_user(

@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import selectors, tracker
+from . import selectors
 from .auth.permissions import CanRunTasks
 from .exceptions import BadParameter, Conflict, UnprocessableEntity
 from .models import IdempotencyKey, Operation, Status
@@ -222,7 +222,7 @@ class TaskDetailView(APIView):
 
 
 class TaskCancelView(APIView):
-    """``POST /task-status/{task_id}/cancel``: the job stops at its next progress step."""
+    """``POST /task-status/{task_id}/cancel``: a queued job ends now, a running one later."""
 
     permission_classes = [*APIView.permission_classes, CanRunTasks]
 
@@ -231,7 +231,9 @@ class TaskCancelView(APIView):
         task = selectors.get_task(task_id)
         if task is None:
             raise exceptions.NotFound(f"no task {task_id}")
-        task = tracker.request_cancel(str(task.task_id), by=request.user.get_username())
+        from operations.runner import cancel
+
+        task = cancel(str(task.task_id), by=request.user.get_username())
         return Response(task_document(task), status=status.HTTP_202_ACCEPTED)
 
 

@@ -10,6 +10,7 @@ import pytest
 from django.test import Client
 
 from operations.models import DailySalesSummary, Invoice
+from operations.runner import claim
 from tasks import tracker
 from tasks.models import TaskStatus
 
@@ -71,18 +72,23 @@ def test_document_is_read_only(staff):
     assert (row.status, row.version) == ("started", 1)
 
 
-def test_cancel_action_asks_running_tasks_and_leaves_finished_ones(staff):
+def test_cancel_action_ends_queued_asks_running_and_leaves_finished_ones(staff):
+    queued = tracker.create_task("daily_sales")
     running = tracker.create_task("daily_sales")
+    claim(running.task_id, "daily_sales", "worker:1")
     finished = tracker.create_task("daily_sales")
     finished.complete(None)
     response = staff.post(
         "/admin/tasks/taskstatus/",
-        {"action": "cancel_tasks", "_selected_action": [running.task_id, finished.task_id]},
+        {"action": "cancel_tasks",
+         "_selected_action": [queued.task_id, running.task_id, finished.task_id]},
         follow=True,
     )
     assert response.status_code == 200
     page = response.content.decode()
-    assert "Asked 1 task(s)" in page and "1 task(s) had already finished" in page
+    assert "Cancelled 2 task(s)" in page and "1 task(s) had already finished" in page
+    row = TaskStatus.objects.get(pk=queued.task_id)
+    assert (row.status, row.error) == ("failed", "cancelled by boss before it started")
     assert TaskStatus.objects.get(pk=running.task_id).cancel_requested_by == "boss"
     assert TaskStatus.objects.get(pk=finished.task_id).version == 2
     with pytest.raises(tracker.TaskCancelled), tracker.open_task(running.task_id) as job:

@@ -242,9 +242,25 @@ def test_a_runner_launches_from_the_form_and_cancels(context, server, runner):
     from tasks.models import TaskStatus
 
     assert TaskStatus.objects.get(pk=task_id).params["business_date"] == "2025-06-10"
+    # No worker runs in this server, so the task is still queued: it ends at once.
     line.get_by_role("button", name=re.compile("^Cancel")).click()
-    expect(line.get_by_role("button", name=re.compile("^Cancel"))).to_have_text("Cancelling…")
-    assert TaskStatus.objects.get(pk=task_id).cancel_requested_by == "runner"
+    expect(page.locator("#notice")).to_contain_text("cancelled before it started")
+    expect(line.locator(".badge")).to_have_text("failed")
+    expect(line.get_by_role("button", name=re.compile("^Cancel"))).to_have_count(0)
+    row = TaskStatus.objects.get(pk=task_id)
+    assert (row.status, row.error) == ("failed", "cancelled by runner before it started")
+
+    # A task a worker holds stops at its next step: the button says so meanwhile.
+    from operations.runner import claim
+
+    running = make_task("daily_sales", total=4, steps=[("progress", 1, "location 1")])
+    claim(running.task_id, "daily_sales", "worker:1")
+    held = page.locator(f'tr[data-task-id="{running.task_id}"]')
+    expect(held.locator(".badge")).to_have_text("processing")
+    held.get_by_role("button", name=re.compile("^Cancel")).click()
+    expect(held.get_by_role("button", name=re.compile("^Cancel"))).to_have_text("Cancelling…")
+    expect(page.locator("#notice")).to_contain_text("it stops at its next step")
+    assert TaskStatus.objects.get(pk=running.task_id).cancel_requested_by == "runner"
 
 
 HOSTILE = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'

@@ -194,6 +194,41 @@ def test_expired_lease_on_redelivery_fails_worker_lost(queue, sources):
     assert task.status == "failed" and "worker lost" in task.error
 
 
+def test_a_task_cancelled_in_the_queue_ends_now_and_never_runs(queue, sources, tmp_path):
+    from operations import runner
+
+    task_id = registry.launch("daily_sales", {"business_date": "2025-06-06"},
+                              request_id="cancel-queued", user_label="test")
+    assert [m["headers"]["id"] for m in _queued(queue)] == [task_id]
+    task = runner.cancel(task_id, by="alice")
+    assert task.status == "failed", "no worker has it: it ends at once, not at a next step"
+    assert task.error == "cancelled by alice before it started"
+    assert JobRun.objects.get(task_id=task_id).outcome == "cancelled"
+    with pytest.raises(tracker.TaskAlreadyFinished):
+        runner.cancel(task_id, by="bob")
+    with celery_process("worker", env_for(queue), tmp_path, "ready.") as worker:
+        wait_for(lambda: "already ran (cancelled)" in worker.log_path.read_text(errors="replace"),
+                 30, "the worker to receive the message and acknowledge it")
+    after = get_task(task_id)
+    assert (after.version, after.status, after.error) == (task.version, "failed", task.error)
+    assert not DailySalesSummary.objects.filter(business_date="2025-06-06").exists()
+    assert _queued(queue) == []
+
+
+def test_a_running_task_cancelled_stops_at_its_next_step(queue, sources):
+    from operations import runner
+
+    clean = registry.validate_params("daily_sales", {"business_date": "2025-06-07"})
+    handle = tracker.create_task("daily_sales", params=clean)
+    runner.claim(handle.task_id, "daily_sales", "busy:1")
+    task = runner.cancel(handle.task_id, by="alice")
+    assert (task.status, task.cancel_requested_by) == ("started", "alice")
+    assert JobRun.objects.get(task_id=handle.task_id).finished_at is None
+    with pytest.raises(tracker.TaskCancelled), tracker.open_task(handle.task_id) as job:
+        job.progress(1, "next step")
+    assert get_task(handle.task_id).error == "cancelled by alice"
+
+
 def _queued(queue: str) -> list[dict]:
     client = redis.Redis.from_url(settings.REDIS_URL)
     return [json.loads(raw) for raw in client.lrange(queue, 0, -1)]

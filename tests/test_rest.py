@@ -11,7 +11,7 @@ import pytest
 from django.test import override_settings
 
 from tasks import tracker
-from tasks.models import Operation
+from tasks.models import Operation, TaskStatus
 
 pytestmark = pytest.mark.django_db
 
@@ -246,10 +246,20 @@ def test_cancel_needs_the_runner_role(api):
 
 
 def test_a_runner_cancels_and_a_finished_task_is_409(client, runner):
+    from operations.runner import claim
+
     client.force_login(runner)
+    queued = make()
+    response = client.post(f"/task-status/{queued}/cancel")
+    assert response.status_code == 202
+    body = response.json()
+    assert (body["status"], body["error"]) == ("failed", "cancelled by runner before it started")
     running = make()
+    claim(running, "daily_sales", "worker:1")
     response = client.post(f"/task-status/{running}/cancel")
     assert response.status_code == 202
+    assert response.json()["status"] == "started", "a running job stops at its next step"
+    assert TaskStatus.objects.get(pk=running).cancel_requested_by == "runner"
     finished = make(finish="completed")
     conflict = client.post(f"/task-status/{finished}/cancel/")
     assert conflict.status_code == 409

@@ -199,7 +199,9 @@ async function cancelTask(button, taskId, onDone) {
   const result = await api("POST", `/task-status/${encodeURIComponent(taskId)}/cancel`);
   if (result.ok) {
     onDone();
-    notice(`Cancel requested for task ${shortId(taskId)}; it stops at its next step.`);
+    notice(TERMINAL.has(result.data?.status)
+      ? `Task ${shortId(taskId)} was cancelled before it started.`
+      : `Cancel requested for task ${shortId(taskId)}; it stops at its next step.`);
   } else {
     button.disabled = false;
     notice(result.status === 409 ? `Task ${shortId(taskId)} has already finished.`
