@@ -102,13 +102,27 @@ def test_a_bad_idempotency_key_is_400_naming_the_header(client, runner, key):
 
 
 def test_cancelling_twice_writes_once_and_keeps_the_first_author(client, runner):
+    from operations.runner import claim
+
     client.force_login(runner)
     task = tracker.create_task("daily_sales")
+    claim(task.task_id, "daily_sales", "worker:1")  # running: the job stops at its next step
     first = client.post(f"/task-status/{task.task_id}/cancel")
     again = client.post(f"/task-status/{task.task_id}/cancel")
     assert (first.status_code, again.status_code) == (202, 202)
     assert first.json()["version"] == again.json()["version"] == 2
     assert TaskStatus.objects.get(pk=task.task_id).cancel_requested_by == "runner"
+
+
+def test_cancelling_a_queued_task_twice_ends_it_once(client, runner):
+    client.force_login(runner)
+    task = tracker.create_task("daily_sales")
+    first = client.post(f"/task-status/{task.task_id}/cancel")
+    again = client.post(f"/task-status/{task.task_id}/cancel")
+    assert first.status_code == 202 and first.json()["status"] == "failed"
+    assert "already" in assert_json_error(again, 409)["detail"]
+    row = TaskStatus.objects.get(pk=task.task_id)
+    assert row.version == first.json()["version"] == 3, "the request, then the end"
 
 
 def test_api_docs_refuse_in_json_without_credentials(client):
