@@ -78,6 +78,9 @@ def test_first_sync_counts_match_the_raw_invoices(sample_sources):  # noqa: F811
     assert len(keys) == len(valid) and set(keys.values()) == {1}
     stored = sum(Invoice.objects.values_list("total", flat=True))
     assert round(stored * 100) == sum(round(float(i["total"]) * 100) for i in valid)
+    # one step per invoice and one for the export; the bar ends full
+    assert (task.progress_current, task.progress_total) == (len(raw) + 1, len(raw) + 1)
+    assert task.progress_message == f"exported {len(valid)} invoice(s)"
 
 
 def test_second_sync_reads_nothing_and_full_resync_changes_nothing(sample_sources):  # noqa: F811

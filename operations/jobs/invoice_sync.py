@@ -289,7 +289,11 @@ def run(task: TaskHandle, params: dict[str, Any]) -> dict[str, Any]:
                 newest = stamp if newest is None or stamp > newest else newest
             except ValueError:
                 pass
-        task.progress(i, f"{label} ({i} of {len(invoices)})")
+        # The bar says "i/N+1" (the export is the last step), so the message
+        # names the invoice only rather than a second, different count.
+        task.progress(i, f"checked {label}")
+    if invoices:
+        task.progress(len(invoices), "exporting to accounting")
     batch_id = None
     try:
         counts["exported"] += resend_stale_batches()
