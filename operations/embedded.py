@@ -40,6 +40,7 @@ def start_embedded_worker(*, beat: bool = True) -> Any:
             raise RuntimeError("the embedded worker is only for the memory:// broker "
                                "(REDIS_URL unset)")
         app.loader.import_default_modules()
+        _require_migrated_database()
         fail_orphans()
         worker = app.WorkController(
             pool_cls="solo",
@@ -76,6 +77,19 @@ def stop_embedded_worker() -> None:
             worker.stop(in_sighandler=False)
         if thread is not None:
             thread.join(timeout=10)
+
+
+def _require_migrated_database() -> None:
+    """Stop with one clear line, not a traceback, when the database is not set up yet."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    if executor.migration_plan(executor.loader.graph.leaf_nodes()):
+        raise SystemExit(
+            "the database has unapplied migrations: run `make migrate` "
+            "(python manage.py migrate) first; `make run` does both"
+        )
 
 
 def fail_orphans() -> int:

@@ -211,7 +211,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Jobs: Celery on Redis, or in-process when no broker is configured.
-CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_BROKER_URL = REDIS_URL or "memory://localhost/"  # a host, or kombu warns at start
 CELERY_TASK_ALWAYS_EAGER = False
 JOB_MAX_SECONDS = env_int("JOB_MAX_SECONDS", 3600)
 DAILY_SALES_SCHEDULE = os.environ.get("DAILY_SALES_SCHEDULE", "30 4 * * *")
