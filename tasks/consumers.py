@@ -68,6 +68,22 @@ def _subscription_of(message: dict) -> tuple[tuple[str, str], dict]:
     return groups.ALL, {}
 
 
+def newer_than_floor(floor: dict[str, int], update: Update) -> bool:
+    """False for a late live copy of a version a catch-up already sent.
+
+    ``floor`` maps task_id to the version the catch-up sent. A task is
+    forgotten once a newer version passes, since the hub's stream only rises
+    per task from then on.
+    """
+    sent = floor.get(update.task_id)
+    if sent is None:
+        return True
+    if update.version <= sent:
+        return False
+    del floor[update.task_id]
+    return True
+
+
 def _since_of(value: Any) -> float | None:
     if value is None:
         return None
@@ -294,23 +310,11 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
                 _LATE_PUBLISH_SECONDS, self._hold_floor, {}
             )
 
-    def _newer(self, update: Update) -> bool:
-        """False for a late copy of a version a catch-up already sent."""
-        floor = self._floor.get(update.task_id)
-        if floor is None:
-            return True
-        if update.version <= floor:
-            return False
-        del self._floor[update.task_id]  # live versions only rise from here on
-        if not self._floor:
-            self._floor = None
-        return True
-
     def deliver(self, update: Update) -> None:
         """Called by the hub, on this process's loop, for each update this client wants."""
         if self._catchup is not None:
             self._catchup.append(update)
-        elif self._floor is None or self._newer(update):
+        elif self._floor is None or newer_than_floor(self._floor, update):
             self.delivery.offer(update)
 
     def deliver_many(self, updates: list[Update], blob: bytes | None) -> None:
@@ -319,7 +323,8 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
             self._catchup.extend(updates)
             return
         if self._floor is not None:
-            newer = [update for update in updates if self._newer(update)]
+            floor = self._floor
+            newer = [update for update in updates if newer_than_floor(floor, update)]
             if len(newer) != len(updates):
                 updates, blob = newer, None
         if updates:

@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 CLOSE_SLOW_CLIENT = 4013
 CLOSE_SHUTDOWN = 4001
+CLOSE_SERVER_ERROR = 1011
 LISTEN_WAIT_SECONDS = 5.0
 EMBEDDED_POLL_SECONDS = 1.0
 _VERSIONS_KEPT = 100_000
@@ -324,6 +325,7 @@ class Hub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reader: asyncio.Task | None = None
         self._connected: set[Any] = set()
+        self._failed: set[Any] = set()  # clients being closed after a failed delivery
         self._shutdown_hooked = False
         # paced rounds (see ``_arrived``)
         self._waiting: list[str | bytes] = []
@@ -340,6 +342,7 @@ class Hub:
 
     def disconnect(self, client: Any) -> None:
         self._connected.discard(client)
+        self._failed.discard(client)
 
     def add(self, client: Any, key: tuple[str, str]) -> None:
         self._routes.setdefault(key, set()).add(client)
@@ -389,11 +392,17 @@ class Hub:
             if len(updates) == 1:
                 update = updates[0]
                 for client in everyone:
-                    client.deliver(update)
+                    try:
+                        client.deliver(update)
+                    except Exception:
+                        self._delivery_failed(client)
             else:
                 blob = b"".join(update.frame for update in updates)
                 for client in everyone:
-                    client.deliver_many(updates, blob)
+                    try:
+                        client.deliver_many(updates, blob)
+                    except Exception:
+                        self._delivery_failed(client)
         routes = self._routes
         if len(routes) <= (1 if everyone else 0):
             return
@@ -407,10 +416,22 @@ class Hub:
                         continue
                     wanted.setdefault(client, []).append(update)
         for client, mine in wanted.items():
-            if len(mine) == 1:
-                client.deliver(mine[0])
-            else:
-                client.deliver_many(mine, None)
+            try:
+                if len(mine) == 1:
+                    client.deliver(mine[0])
+                else:
+                    client.deliver_many(mine, None)
+            except Exception:
+                self._delivery_failed(client)
+
+    def _delivery_failed(self, client: Any) -> None:
+        """One client's failure must not cost the others their update: close it (1011)."""
+        if client in self._failed:
+            return
+        self._failed.add(client)
+        logger.exception("delivery to a WebSocket client failed; closing it with %s",
+                         CLOSE_SERVER_ERROR)
+        client.shut_down(CLOSE_SERVER_ERROR)
 
     def dispatch_raw(self, data: str | bytes) -> None:
         self.dispatch_raw_many([data])
