@@ -7,11 +7,10 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tasksite.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from tasks.auth.websocket import websocket_security  # noqa: E402
-from tasks.routing import websocket_urlpatterns  # noqa: E402
+from tasks.routing import websocket_application  # noqa: E402
 
 if not settings.REDIS_URL:
     # The embedded default: jobs and their schedule run in this process (Celery's
@@ -23,6 +22,6 @@ if not settings.REDIS_URL:
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": websocket_security(URLRouter(websocket_urlpatterns)),
+        "websocket": websocket_application(),
     }
 )

@@ -66,3 +66,20 @@ def test_ws_allowed_origins_admits_a_browser_app_on_another_host(token):
         app, partner, foreign = asyncio.run(scenario())
     assert app["type"] == partner["type"] == "subscribed"
     assert foreign == 403
+
+
+def test_an_unknown_websocket_path_is_refused_at_the_handshake_without_a_traceback(token):
+    with running_daphne() as server:
+        base = f"ws://127.0.0.1:{server.port}"
+
+        async def scenario():
+            unknown = await refused_status(f"{base}/ws/nope?access_token={token}")
+            prefix = await refused_status(f"{base}/ws/task-status/more?access_token={token}")
+            ok = await first_message(f"{base}/ws/task-status/?access_token={token}")
+            return unknown, prefix, ok
+
+        unknown, prefix, ok = asyncio.run(scenario())
+        log = server.log()
+    assert (unknown, prefix) == (403, 403)
+    assert ok["type"] == "subscribed", "the trailing-slash form is the same endpoint"
+    assert "Traceback" not in log and "no endpoint at '/ws/nope'" in log

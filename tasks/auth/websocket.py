@@ -29,33 +29,42 @@ def _bearer_from_scope(scope: dict) -> str | None:
     return None
 
 
-class TokenAuthMiddleware(AuthMiddleware):
-    """Sets ``scope["identity"]`` from a token, else falls back to the session cookie.
-
-    A refused token leaves ``scope["auth_error"]`` so the consumer can accept and
-    close with 4401, which a browser can tell apart from a network fault.
-    """
+class SessionAuthMiddleware(AuthMiddleware):
+    """Cookie clients (the staff pages): the identity of the Django session's user."""
 
     async def resolve_scope(self, scope: dict) -> None:
+        await super().resolve_scope(scope)
+        user = scope["user"]
+        if user.is_authenticated:
+            scope["identity"] = Identity(user=user)
+
+
+class CredentialsMiddleware:
+    """Sets ``scope["identity"]`` from a token, else from the session cookie.
+
+    A client that presents a token (API clients, MSAL.js) skips the cookie and
+    session layers: they would parse cookies, wrap ``send`` and copy the scope
+    twice more, memory every idle connection keeps for its lifetime. A refused
+    token leaves ``scope["auth_error"]`` so the consumer can accept and close
+    with 4401, which a browser can tell apart from a network fault.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.by_session = SessionMiddlewareStack(SessionAuthMiddleware(inner))
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
         raw = _bearer_from_scope(scope)
         if raw is None:
-            await super().resolve_scope(scope)
-            user = scope["user"]
-            if user.is_authenticated:
-                scope["identity"] = Identity(user=user)
-            return
+            return await self.by_session(scope, receive, send)
+        scope = dict(scope)
         try:
             identity = await database_sync_to_async(authenticate_bearer)(raw)
         except InvalidToken as exc:
             scope["auth_error"] = str(exc)
-            return
-        scope["identity"] = identity
-        scope["user"] = identity.user
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
-        scope = dict(scope)
-        self.populate_scope(scope)
-        await self.resolve_scope(scope)
+        else:
+            scope["identity"] = identity
+            scope["user"] = identity.user
         return await self.inner(scope, receive, send)
 
 
@@ -112,6 +121,6 @@ class ServerSendMiddleware:
 def websocket_security(inner: Any) -> Any:
     return ServerSendMiddleware(
         AllowedHostValidator(
-            BrowserOriginValidator(SessionMiddlewareStack(TokenAuthMiddleware(inner)), ["*"])
+            BrowserOriginValidator(CredentialsMiddleware(inner), ["*"])
         )
     )
