@@ -43,8 +43,11 @@ LISTEN_WAIT_SECONDS = 5.0
 EMBEDDED_POLL_SECONDS = 1.0
 _VERSIONS_KEPT = 100_000
 _BATCH_MAX = 10_000
+# A round that found a backlog is followed by a pause of this many times its
+# own length, capped: most of a flooded client's freshness lag is the pause
+# (docs/performance.md, "Paced rounds").
 _ROUND_PAUSE = 3.0
-_ROUND_PAUSE_MAX = 0.1
+_ROUND_PAUSE_MAX = 0.05
 
 
 class Update:
@@ -453,7 +456,7 @@ class Hub:
         length, at most ``_ROUND_PAUSE_MAX``; what arrives meanwhile goes out
         with the next round, conflated. A hub that keeps up routes every update
         at once, so nothing is added to latency at ordinary rates, while a
-        flooded one spends at most a quarter of its time fanning out and each
+        flooded one spends about a quarter of its time fanning out and each
         client gets a bounded number of wake-ups a second, however fast
         producers write.
         """
