@@ -11,6 +11,7 @@ from .models import (
     DailySalesSummary,
     Invoice,
     JobRun,
+    MealPeriodViolation,
     SyncWatermark,
 )
 
@@ -39,6 +40,17 @@ class DailySalesSummaryAdmin(ReadOnlyAdmin):
     )
     list_filter = ("business_date", "location_id")
     search_fields = ("location_id", "location_name", "task_id")
+    date_hierarchy = "business_date"
+
+
+@admin.register(MealPeriodViolation)
+class MealPeriodViolationAdmin(ReadOnlyAdmin):
+    list_display = (
+        "business_date", "location_id", "employee_id", "employee_name", "shift_id",
+        "hours_worked", "first_meal", "second_meal", "premium_hours", "premium_pay",
+    )
+    list_filter = ("business_date", "location_id", "first_meal", "second_meal")
+    search_fields = ("location_id", "employee_id", "employee_name", "shift_id", "task_id")
     date_hierarchy = "business_date"
 
 

@@ -47,7 +47,15 @@ def invoice_sync(self: Task, task_id: str, params: dict[str, Any],
     return _run(self, "invoice_sync", task_id, params, request_id)
 
 
-JOB_TASKS: dict[str, Task] = {"daily_sales": daily_sales, "invoice_sync": invoice_sync}
+@app.task(name="operations.get_mpvs", **JOB_OPTIONS)
+def get_mpvs(self: Task, task_id: str, params: dict[str, Any],
+             request_id: str | None = None) -> str:
+    """Run get_mpvs for an existing task (created by ``registry.launch``)."""
+    return _run(self, "get_mpvs", task_id, params, request_id)
+
+
+JOB_TASKS: dict[str, Task] = {"daily_sales": daily_sales, "invoice_sync": invoice_sync,
+                              "get_mpvs": get_mpvs}
 
 
 def enqueue(operation: str, task_id: str, params: dict[str, Any], *,

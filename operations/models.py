@@ -1,7 +1,9 @@
-"""What the jobs store: sales summaries, invoices, the sync watermark, AP batches, job leases.
+"""What the jobs store: sales summaries, meal period violations, invoices, the sync
+watermark, AP batches, job leases.
 
 Every table is keyed so that a re-run or a second run at the same time
 replaces or skips, never duplicates: summaries on (business_date, location),
+meal period violations on (business_date, location, employee, shift),
 invoices on (vendor, invoice number), export lines on (invoice, content hash).
 """
 
@@ -46,6 +48,51 @@ class DailySalesSummary(models.Model):
 
     def __str__(self) -> str:
         return f"{self.location_id} {self.business_date}"
+
+
+class MealPeriodViolation(models.Model):
+    """One shift that owes meal period premium pay, as found by ``get_mpvs``.
+
+    Only shifts with a violation are stored; a re-run of a location-day replaces all of
+    that location-day's rows (the shifts checked are counted in the task's result).
+    """
+
+    class Kind(models.TextChoices):
+        LATE_FIRST = "late_first_meal"
+        SHORT_FIRST = "short_first_meal"
+        MISSING_FIRST = "missing_first_meal"
+        LATE_SECOND = "late_second_meal"
+        SHORT_SECOND = "short_second_meal"
+        MISSING_SECOND = "missing_second_meal"
+
+    business_date = models.DateField()
+    location_id = models.CharField(max_length=32)
+    location_name = models.CharField(max_length=200, blank=True, default="")
+    employee_id = models.CharField(max_length=64)
+    employee_name = models.CharField(max_length=200, blank=True, default="")
+    shift_id = models.CharField(max_length=64)
+    clock_in = models.DateTimeField()
+    clock_out = models.DateTimeField()
+    hours_worked = models.DecimalField(max_digits=6, decimal_places=2)
+    # At most one violation per meal period; blank when that meal period was compliant.
+    first_meal = models.CharField(max_length=24, choices=Kind.choices, blank=True, default="")
+    second_meal = models.CharField(max_length=24, choices=Kind.choices, blank=True, default="")
+    hourly_rate = models.DecimalField(max_digits=8, decimal_places=2)
+    premium_hours = models.IntegerField()
+    premium_pay = models.DecimalField(max_digits=10, decimal_places=2)
+    task_id = models.CharField(max_length=36, blank=True, default="")
+    computed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["business_date", "location_id", "employee_id", "shift_id"],
+                name="mpv_date_location_employee_shift"),
+        ]
+        ordering = ["-business_date", "location_id", "employee_id", "shift_id"]
+
+    def __str__(self) -> str:
+        return f"{self.location_id} {self.business_date} {self.employee_id} {self.shift_id}"
 
 
 class Invoice(models.Model):

@@ -37,6 +37,9 @@ def yesterday() -> date:
 
 
 class DailySalesParams(StrictParams):
+    # The setting naming the source whose locations are the valid ``locations``.
+    source_setting = "SALES_SOURCE_URL"
+
     business_date = serializers.DateField(
         required=False, help_text="Business date (YYYY-MM-DD); default yesterday in TIME_ZONE.")
     locations = serializers.ListField(
@@ -58,7 +61,8 @@ class DailySalesParams(StrictParams):
             return value
         try:
             known = {str(loc.get("id")) for loc in
-                     connect(settings.SALES_SOURCE_URL, quick=True).list_locations()}
+                     connect(getattr(settings, self.source_setting), quick=True)
+                     .list_locations()}
         except (SourceError, AttributeError):
             return value
         unknown = [loc for loc in value if loc not in known]
@@ -70,6 +74,16 @@ class DailySalesParams(StrictParams):
         attrs.setdefault("business_date", yesterday())
         attrs.setdefault("locations", [])
         return attrs
+
+
+class MealPeriodParams(DailySalesParams):
+    """get_mpvs: the same business date and locations, checked against the timeclock."""
+
+    source_setting = "TIMECLOCK_SOURCE_URL"
+
+    locations = serializers.ListField(
+        child=serializers.CharField(max_length=32), required=False, allow_empty=True,
+        help_text="Location ids; default all locations of the timeclock source.")
 
 
 class InvoiceSyncParams(StrictParams):

@@ -19,7 +19,7 @@ from tasks import tracker
 from tasks.models import Operation
 
 from . import params as p
-from .jobs import daily_sales, invoice_sync
+from .jobs import daily_sales, invoice_sync, mpvs
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,9 @@ OPERATIONS: dict[str, OperationSpec] = {
         OperationSpec(Operation.TRANSFORM_TIPS.value,
                       "Tips transformation (not built yet).", p.NoParams, None),
         OperationSpec(Operation.GET_MPVS.value,
-                      "Meal period violations (not built yet).", p.NoParams, None),
+                      "Meal period violations (California rules) and the premium pay they "
+                      "owe, per location, for one business date.",
+                      p.MealPeriodParams, mpvs.run),
         OperationSpec(Operation.GET_FOOD_HANDLER_LINKS.value,
                       "Food handler PDF links (not built yet).", p.NoParams, None),
         OperationSpec(Operation.EMAIL_TIPS.value,

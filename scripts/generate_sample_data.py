@@ -13,12 +13,17 @@ Layout written::
     sample_data/invoices/vendors.json
     sample_data/invoices/invoices.json                        most vendors, JSON
     sample_data/invoices/invoices_V12.csv                     one vendor exports CSV
+    sample_data/timeclock/locations.json
+    sample_data/timeclock/<business_date>/<location_id>.json  shifts of one location-day
 
 Deliberately bad records (also listed in ``sample_data/README.md``):
 
 * sales ``2025-06-10/L07.json.gz`` is a truncated (corrupt) gzip file;
 * sales ``2025-06-12/L03.json.gz`` has a check whose item quantity is not a number;
 * sales ``2025-06-13/L11.json.gz`` is missing;
+* timeclock ``2025-06-05/L08.json`` is truncated (not valid JSON);
+* timeclock ``2025-06-09/L10.json`` has a shift whose clock-out time is malformed;
+* timeclock ``2025-06-14/L04.json`` is missing;
 * invoices that do not add up, from an unknown vendor, with a negative quantity
   that is not a credit memo, without an invoice number, or with impossible dates.
 """
@@ -314,6 +319,160 @@ def generate_invoices(out: Path, rng: random.Random) -> None:
                 writer.writerow({**head, **line})
 
 
+FIRST_NAMES = ["Maria", "Jose", "Luis", "Ana", "Carlos", "Sofia", "Daniel", "Emily", "Kevin",
+               "Jessica", "Miguel", "Ashley", "David", "Brianna", "Juan", "Hannah", "Marcus",
+               "Priya", "Tyler", "Grace", "Andre", "Lucia", "Omar", "Chloe", "Ethan", "Rosa",
+               "Jamal", "Mei", "Diego", "Natalie", "Samuel", "Fatima", "Brandon", "Elena"]
+LAST_NAMES = ["Garcia", "Hernandez", "Nguyen", "Smith", "Johnson", "Lopez", "Martinez", "Kim",
+              "Williams", "Brown", "Davis", "Rodriguez", "Chen", "Patel", "Wilson", "Ramirez",
+              "Torres", "Flores", "Jackson", "Rivera", "Lee", "Gomez", "Walker", "Diaz",
+              "Reyes", "Morales", "Young", "Cruz", "Ortiz", "Baker"]
+ROLES = [
+    # role, weight, hourly rate range in cents
+    ("Server", 30, (1650, 1800)), ("Bartender", 10, (1700, 1900)),
+    ("Line Cook", 22, (1850, 2450)), ("Prep Cook", 10, (1750, 2100)),
+    ("Dishwasher", 10, (1650, 1750)), ("Host", 8, (1650, 1700)),
+    ("Busser", 6, (1650, 1700)), ("Shift Lead", 4, (2400, 3200)),
+]
+
+
+def make_roster(rng: random.Random, loc: tuple) -> list[dict]:
+    """The location's hourly employees: stable ids, names, roles and rates."""
+    size = 45 + loc[3] // 40 + rng.randint(0, 10)
+    roster = []
+    for n in range(1, size + 1):
+        role, _w, (low, high) = rng.choices(ROLES, weights=[r[1] for r in ROLES])[0]
+        roster.append({"employee_id": f"{loc[0]}-E{n:03d}",
+                       "employee_name": f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}",
+                       "job": role, "hourly_rate": money(rng.randrange(low, high + 1, 5))})
+    return roster
+
+
+def _meal(rng: random.Random, due_minute: int) -> tuple[int | None, int]:
+    """(worked minute the meal starts, its length) for a meal due by ``due_minute``; None
+    is a meal not taken. Mostly compliant, some exactly on the limits, some late or short."""
+    roll = rng.random()
+    if roll < 0.06:
+        return None, 0
+    if roll < 0.14:
+        return due_minute + rng.randint(1, 75), rng.randint(30, 45)       # late
+    if roll < 0.20:
+        return due_minute - rng.randint(30, 120), rng.randint(15, 29)    # short
+    if roll < 0.24:
+        return due_minute, 30                                             # on the limits
+    return due_minute - rng.randint(20, 130), rng.randint(30, 45)
+
+
+def make_shift(rng: random.Random, employee: dict, day: date, zone: ZoneInfo, shift_id: str,
+               start_minute: int, length: int) -> dict:
+    """One shift: punches in local time, paid rest breaks, unpaid meals, waiver flags.
+
+    ``length`` is minutes worked (meals excluded); meals are placed in worked time.
+    """
+    meals: list[tuple[int, int]] = []  # (worked minute, minutes)
+    first_waiver = second_waiver = False
+    if length > 300:
+        if length <= 360 and rng.random() < 0.45:
+            first_waiver = True
+        if not first_waiver:
+            start, mins = _meal(rng, 300)
+            if start is not None:
+                meals.append((min(start, length - 15), mins))
+    if length > 600:
+        if length <= 720 and not meals and rng.random() < 0.3:
+            first_waiver = True  # signed, but not valid on a shift this long
+        if length <= 720 and rng.random() < 0.3:
+            second_waiver = True
+        else:
+            start, mins = _meal(rng, 600)
+            if start is not None and (not meals or start > meals[0][0] + meals[0][1] + 60):
+                meals.append((min(start, length - 15), mins))
+    elif length <= 300 and rng.random() < 0.05:
+        first_waiver = True  # on file, irrelevant on a short shift
+    clock_in = datetime(day.year, day.month, day.day, 0, 0, tzinfo=zone) + timedelta(
+        minutes=start_minute)
+    breaks = []
+    unpaid = 0
+    for worked, mins in meals:
+        begin = clock_in + timedelta(minutes=worked + unpaid)
+        breaks.append({"kind": "meal", "start": iso(begin), "end": iso(begin + timedelta(
+            minutes=mins))})
+        unpaid += mins
+    for hour in range(4, length // 60, 4):  # paid 10-minute rest breaks: not meal periods
+        worked = hour * 60 - 90
+        if all(abs(worked - m) > 45 for m, _ in meals):
+            offset = sum(mins for m, mins in meals if m < worked)
+            begin = clock_in + timedelta(minutes=worked + offset)
+            breaks.append({"kind": "rest", "start": iso(begin),
+                           "end": iso(begin + timedelta(minutes=10))})
+    breaks.sort(key=lambda b: b["start"])
+    return {
+        "shift_id": shift_id,
+        "business_date": day.isoformat(),
+        **employee,
+        "clock_in": iso(clock_in),
+        "clock_out": iso(clock_in + timedelta(minutes=length + unpaid)),
+        "breaks": breaks,
+        "first_meal_waiver": first_waiver,
+        "second_meal_waiver": second_waiver,
+    }
+
+
+def make_shifts(rng: random.Random, loc: tuple, roster: list[dict], day: date) -> list[dict]:
+    """20 to 60 shifts of one location-day; some employees work a split shift."""
+    zone = ZoneInfo(loc[2])
+    factor = {4: 1.2, 5: 1.3, 6: 1.1, 0: 0.85}.get(day.weekday(), 1.0)
+    count = min(60, max(20, int((14 + loc[3] / 40) * factor * rng.uniform(0.85, 1.1))))
+    shifts: list[dict] = []
+    seq = 0
+    for employee in rng.sample(roster, min(len(roster), count)):
+        if len(shifts) >= count:
+            break
+        seq += 1
+        base = f"{loc[0]}-{day:%Y%m%d}-{seq:03d}"
+        if rng.random() < 0.1 and count - len(shifts) >= 2:  # split shift: lunch and dinner
+            lunch = rng.randint(210, 300)
+            shifts.append(make_shift(rng, employee, day, zone, f"{base}a",
+                                     rng.choice([600, 630, 660]), lunch))
+            shifts.append(make_shift(rng, employee, day, zone, f"{base}b",
+                                     rng.choice([990, 1020]), rng.randint(240, 330)))
+            continue
+        length = rng.choices(
+            [rng.randint(180, 299), 300, rng.randint(301, 360), 360, rng.randint(361, 600),
+             rng.randint(601, 720), rng.randint(721, 780)],
+            weights=[26, 3, 14, 3, 40, 10, 4])[0]
+        start = rng.choice([360, 420, 540, 600, 630, 660, 900, 960, 990, 1020])
+        start = min(start, 1500 - length)  # out by about 01:00 next morning
+        shifts.append(make_shift(rng, employee, day, zone, base, start, length))
+    return shifts
+
+
+def generate_timeclock(out: Path, rng: random.Random) -> None:
+    clock = out / "timeclock"
+    clock.mkdir(parents=True, exist_ok=True)
+    (clock / "locations.json").write_text(json.dumps({"locations": [
+        {"id": loc[0], "name": loc[1], "timezone": loc[2]} for loc in LOCATIONS]}, indent=1))
+    rosters = {loc[0]: make_roster(rng, loc) for loc in LOCATIONS}
+    for offset in range(DAYS):
+        day = FIRST_DATE + timedelta(days=offset)
+        folder = clock / day.isoformat()
+        folder.mkdir(exist_ok=True)
+        for loc in LOCATIONS:
+            shifts = make_shifts(rng, loc, rosters[loc[0]], day)
+            key = (day.isoformat(), loc[0])
+            path = folder / f"{loc[0]}.json"
+            if key == ("2025-06-14", "L04"):
+                continue  # missing file
+            if key == ("2025-06-09", "L10"):
+                shifts[11]["clock_out"] = shifts[11]["clock_out"].replace("T", "T2", 1)
+            head = json.dumps({"location_id": loc[0], "business_date": day.isoformat()})
+            text = (head[:-1] + ', "shifts": [\n'  # one shift a line: small, and diffable
+                    + ",\n".join(json.dumps(shift) for shift in shifts) + "\n]}")
+            if key == ("2025-06-05", "L08"):
+                text = text[: len(text) // 2]  # truncated: not valid JSON
+            path.write_text(text + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path,
@@ -322,6 +481,7 @@ def main() -> None:
     args = parser.parse_args()
     generate_sales(args.out, random.Random(args.seed))
     generate_invoices(args.out, random.Random(args.seed + 1))
+    generate_timeclock(args.out, random.Random(args.seed + 2))
 
 
 if __name__ == "__main__":

@@ -220,6 +220,9 @@ PURGE_SCHEDULE_SECONDS = env_int("PURGE_SCHEDULE_SECONDS", 300)
 SALES_SOURCE_URL = os.environ.get(
     "SALES_SOURCE_URL", f"file://{BASE_DIR / 'sample_data' / 'sales'}"
 )
+TIMECLOCK_SOURCE_URL = os.environ.get(
+    "TIMECLOCK_SOURCE_URL", f"file://{BASE_DIR / 'sample_data' / 'timeclock'}"
+)
 INVOICE_SOURCE_URL = os.environ.get(
     "INVOICE_SOURCE_URL", f"file://{BASE_DIR / 'sample_data' / 'invoices'}"
 )

@@ -13,6 +13,7 @@ from tests.support.source_server import SAMPLE
 def sample_sources(settings, tmp_path):
     """The committed sample data as the sources; AP batches land in a temporary directory."""
     settings.SALES_SOURCE_URL = f"file://{SAMPLE / 'sales'}"
+    settings.TIMECLOCK_SOURCE_URL = f"file://{SAMPLE / 'timeclock'}"
     settings.INVOICE_SOURCE_URL = f"file://{SAMPLE / 'invoices'}"
     settings.ACCOUNTING_TARGET_URL = f"file://{tmp_path / 'accounting'}"
     return tmp_path / "accounting"

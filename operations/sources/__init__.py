@@ -9,7 +9,7 @@ from django.conf import settings
 from .base import Connector, DataNotFound, SourceError
 
 __all__ = ["Connector", "DataNotFound", "SourceError", "connect", "sales_source",
-           "invoice_source", "accounting_target"]
+           "timeclock_source", "invoice_source", "accounting_target"]
 
 
 def connect(url: str, *, quick: bool = False) -> Connector:
@@ -35,6 +35,10 @@ def connect(url: str, *, quick: bool = False) -> Connector:
 
 def sales_source() -> Connector:
     return connect(settings.SALES_SOURCE_URL)
+
+
+def timeclock_source() -> Connector:
+    return connect(settings.TIMECLOCK_SOURCE_URL)
 
 
 def invoice_source() -> Connector:

@@ -26,7 +26,7 @@ class DataNotFound(SourceError):
 
 
 class Connector(ABC):
-    """One small interface for the sales source, the invoice source and the AP target."""
+    """One small interface for the sales, timeclock and invoice sources and the AP target."""
 
     url: str
 
@@ -38,6 +38,12 @@ class Connector(ABC):
     @abstractmethod
     def fetch_checks(self, business_date: date, location_id: str) -> list[dict[str, Any]]:
         """All checks of one location for one business date; DataNotFound when none exist."""
+
+    # Timeclock
+    @abstractmethod
+    def fetch_shifts(self, business_date: date, location_id: str) -> list[dict[str, Any]]:
+        """All shifts (punches) of one location for one business date; DataNotFound when none
+        exist."""
 
     # Invoices
     @abstractmethod

@@ -4,6 +4,8 @@ Layout (see ``scripts/generate_sample_data.py``)::
 
     <sales dir>/locations.json
     <sales dir>/<YYYY-MM-DD>/<location_id>.json[.gz]     {"checks": [...]}
+    <timeclock dir>/locations.json
+    <timeclock dir>/<YYYY-MM-DD>/<location_id>.json[.gz] {"shifts": [...]}
     <invoice dir>/vendors.json
     <invoice dir>/*.json[.gz]                            {"invoices": [...]}
     <invoice dir>/*.csv                                  one row per invoice line
@@ -85,18 +87,25 @@ class FileConnector(Connector):
             raise SourceError("locations.json has no 'locations' list")
         return locations
 
-    def fetch_checks(self, business_date: date, location_id: str) -> list[dict[str, Any]]:
+    def _location_day(self, business_date: date, location_id: str, key: str,
+                      what: str) -> list[dict[str, Any]]:
         self._require_root()
         folder = self.root / business_date.isoformat()
         for name in (f"{location_id}.json.gz", f"{location_id}.json"):
             path = folder / name
             if path.exists():
                 data = self._load(path)
-                checks = data.get("checks") if isinstance(data, dict) else data
-                if not isinstance(checks, list):
-                    raise SourceError(f"{path.name} has no 'checks' list")
-                return checks
-        raise DataNotFound(f"no sales export for {business_date.isoformat()}")
+                rows = data.get(key) if isinstance(data, dict) else data
+                if not isinstance(rows, list):
+                    raise SourceError(f"{path.name} has no '{key}' list")
+                return rows
+        raise DataNotFound(f"no {what} export for {business_date.isoformat()}")
+
+    def fetch_checks(self, business_date: date, location_id: str) -> list[dict[str, Any]]:
+        return self._location_day(business_date, location_id, "checks", "sales")
+
+    def fetch_shifts(self, business_date: date, location_id: str) -> list[dict[str, Any]]:
+        return self._location_day(business_date, location_id, "shifts", "timeclock")
 
     def list_vendors(self) -> list[dict[str, Any]]:
         self._require_root()

@@ -4,11 +4,12 @@ The API (served in tests by ``tests/support/source_server.py``)::
 
     GET  <base>/locations                                   {"data": [...]}
     GET  <base>/checks?business_date=&location=&page=N      {"data": [...], "next_page": N|null}
+    GET  <base>/shifts?business_date=&location=&page=N      {"data": [...], "next_page": N|null}
     GET  <base>/vendors                                     {"data": [...]}
     GET  <base>/invoices?updated_since=&page=N              {"data": [...], "next_page": N|null}
     POST <base>/ap-batches  (Idempotency-Key: batch id)     {"reference": "..."}
 
-A 404 on ``checks`` means "no data for that location-day". 429 (honouring
+A 404 on ``checks`` or ``shifts`` means "no data for that location-day". 429 (honouring
 ``Retry-After``), 5xx, timeouts and refused connections are retried with
 exponential backoff; anything else that is not the expected JSON is a
 SourceError naming the URL, so a job can report it and go on.
@@ -137,15 +138,22 @@ class HttpConnector(Connector):
     def list_locations(self) -> list[dict[str, Any]]:
         return self._get_list("locations")
 
-    def fetch_checks(self, business_date: date, location_id: str) -> list[dict[str, Any]]:
-        checks: list[dict[str, Any]] = []
+    def _location_day(self, path: str, business_date: date, location_id: str,
+                      what: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
         params = {"business_date": business_date.isoformat(), "location": location_id}
         try:
-            for rows in self._pages("checks", params):
-                checks.extend(rows)
+            for rows in self._pages(path, params):
+                out.extend(rows)
         except DataNotFound as exc:
-            raise DataNotFound(f"no sales data for {business_date.isoformat()}") from exc
-        return checks
+            raise DataNotFound(f"no {what} data for {business_date.isoformat()}") from exc
+        return out
+
+    def fetch_checks(self, business_date: date, location_id: str) -> list[dict[str, Any]]:
+        return self._location_day("checks", business_date, location_id, "sales")
+
+    def fetch_shifts(self, business_date: date, location_id: str) -> list[dict[str, Any]]:
+        return self._location_day("shifts", business_date, location_id, "timeclock")
 
     def list_vendors(self) -> list[dict[str, Any]]:
         return self._get_list("vendors")

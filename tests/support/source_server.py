@@ -130,6 +130,22 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(200, file.read_bytes()[:200])  # garbage, as stored
                 return
             self._paged(checks, query)
+        elif path == "/timeclock/locations":
+            data = json.loads((sample / "timeclock" / "locations.json").read_text())
+            self._json(200, {"data": data["locations"]})
+        elif path == "/timeclock/shifts":
+            day = query.get("business_date", [""])[0]
+            loc = query.get("location", [""])[0]
+            file = sample / "timeclock" / day / f"{loc}.json"
+            if not file.exists():
+                self._json(404, {"detail": "no data"})
+                return
+            try:
+                shifts = json.loads(file.read_bytes())["shifts"]
+            except ValueError:
+                self._send(200, file.read_bytes()[:200])  # garbage, as stored
+                return
+            self._paged(shifts, query)
         elif path == "/invoices/vendors":
             data = json.loads((sample / "invoices" / "vendors.json").read_text())
             self._json(200, {"data": data["vendors"]})
