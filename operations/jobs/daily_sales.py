@@ -19,25 +19,20 @@ from collections import defaultdict
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from tasks.tracker import TaskHandle
 
 from ..models import DailySalesSummary
-from ..sources import DataNotFound, SourceError, sales_source
-from . import JobFailed
+from ..sources import sales_source
+from .locations import MalformedData, each_location
 
 CENT = Decimal("0.01")
 MONEY_FIELDS = ("gross_sales", "net_sales", "discounts", "voids", "refunds", "tax", "tips",
                 "service_charges")
-
-
-class MalformedData(ValueError):
-    """A check that cannot be read; the message names the check and the field."""
 
 
 def _number(value: Any, where: str) -> Decimal:
@@ -154,59 +149,22 @@ def save_summary(business_date: date, location: dict, summary: dict, task_id: st
             update_fields=update)
 
 
-def _zone(location: dict) -> ZoneInfo:
-    try:
-        return ZoneInfo(location.get("timezone") or settings.TIME_ZONE)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo(settings.TIME_ZONE)
-
-
 def run(task: TaskHandle, params: dict[str, Any]) -> dict[str, Any]:
     """Summarise every requested location; a bad location is an error, not the end."""
-    business_date: date = params["business_date"]
-    if business_date > timezone.localdate():
-        raise JobFailed(f"business date {business_date.isoformat()} is in the future")
     source = sales_source()
-    try:
-        known = {str(loc["id"]): loc for loc in source.list_locations() if isinstance(loc, dict)}
-    except (SourceError, KeyError) as exc:
-        raise JobFailed(f"sales source unusable: {exc}") from exc
-    wanted = list(params.get("locations") or sorted(known))
-    unknown = [loc for loc in wanted if loc not in known]
-    if unknown:
-        raise JobFailed(f"unknown location(s): {', '.join(unknown)}")
-    total = len(wanted)
-    task.progress(0, f"{business_date.isoformat()}: 0 of {total} locations", total=total)
-    done: dict[str, dict[str, Any]] = {}
-    failed: dict[str, str] = {}
-    missing = 0
-    for i, loc_id in enumerate(wanted, 1):
-        location = known[loc_id]
-        try:
-            checks = source.fetch_checks(business_date, loc_id)
-            summary = summarise_checks(checks, business_date=business_date,
-                                       tz=_zone(location))
-            save_summary(business_date, location, summary, task.task_id)
-            done[loc_id] = {"net_sales": str(summary["net_sales"]),
-                            "check_count": summary["check_count"]}
-        except DataNotFound as exc:
-            missing += 1
-            failed[loc_id] = f"missing data: {exc}"
-            task.error(f"location {loc_id}: missing data: {exc}")
-        except (SourceError, MalformedData) as exc:
-            failed[loc_id] = f"malformed data: {exc}"
-            task.error(f"location {loc_id}: malformed data: {exc}")
-        task.progress(i, f"{business_date.isoformat()}: location {loc_id} ({i} of {total})")
-    if not done:
-        if missing == total:
-            where = f" at {', '.join(sorted(failed))}" if len(failed) <= 3 else ""
-            raise JobFailed(f"no sales data for {business_date.isoformat()}{where}")
-        first = "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:3])
-        raise JobFailed(f"no location could be summarised ({first})")
+
+    def summarise(business_date: date, location: dict, tz: ZoneInfo) -> dict[str, Any]:
+        checks = source.fetch_checks(business_date, str(location["id"]))
+        summary = summarise_checks(checks, business_date=business_date, tz=tz)
+        save_summary(business_date, location, summary, task.task_id)
+        return {"net_sales": str(summary["net_sales"]), "check_count": summary["check_count"]}
+
+    done, failed = each_location(task, source, params, summarise, data="sales",
+                                 verb="summarised")
     net = sum((Decimal(v["net_sales"]) for v in done.values()), Decimal(0))
     return {
-        "business_date": business_date.isoformat(),
-        "locations": total,
+        "business_date": params["business_date"].isoformat(),
+        "locations": len(done) + len(failed),
         "summarised": sorted(done),
         "failed_locations": failed,
         "net_sales": str(net),

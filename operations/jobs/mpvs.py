@@ -27,17 +27,16 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from tasks.tracker import TaskHandle
 
 from ..models import MealPeriodViolation
-from ..sources import DataNotFound, SourceError, timeclock_source
-from . import JobFailed
+from ..sources import timeclock_source
+from .locations import MalformedData, each_location
 
 CENT = Decimal("0.01")
 MEAL_MINIMUM = timedelta(minutes=30)
@@ -47,10 +46,6 @@ SECOND_DUE = timedelta(hours=10)
 SECOND_WAIVABLE = timedelta(hours=12)
 LONGEST_SHIFT = timedelta(hours=24)
 KINDS = [kind.value for kind in MealPeriodViolation.Kind]
-
-
-class MalformedData(ValueError):
-    """A shift that cannot be read; the message names the shift and the field."""
 
 
 @dataclass(frozen=True)
@@ -195,63 +190,26 @@ def save_violations(business_date: date, location: dict, results: list[ShiftResu
                                                 update_fields=update)
 
 
-def _zone(location: dict) -> ZoneInfo:
-    try:
-        return ZoneInfo(location.get("timezone") or settings.TIME_ZONE)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo(settings.TIME_ZONE)
-
-
 def run(task: TaskHandle, params: dict[str, Any]) -> dict[str, Any]:
     """Check every requested location; a bad location is an error, not the end."""
-    business_date: date = params["business_date"]
-    if business_date > timezone.localdate():
-        raise JobFailed(f"business date {business_date.isoformat()} is in the future")
     source = timeclock_source()
-    try:
-        known = {str(loc["id"]): loc for loc in source.list_locations() if isinstance(loc, dict)}
-    except (SourceError, KeyError) as exc:
-        raise JobFailed(f"timeclock source unusable: {exc}") from exc
-    wanted = list(params.get("locations") or sorted(known))
-    unknown = [loc for loc in wanted if loc not in known]
-    if unknown:
-        raise JobFailed(f"unknown location(s): {', '.join(unknown)}")
-    total = len(wanted)
-    task.progress(0, f"{business_date.isoformat()}: 0 of {total} locations", total=total)
-    checked: list[ShiftResult] = []
-    done: list[str] = []
-    failed: dict[str, str] = {}
-    missing = 0
-    for i, loc_id in enumerate(wanted, 1):
-        location = known[loc_id]
-        try:
-            shifts = source.fetch_shifts(business_date, loc_id)
-            results = check_shifts(shifts, business_date=business_date, tz=_zone(location))
-            save_violations(business_date, location, results, task.task_id)
-            checked.extend(results)
-            done.append(loc_id)
-        except DataNotFound as exc:
-            missing += 1
-            failed[loc_id] = f"missing data: {exc}"
-            task.error(f"location {loc_id}: missing data: {exc}")
-        except (SourceError, MalformedData) as exc:
-            failed[loc_id] = f"malformed data: {exc}"
-            task.error(f"location {loc_id}: malformed data: {exc}")
-        task.progress(i, f"{business_date.isoformat()}: location {loc_id} ({i} of {total})")
-    if not done:
-        if missing == total:
-            where = f" at {', '.join(sorted(failed))}" if len(failed) <= 3 else ""
-            raise JobFailed(f"no timeclock data for {business_date.isoformat()}{where}")
-        first = "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:3])
-        raise JobFailed(f"no location could be checked ({first})")
+
+    def check(business_date: date, location: dict, tz: ZoneInfo) -> list[ShiftResult]:
+        shifts = source.fetch_shifts(business_date, str(location["id"]))
+        results = check_shifts(shifts, business_date=business_date, tz=tz)
+        save_violations(business_date, location, results, task.task_id)
+        return results
+
+    done, failed = each_location(task, source, params, check, data="timeclock", verb="checked")
+    checked = [result for results in done.values() for result in results]
     violations = dict.fromkeys(KINDS, 0)
     for result in checked:
         for kind in (result.first_meal, result.second_meal):
             if kind:
                 violations[kind] += 1
     return {
-        "business_date": business_date.isoformat(),
-        "locations": total,
+        "business_date": params["business_date"].isoformat(),
+        "locations": len(done) + len(failed),
         "checked": sorted(done),
         "failed_locations": failed,
         "shifts_checked": len(checked),
