@@ -108,44 +108,34 @@ class Handler(BaseHTTPRequestHandler):
             return None
         return url.path, parse_qs(url.query)
 
+    def _location_day(self, folder, suffix: str, key: str, decode, query: dict) -> None:
+        """One location-day of the sample, paged; 404 when missing, garbage when corrupt."""
+        day = query.get("business_date", [""])[0]
+        loc = query.get("location", [""])[0]
+        file = folder / day / f"{loc}{suffix}"
+        if not file.exists():
+            self._json(404, {"detail": "no data"})
+            return
+        try:
+            rows = json.loads(decode(file.read_bytes()))[key]
+        except (OSError, EOFError, ValueError):
+            self._send(200, file.read_bytes()[:200])  # garbage, as stored
+            return
+        self._paged(rows, query)
+
     def do_GET(self) -> None:  # noqa: N802
         pre = self._pre()
         if pre is None:
             return
         path, query = pre
         sample = self.server.sample
-        if path == "/sales/locations":
-            data = json.loads((sample / "sales" / "locations.json").read_text())
+        if path in ("/sales/locations", "/timeclock/locations"):
+            data = json.loads((sample / path.split("/")[1] / "locations.json").read_text())
             self._json(200, {"data": data["locations"]})
         elif path == "/sales/checks":
-            day = query.get("business_date", [""])[0]
-            loc = query.get("location", [""])[0]
-            file = sample / "sales" / day / f"{loc}.json.gz"
-            if not file.exists():
-                self._json(404, {"detail": "no data"})
-                return
-            try:
-                checks = json.loads(gzip.decompress(file.read_bytes()))["checks"]
-            except (OSError, EOFError, ValueError):
-                self._send(200, file.read_bytes()[:200])  # garbage, as stored
-                return
-            self._paged(checks, query)
-        elif path == "/timeclock/locations":
-            data = json.loads((sample / "timeclock" / "locations.json").read_text())
-            self._json(200, {"data": data["locations"]})
+            self._location_day(sample / "sales", ".json.gz", "checks", gzip.decompress, query)
         elif path == "/timeclock/shifts":
-            day = query.get("business_date", [""])[0]
-            loc = query.get("location", [""])[0]
-            file = sample / "timeclock" / day / f"{loc}.json"
-            if not file.exists():
-                self._json(404, {"detail": "no data"})
-                return
-            try:
-                shifts = json.loads(file.read_bytes())["shifts"]
-            except ValueError:
-                self._send(200, file.read_bytes()[:200])  # garbage, as stored
-                return
-            self._paged(shifts, query)
+            self._location_day(sample / "timeclock", ".json", "shifts", bytes, query)
         elif path == "/invoices/vendors":
             data = json.loads((sample / "invoices" / "vendors.json").read_text())
             self._json(200, {"data": data["vendors"]})
