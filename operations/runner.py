@@ -102,16 +102,16 @@ def cancel(task_id: str, *, by: str) -> TaskStatus:
     """
     task = tracker.request_cancel(task_id, by=by)
     now = timezone.now()
-    with transaction.atomic():
-        _, created = JobRun.objects.get_or_create(
-            task_id=str(task.task_id),
-            defaults={"operation": task.operation, "lease_until": now, "finished_at": now,
-                      "outcome": CANCELLED},
-        )
-    if created:
-        _fail_task(str(task.task_id), f"cancelled by {task.cancel_requested_by} before it started")
-        logger.info("task %s: cancelled by %s before any worker took it",
-                    task.task_id, task.cancel_requested_by)
+    _, created = JobRun.objects.get_or_create(
+        task_id=str(task.task_id),
+        defaults={"operation": task.operation, "lease_until": now, "finished_at": now,
+                  "outcome": CANCELLED},
+    )
+    if not created:
+        return task  # a worker has it: the job stops at its next progress step
+    _fail_task(str(task.task_id), f"cancelled by {task.cancel_requested_by} before it started")
+    logger.info("task %s: cancelled by %s before any worker took it",
+                task.task_id, task.cancel_requested_by)
     return selectors.get_task(str(task.task_id)) or task
 
 
