@@ -1,15 +1,20 @@
 """What the jobs store: sales summaries, meal period violations, invoices, the sync
-watermark, AP batches, job leases.
+watermark, AP batches, job leases, tip shares and statements, food handler
+certificates and packets.
 
 Every table is keyed so that a re-run or a second run at the same time
 replaces or skips, never duplicates: summaries on (business_date, location),
 meal period violations on (business_date, location, employee, shift),
-invoices on (vendor, invoice number), export lines on (invoice, content hash).
+invoices on (vendor, invoice number), export lines on (invoice, content hash),
+tip shares on (business_date, location, employee), tip statements sent on
+(employee, period, content hash), certificates on the employee, packets on the
+location.
 """
 
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 
 from django.db import models
 
@@ -209,3 +214,151 @@ class JobRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.operation} {self.task_id} on {self.worker}"
+
+
+class TipShare(models.Model):
+    """One employee's share of one location-day's tip pools, as computed by ``transform_tips``.
+
+    A re-run of a range replaces the range's rows (keyed on date, location, employee).
+    """
+
+    business_date = models.DateField()
+    location_id = models.CharField(max_length=32)
+    location_name = models.CharField(max_length=200, blank=True, default="")
+    employee_id = models.CharField(max_length=64)
+    employee_name = models.CharField(max_length=200, blank=True, default="")
+    job = models.CharField(max_length=64, blank=True, default="")
+    hours = models.DecimalField(max_digits=7, decimal_places=2)
+    points = models.DecimalField(max_digits=7, decimal_places=2)
+    card_tips = models.DecimalField(max_digits=10, decimal_places=2)
+    cash_tips = models.DecimalField(max_digits=10, decimal_places=2)
+    task_id = models.CharField(max_length=36, blank=True, default="")
+    computed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["business_date", "location_id", "employee_id"],
+                                    name="tip_share_date_location_employee"),
+        ]
+        indexes = [models.Index(fields=["employee_id", "business_date"],
+                                name="tip_share_employee_date")]
+        ordering = ["-business_date", "location_id", "employee_id"]
+
+    def __str__(self) -> str:
+        return f"{self.location_id} {self.business_date} {self.employee_id}"
+
+    @property
+    def total(self) -> Decimal:
+        return self.card_tips + self.cash_tips
+
+
+class TipPool(models.Model):
+    """One location-day's pools as distributed: what the shares of that day add up to."""
+
+    business_date = models.DateField()
+    location_id = models.CharField(max_length=32)
+    card_tips = models.DecimalField(max_digits=12, decimal_places=2)
+    cash_tips = models.DecimalField(max_digits=12, decimal_places=2)
+    eligible_hours = models.DecimalField(max_digits=9, decimal_places=2)
+    employees = models.IntegerField()
+    task_id = models.CharField(max_length=36, blank=True, default="")
+    computed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["business_date", "location_id"],
+                                    name="tip_pool_date_location"),
+        ]
+        ordering = ["-business_date", "location_id"]
+
+    def __str__(self) -> str:
+        return f"{self.location_id} {self.business_date}"
+
+
+class TipStatementDelivery(models.Model):
+    """A tip statement that went out: one row per employee, pay period and content.
+
+    The content hash is what makes ``email_tips`` send exactly once: a re-run
+    skips a statement whose hash was sent, and sends a changed one again as a
+    correction.
+    """
+
+    employee_id = models.CharField(max_length=64)
+    period_start = models.DateField()
+    period_end = models.DateField()
+    content_hash = models.CharField(max_length=64)
+    email = models.CharField(max_length=254)
+    correction = models.BooleanField(default=False)
+    message_id = models.CharField(max_length=255, blank=True, default="")
+    task_id = models.CharField(max_length=36, blank=True, default="")
+    sent_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["employee_id", "period_start", "period_end", "content_hash"],
+                name="tip_statement_employee_period_content"),
+        ]
+        ordering = ["-sent_at"]
+        verbose_name_plural = "tip statement deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.employee_id} {self.period_start}..{self.period_end}"
+
+
+class FoodHandlerStatus(models.TextChoices):
+    VALID = "valid"
+    EXPIRING = "expiring", "Expiring within 30 days"
+    EXPIRED = "expired"
+    MISSING = "missing", "Missing (within 30 days of hire)"
+    OVERDUE = "overdue", "Overdue (over 30 days from hire)"
+
+
+class FoodHandlerCertificate(models.Model):
+    """An employee's current food handler card and certificate, as checked by
+    ``update_food_handler_pdfs``. ``document`` names the PDF in document storage
+    (by content hash); blank when no acceptable certificate is on file."""
+
+    employee_id = models.CharField(max_length=64, unique=True)
+    employee_name = models.CharField(max_length=200, blank=True, default="")
+    location_id = models.CharField(max_length=32)
+    job = models.CharField(max_length=64, blank=True, default="")
+    hire_date = models.DateField(null=True, blank=True)
+    card_number = models.CharField(max_length=64, blank=True, default="")
+    issuer = models.CharField(max_length=200, blank=True, default="")
+    issued_on = models.DateField(null=True, blank=True)
+    expires_on = models.DateField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=FoodHandlerStatus.choices)
+    document = models.CharField(max_length=255, blank=True, default="")
+    content_hash = models.CharField(max_length=64, blank=True, default="")
+    source_url = models.CharField(max_length=500, blank=True, default="")
+    source_etag = models.CharField(max_length=200, blank=True, default="")
+    as_of = models.DateField()
+    task_id = models.CharField(max_length=36, blank=True, default="")
+    checked_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["location_id", "status"], name="fh_cert_location_status")]
+        ordering = ["location_id", "employee_id"]
+
+    def __str__(self) -> str:
+        return f"{self.employee_id} ({self.status})"
+
+
+class FoodHandlerPacket(models.Model):
+    """A location's compliance packet: a cover page and every current certificate."""
+
+    location_id = models.CharField(max_length=32, unique=True)
+    location_name = models.CharField(max_length=200, blank=True, default="")
+    document = models.CharField(max_length=255)
+    content_hash = models.CharField(max_length=64)
+    counts = models.JSONField(default=dict)
+    as_of = models.DateField()
+    task_id = models.CharField(max_length=36, blank=True, default="")
+    built_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["location_id"]
+
+    def __str__(self) -> str:
+        return f"packet {self.location_id} ({self.as_of})"

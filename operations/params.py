@@ -86,6 +86,94 @@ class MealPeriodParams(DailySalesParams):
         help_text="Location ids; default all locations of the timeclock source.")
 
 
+def previous_pay_week() -> tuple[date, date]:
+    """Monday to Sunday of the last full week in TIME_ZONE."""
+    today = timezone.localdate()
+    start = today - timedelta(days=today.weekday() + 7)
+    return start, start + timedelta(days=6)
+
+
+MAX_PERIOD_DAYS = 31
+
+
+class PayPeriodParams(StrictParams):
+    """A pay period (default the previous pay week, Monday to Sunday in TIME_ZONE)."""
+
+    period_start = serializers.DateField(
+        required=False, help_text="First business date; default Monday of the previous week.")
+    period_end = serializers.DateField(
+        required=False, help_text="Last business date; default the Sunday after period_start.")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        start, end = attrs.get("period_start"), attrs.get("period_end")
+        if start is None and end is None:
+            start, end = previous_pay_week()
+        elif start is None:
+            start = end - timedelta(days=6)
+        elif end is None:
+            end = start + timedelta(days=6)
+        if end < start:
+            raise serializers.ValidationError({"period_end": ["is before period_start"]})
+        if (end - start).days + 1 > MAX_PERIOD_DAYS:
+            raise serializers.ValidationError(
+                {"period_end": [f"a pay period is at most {MAX_PERIOD_DAYS} days"]})
+        if end > timezone.localdate():
+            raise serializers.ValidationError({"period_end": ["is in the future"]})
+        attrs["period_start"], attrs["period_end"] = start, end
+        return attrs
+
+
+class TransformTipsParams(PayPeriodParams):
+    # The setting naming the source whose locations are the valid ``locations``.
+    source_setting = "SALES_SOURCE_URL"
+
+    locations = serializers.ListField(
+        child=serializers.CharField(max_length=32), required=False, allow_empty=True,
+        help_text="Location ids; default all locations of the sales source.")
+
+    validate_locations = DailySalesParams.validate_locations
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
+        attrs.setdefault("locations", [])
+        return attrs
+
+
+class EmailTipsParams(PayPeriodParams):
+    """email_tips: a pay period that transform_tips has already done."""
+
+
+class FoodHandlerParams(StrictParams):
+    source_setting = "ROSTER_SOURCE_URL"
+
+    locations = serializers.ListField(
+        child=serializers.CharField(max_length=32), required=False, allow_empty=True,
+        help_text="Location ids; default every location of the roster.")
+    as_of = serializers.DateField(
+        required=False, help_text="Date the statuses are computed for; default today.")
+
+    def validate_locations(self, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs.setdefault("locations", [])
+        attrs.setdefault("as_of", timezone.localdate())
+        return attrs
+
+
+class FoodHandlerLinksParams(StrictParams):
+    locations = serializers.ListField(
+        child=serializers.CharField(max_length=32), required=False, allow_empty=True,
+        help_text="Location ids; default every location with certificates on file.")
+
+    def validate_locations(self, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs.setdefault("locations", [])
+        return attrs
+
+
 class InvoiceSyncParams(StrictParams):
     full = serializers.BooleanField(
         required=False, default=False,

@@ -4,7 +4,10 @@
 Why a generator: the data must be realistic (volumes, voids, refunds, late-night
 bar checks, credit memos) and reproducible, and the deliberately bad records must
 be documented in one place. Running it again with the same seed rewrites
-byte-identical files (gzip headers carry no timestamp).
+byte-identical files (gzip headers carry no timestamp, the PDFs a fixed creation
+date). The certificates need fpdf2. Each part draws from its own random stream
+(seed, seed + 1, ...): a new part takes a new stream, so the files already
+committed do not change.
 
 Layout written::
 
@@ -15,6 +18,12 @@ Layout written::
     sample_data/invoices/invoices_V12.csv                     one vendor exports CSV
     sample_data/timeclock/locations.json
     sample_data/timeclock/<business_date>/<location_id>.json  shifts of one location-day
+    sample_data/roster/employees.json                         the timeclock rosters, with hire
+                                                              date, email, food handler card
+    sample_data/roster/certificates/<card_number>.pdf         a card's certificate (one page)
+    sample_data/tips/policies.json                            tip pool points per job, by location
+    sample_data/sales/<business_date>/<location_id>.cash-tips.json
+                                                              cash tips declared that day
 
 Deliberately bad records (also listed in ``sample_data/README.md``):
 
@@ -25,7 +34,17 @@ Deliberately bad records (also listed in ``sample_data/README.md``):
 * timeclock ``2025-06-09/L10.json`` has a shift whose clock-out time is malformed;
 * timeclock ``2025-06-14/L04.json`` is missing;
 * invoices that do not add up, from an unknown vendor, with a negative quantity
-  that is not a credit memo, without an invoice number, or with impossible dates.
+  that is not a credit memo, without an invoice number, or with impossible dates;
+* food handler cards as of 2025-06-15: 15 expiring within 30 days, 15 expired,
+  12 food handlers without a card past the 30-day grace ("overdue") and 8 new
+  hires without one yet ("missing");
+* certificates of otherwise valid cards: an HTML error page saved as .pdf
+  (L08-E003, L11-E047), empty (L05-E054, L06-E035), truncated to a third
+  (L02-E015, L04-E027), not written at all (L01-E071, L10-E001);
+* employee emails: empty (L03-E044, L10-E056), invalid (L04-E017, L07-E003),
+  on the domain ``refused.example.com`` that the test SMTP server refuses
+  (L05-E039, L08-E037);
+* tips: location L09 has no tip policy.
 """
 
 from __future__ import annotations
@@ -36,7 +55,7 @@ import gzip
 import io
 import json
 import random
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -218,7 +237,9 @@ def write_gzip_json(path: Path, data: object) -> None:
     path.write_bytes(buf.getvalue())
 
 
-def generate_sales(out: Path, rng: random.Random) -> None:
+def generate_sales(out: Path, rng: random.Random) -> set[tuple[str, str]]:
+    """Write the sales files; return the (business date, location id) of the files written."""
+    written: set[tuple[str, str]] = set()
     sales = out / "sales"
     sales.mkdir(parents=True, exist_ok=True)
     (sales / "locations.json").write_text(json.dumps({"locations": [
@@ -237,9 +258,11 @@ def generate_sales(out: Path, rng: random.Random) -> None:
                 continue  # missing file
             write_gzip_json(path, {"location_id": loc[0], "business_date": day.isoformat(),
                                    "checks": checks})
+            written.add((day.isoformat(), loc[0]))
             if (day.isoformat(), loc[0]) == ("2025-06-10", "L07"):
                 data = path.read_bytes()
                 path.write_bytes(data[: len(data) // 3])  # truncated: corrupt gzip
+    return written
 
 
 def make_invoice(rng: random.Random, number: int, vendor: tuple, credit: bool) -> dict:
@@ -447,7 +470,12 @@ def make_shifts(rng: random.Random, loc: tuple, roster: list[dict], day: date) -
     return shifts
 
 
-def generate_timeclock(out: Path, rng: random.Random) -> None:
+def generate_timeclock(
+    out: Path, rng: random.Random
+) -> tuple[dict[str, list[dict]], dict[tuple[str, str], list[dict]]]:
+    """Write the timeclock files; return the rosters by location id and the shifts of each
+    (business date, location id) whose file was written (truncated or malformed included)."""
+    written: dict[tuple[str, str], list[dict]] = {}
     clock = out / "timeclock"
     clock.mkdir(parents=True, exist_ok=True)
     (clock / "locations.json").write_text(json.dumps({"locations": [
@@ -471,6 +499,222 @@ def generate_timeclock(out: Path, rng: random.Random) -> None:
             if key == ("2025-06-05", "L08"):
                 text = text[: len(text) // 2]  # truncated: not valid JSON
             path.write_text(text + "\n")
+            written[key] = shifts
+    return rosters, written
+
+
+AS_OF = date(2025, 6, 15)  # the statuses below are as of the last sample date
+ISSUERS = ["ServSafe", "StateFoodSafety", "eFoodHandlers", "Premier Food Safety",
+           "Food Handler Solutions"]
+HIRE_YEARS = [  # year, weight: mostly 2016 to 2025, recent years weigh more (turnover)
+    (2012, 1), (2013, 1), (2014, 2), (2015, 2), (2016, 3), (2017, 4), (2018, 5), (2019, 6),
+    (2020, 4), (2021, 7), (2022, 10), (2023, 13), (2024, 16), (2025, 9),
+]
+LAST_REGULAR_HIRE = date(2025, 5, 10)  # "overdue" hires are more than 30 days before AS_OF
+CARD_STATUS_COUNTS = {"expiring": 15, "expired": 15, "overdue": 12, "missing": 8}
+BAD_CERTIFICATES = ["html", "html", "empty", "empty", "truncated", "truncated", "missing",
+                    "missing"]
+BAD_EMAILS = ["empty", "empty", "invalid", "invalid", "refused", "refused"]
+HTML_ERROR = b"<html><body><h1>503 Service Unavailable</h1></body></html>\n"
+
+# The group's tip pools: points per job. Managers and supervisors (Shift Lead) never
+# share (California Labor Code 351); L09 deliberately has no policy.
+TIP_POLICIES = {
+    "L01": {"Server": "10", "Bartender": "10", "Busser": "5", "Host": "3"},
+    "L02": {"Server": "10", "Bartender": "12", "Busser": "4", "Host": "2"},
+    "L03": {"Server": "10", "Bartender": "8", "Busser": "4", "Host": "3", "Line Cook": "2",
+            "Prep Cook": "2", "Dishwasher": "1"},
+    "L04": {"Server": "10", "Bartender": "14", "Busser": "5", "Host": "3"},
+    "L05": {"Server": "10", "Bartender": "8", "Busser": "5", "Host": "3", "Line Cook": "2",
+            "Prep Cook": "2", "Dishwasher": "1"},
+    "L06": {"Server": "10", "Bartender": "12", "Busser": "5", "Host": "3", "Line Cook": "2",
+            "Prep Cook": "1.5"},
+    "L07": {"Server": "10", "Bartender": "12", "Busser": "4", "Line Cook": "2",
+            "Prep Cook": "2", "Dishwasher": "1"},
+    "L08": {"Server": "10", "Bartender": "8", "Busser": "5", "Host": "2.5"},
+    "L10": {"Server": "10", "Bartender": "14", "Busser": "5", "Host": "3"},
+    "L11": {"Server": "8", "Bartender": "15", "Busser": "4", "Line Cook": "2",
+            "Dishwasher": "1"},
+    "L12": {"Server": "10", "Bartender": "8", "Busser": "6", "Host": "4", "Line Cook": "2",
+            "Prep Cook": "2", "Dishwasher": "2"},
+}
+CASH_TIP_JOBS = ("Server", "Bartender")
+
+
+def plus_years(day: date, years: int) -> date:
+    return day.replace(year=day.year + years)  # no card is issued on February 29
+
+
+def random_day(rng: random.Random, first: date, last: date) -> date:
+    day = first + timedelta(days=rng.randint(0, (last - first).days))
+    return day - timedelta(days=1) if (day.month, day.day) == (2, 29) else day
+
+
+def make_card(rng: random.Random, employee: dict, status: str, numbers: set[str]) -> dict:
+    """A food handler card of the given status as of ``AS_OF``; may move the hire date
+    back so that the card is issued after it (within 30 days of hire for a first card)."""
+    if status == "expiring":  # expires 2025-06-16 .. 2025-07-15
+        issued = random_day(rng, date(2022, 6, 16), date(2022, 7, 15))
+        if date.fromisoformat(employee["hire_date"]) > plus_years(issued, -3):  # a first card
+            employee["hire_date"] = (issued - timedelta(days=rng.randint(0, 30))).isoformat()
+    elif status == "expired":  # expires before AS_OF; may be from an earlier job
+        issued = random_day(rng, date(2021, 1, 1), date(2022, 6, 14))
+    else:  # valid: first card within 30 days of hire, renewed before it lapses
+        issued = date.fromisoformat(employee["hire_date"]) + timedelta(days=rng.randint(0, 30))
+        while plus_years(issued, 3) <= AS_OF + timedelta(days=30):
+            issued = plus_years(issued, 3) - timedelta(days=rng.randint(0, 45))
+        if issued > AS_OF:
+            issued = AS_OF - timedelta(days=rng.randint(0, 10))
+        if (issued.month, issued.day) == (2, 29):
+            issued -= timedelta(days=1)
+    number = f"CFH-{rng.randint(1_000_000, 9_999_999)}"
+    while number in numbers:
+        number = f"CFH-{rng.randint(1_000_000, 9_999_999)}"
+    numbers.add(number)
+    return {"card_number": number, "issuer": rng.choice(ISSUERS),
+            "issued_on": issued.isoformat(), "expires_on": plus_years(issued, 3).isoformat(),
+            "certificate_url": f"certificates/{number}.pdf"}
+
+
+def certificate_pdf(name: str, card: dict) -> bytes:
+    """A one-page certificate, byte-identical from run to run (fixed dates and metadata)."""
+    try:
+        from fpdf import FPDF
+    except ImportError as exc:  # pragma: no cover
+        raise SystemExit("the certificates need fpdf2: pip install fpdf2==2.8.9") from exc
+    pdf = FPDF(format="letter")
+    pdf.set_compression(True)
+    pdf.set_creation_date(datetime(2025, 6, 1, tzinfo=UTC))
+    pdf.set_producer("scripts/generate_sample_data.py")
+    pdf.set_creator("scripts/generate_sample_data.py")
+    pdf.set_title("California Food Handler Card")
+    pdf.set_author(card["issuer"])
+    pdf.add_page()
+    pdf.set_font("Helvetica", "B", 20)
+    pdf.cell(0, 16, "California Food Handler Card", new_x="LMARGIN", new_y="NEXT", align="C")
+    pdf.ln(6)
+    pdf.set_font("Helvetica", "", 13)
+    for label, value in (("Name", name), ("Card number", card["card_number"]),
+                         ("Issuer", card["issuer"]), ("Issued on", card["issued_on"]),
+                         ("Expires on", card["expires_on"])):
+        pdf.cell(0, 9, f"{label}: {value}", new_x="LMARGIN", new_y="NEXT")
+    return bytes(pdf.output())
+
+
+def generate_roster(out: Path, rng: random.Random, rosters: dict[str, list[dict]],
+                    shifts: dict[tuple[str, str], list[dict]]) -> dict:
+    """Write roster/employees.json and the certificates; return the bad records by kind."""
+    folder = out / "roster"
+    certificates = folder / "certificates"
+    certificates.mkdir(parents=True, exist_ok=True)
+    for stale in certificates.glob("*.pdf"):  # the missing certificates must be missing
+        stale.unlink()
+    employees = []
+    for loc in LOCATIONS:
+        for person in rosters[loc[0]]:
+            year = rng.choices([y for y, _ in HIRE_YEARS], weights=[w for _, w in HIRE_YEARS])[0]
+            hired = random_day(rng, date(year, 1, 1), min(date(year, 12, 31), LAST_REGULAR_HIRE))
+            first, last = person["employee_name"].lower().split(" ", 1)
+            tag = person["employee_id"].replace("-", "").lower()
+            employees.append({
+                "employee_id": person["employee_id"], "name": person["employee_name"],
+                "location_id": loc[0], "job": person["job"],
+                "handles_food": person["job"] != "Host", "hire_date": hired.isoformat(),
+                "email": f"{first}.{last}.{tag}@example.com", "food_handler": None,
+            })
+    handlers = [e for e in employees if e["handles_food"]]
+    status = {e["employee_id"]: "valid" for e in handlers}
+    chosen = rng.sample(range(len(handlers)), sum(CARD_STATUS_COUNTS.values()))
+    for kind, count in CARD_STATUS_COUNTS.items():
+        for index in chosen[:count]:
+            status[handlers[index]["employee_id"]] = kind
+        chosen = chosen[count:]
+    numbers: set[str] = set()
+    for employee in handlers:
+        kind = status[employee["employee_id"]]
+        if kind == "missing":  # a new hire, still within the 30-day grace period
+            hired = random_day(rng, date(2025, 5, 20), date(2025, 6, 14))
+            employee["hire_date"] = hired.isoformat()
+        elif kind != "overdue":
+            employee["food_handler"] = make_card(rng, employee, kind, numbers)
+
+    # Bad emails: on tipped employees (Server, Bartender) with a valid card who worked, in
+    # locations with a tip policy, one location each.
+    worked = {s["employee_id"] for day in shifts.values() for s in day}
+    bad: dict = {"emails": {}, "certificates": {}}
+    for kind, loc_id in zip(BAD_EMAILS, rng.sample(sorted(TIP_POLICIES), len(BAD_EMAILS)),
+                            strict=True):
+        employee = rng.choice([e for e in employees if e["location_id"] == loc_id
+                               and e["job"] in CASH_TIP_JOBS and e["employee_id"] in worked
+                               and status[e["employee_id"]] == "valid"])
+        first, last = employee["name"].lower().split(" ", 1)
+        employee["email"] = {"empty": "", "invalid": rng.choice(
+            [f"{first}.{last}@", f"{first} {last}@example"]),
+            "refused": f"{first}.{last}@refused.example.com"}[kind]
+        bad["emails"][employee["employee_id"]] = kind
+    # Bad certificates: on otherwise valid cards, one location each.
+    for kind, loc_id in zip(BAD_CERTIFICATES,
+                            rng.sample([loc[0] for loc in LOCATIONS], len(BAD_CERTIFICATES)),
+                            strict=True):
+        employee = rng.choice([e for e in handlers if e["location_id"] == loc_id
+                               and status[e["employee_id"]] == "valid"
+                               and e["employee_id"] not in bad["emails"]])
+        bad["certificates"][employee["employee_id"]] = kind
+
+    for employee in handlers:
+        card = employee["food_handler"]
+        if card is None:
+            continue
+        kind = bad["certificates"].get(employee["employee_id"])
+        path = folder / card["certificate_url"]
+        if kind == "missing":
+            continue
+        content = certificate_pdf(employee["name"], card)
+        if kind == "html":
+            content = HTML_ERROR
+        elif kind == "empty":
+            content = b""
+        elif kind == "truncated":
+            content = content[: len(content) // 3]
+        path.write_bytes(content)
+    text = ('{"employees": [\n'  # one employee a line: small, and diffable
+            + ",\n".join(json.dumps(employee) for employee in employees) + "\n]}\n")
+    (folder / "employees.json").write_text(text)
+    bad["statuses"] = status
+    return bad
+
+
+def generate_tips(out: Path, rng: random.Random, sales_written: set[tuple[str, str]],
+                  shifts: dict[tuple[str, str], list[dict]]) -> None:
+    """Write tips/policies.json and the cash tips declared for each location-day that has
+    both a sales and a timeclock file."""
+    folder = out / "tips"
+    folder.mkdir(parents=True, exist_ok=True)
+    policies = {
+        "note": "Tip pool points per job, by location. Managers and supervisors never share "
+                "(California Labor Code 351). Edit and commit this file to change a policy.",
+        "policies": {loc_id: {"jobs": jobs} for loc_id, jobs in TIP_POLICIES.items()},
+    }
+    (folder / "policies.json").write_text(json.dumps(policies, indent=1, sort_keys=True) + "\n")
+    for key in sorted(shifts):
+        if key not in sales_written:
+            continue
+        day, loc_id = key
+        declaring = sorted({s["employee_id"]: s["job"] for s in shifts[key]
+                            if s["job"] in CASH_TIP_JOBS}.items())
+        rows = []
+        for employee_id, job in declaring:
+            if rng.random() < 0.2:
+                cents = 0
+            elif job == "Bartender" and rng.random() < 0.15:
+                cents = rng.randint(241, 400) * 25  # a busy bar night: $60.25 to $100
+            else:
+                cents = rng.randint(1, 240) * 25  # $0.25 to $60
+            rows.append({"employee_id": employee_id, "amount": f"{cents // 100}.{cents % 100:02d}"})
+        head = json.dumps({"location_id": loc_id, "business_date": day})
+        text = (head[:-1] + ', "declarations": [\n'  # one declaration a line
+                + ",\n".join(json.dumps(row) for row in rows) + "\n]}\n")
+        (out / "sales" / day / f"{loc_id}.cash-tips.json").write_text(text)
 
 
 def main() -> None:
@@ -479,9 +723,11 @@ def main() -> None:
                         default=Path(__file__).resolve().parent.parent / "sample_data")
     parser.add_argument("--seed", type=int, default=SEED)
     args = parser.parse_args()
-    generate_sales(args.out, random.Random(args.seed))
+    sales_written = generate_sales(args.out, random.Random(args.seed))
     generate_invoices(args.out, random.Random(args.seed + 1))
-    generate_timeclock(args.out, random.Random(args.seed + 2))
+    rosters, shifts = generate_timeclock(args.out, random.Random(args.seed + 2))
+    generate_roster(args.out, random.Random(args.seed + 3), rosters, shifts)
+    generate_tips(args.out, random.Random(args.seed + 4), sales_written, shifts)
 
 
 if __name__ == "__main__":

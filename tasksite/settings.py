@@ -7,11 +7,13 @@ in-process channel layer and an in-process Celery worker.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
 
 import dj_database_url
+import dj_email_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
@@ -216,6 +218,12 @@ CELERY_TASK_ALWAYS_EAGER = False
 JOB_MAX_SECONDS = env_int("JOB_MAX_SECONDS", 3600)
 DAILY_SALES_SCHEDULE = os.environ.get("DAILY_SALES_SCHEDULE", "30 4 * * *")
 INVOICE_SYNC_SCHEDULE = os.environ.get("INVOICE_SYNC_SCHEDULE", "*/30 * * * *")
+# Tips: the previous pay week, transformed early on Monday and emailed once it is.
+TRANSFORM_TIPS_SCHEDULE = os.environ.get("TRANSFORM_TIPS_SCHEDULE", "0 5 * * 1")
+EMAIL_TIPS_SCHEDULE = os.environ.get("EMAIL_TIPS_SCHEDULE", "0 9 * * 1")
+# Food handler certificates nightly, then fresh links for the managers.
+FOOD_HANDLER_PDFS_SCHEDULE = os.environ.get("FOOD_HANDLER_PDFS_SCHEDULE", "0 3 * * *")
+FOOD_HANDLER_LINKS_SCHEDULE = os.environ.get("FOOD_HANDLER_LINKS_SCHEDULE", "30 3 * * *")
 PURGE_SCHEDULE_SECONDS = env_int("PURGE_SCHEDULE_SECONDS", 300)
 SALES_SOURCE_URL = os.environ.get(
     "SALES_SOURCE_URL", f"file://{BASE_DIR / 'sample_data' / 'sales'}"
@@ -228,6 +236,14 @@ INVOICE_SOURCE_URL = os.environ.get(
 )
 ACCOUNTING_TARGET_URL = os.environ.get(
     "ACCOUNTING_TARGET_URL", f"file://{VAR_DIR / 'accounting'}"
+)
+ROSTER_SOURCE_URL = os.environ.get(
+    "ROSTER_SOURCE_URL", f"file://{BASE_DIR / 'sample_data' / 'roster'}"
+)
+# The tip-pool policy per location (which jobs share, their points): a committed
+# file, edited and reviewed like code (docs/jobs.md, "transform_tips").
+TIP_POLICY_FILE = Path(
+    os.environ.get("TIP_POLICY_FILE", BASE_DIR / "sample_data" / "tips" / "policies.json")
 )
 SOURCE_TOKEN = os.environ.get("SOURCE_TOKEN", "")
 # Sources: every HTTP request is bounded (timeout x retries with backoff).
@@ -265,6 +281,59 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULER = "operations.beat:LockedScheduler"
 
+# Email (tip statements): EMAIL_URL (smtp://user:pass@host:587/?tls=True, or
+# submission://… for TLS on 587, smtps://… for TLS on connect) or Django's own
+# EMAIL_* settings; without either, a file outbox under var/ a new user can open.
+EMAIL_URL = os.environ.get("EMAIL_URL", "")
+if EMAIL_URL:
+    globals().update(dj_email_url.parse(EMAIL_URL))  # EMAIL_BACKEND, EMAIL_HOST, …
+elif os.environ.get("EMAIL_HOST"):
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_HOST = os.environ["EMAIL_HOST"]
+    EMAIL_PORT = env_int("EMAIL_PORT", 587)
+    EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+    EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+    EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+    EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = str(VAR_DIR / "outbox")
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Payroll <payroll@localhost>")
+# Messages a second sent to the relay, and how a transient failure is retried.
+EMAIL_RATE_PER_SECOND = float(os.environ.get("EMAIL_RATE_PER_SECOND", "5"))
+EMAIL_MAX_RETRIES = env_int("EMAIL_MAX_RETRIES", 3)
+EMAIL_BACKOFF_SECONDS = float(os.environ.get("EMAIL_BACKOFF_SECONDS", "1"))
+
+# Personal data: the operations whose tasks only holders of the reader role named
+# here (an Entra ID app role; a Django group in local mode) and staff may see.
+# "op=role,op=role" replaces the whole mapping.
+PERSONAL_DATA_READER_ROLES = dict(
+    item.split("=", 1)
+    for item in env_list(
+        "PERSONAL_DATA_READER_ROLES",
+        [
+            "transform_tips=TaskStatus.Tips.Read",
+            "email_tips=TaskStatus.Tips.Read",
+            "update_food_handler_pdfs=TaskStatus.FoodHandler.Read",
+            "get_food_handler_links=TaskStatus.FoodHandler.Read",
+        ],
+    )
+    if "=" in item
+)
+
+# Documents (food handler certificates and packets): Django's storage API, the
+# file system under var/ by default. DOCUMENT_STORAGE_BACKEND and
+# DOCUMENT_STORAGE_OPTIONS (JSON) select another, such as an S3-compatible store.
+DOCUMENT_STORAGE_BACKEND = os.environ.get(
+    "DOCUMENT_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage"
+)
+DOCUMENT_STORAGE_OPTIONS = json.loads(os.environ.get("DOCUMENT_STORAGE_OPTIONS") or "null") or {
+    "location": str(VAR_DIR / "documents")
+}
+# How long a signed document link (get_food_handler_links) stays valid.
+DOCUMENT_LINK_SECONDS = env_int("DOCUMENT_LINK_SECONDS", 7 * 24 * 3600)
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = os.environ.get("TIME_ZONE", "America/New_York")
 USE_I18N = True
@@ -276,6 +345,7 @@ STATIC_ROOT.mkdir(exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    "documents": {"BACKEND": DOCUMENT_STORAGE_BACKEND, "OPTIONS": DOCUMENT_STORAGE_OPTIONS},
 }
 WHITENOISE_USE_FINDERS = True
 

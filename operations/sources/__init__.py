@@ -6,10 +6,11 @@ from urllib.parse import urlparse
 
 from django.conf import settings
 
-from .base import Connector, DataNotFound, SourceError
+from .base import Connector, DataNotFound, FetchedDocument, SourceError
 
-__all__ = ["Connector", "DataNotFound", "SourceError", "connect", "sales_source",
-           "timeclock_source", "invoice_source", "accounting_target"]
+__all__ = ["Connector", "DataNotFound", "FetchedDocument", "SourceError", "connect",
+           "sales_source", "timeclock_source", "invoice_source", "roster_source",
+           "accounting_target"]
 
 
 def connect(url: str, *, quick: bool = False) -> Connector:
@@ -43,6 +44,10 @@ def timeclock_source() -> Connector:
 
 def invoice_source() -> Connector:
     return connect(settings.INVOICE_SOURCE_URL)
+
+
+def roster_source() -> Connector:
+    return connect(settings.ROSTER_SOURCE_URL)
 
 
 def accounting_target() -> Connector:

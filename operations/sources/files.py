@@ -4,12 +4,16 @@ Layout (see ``scripts/generate_sample_data.py``)::
 
     <sales dir>/locations.json
     <sales dir>/<YYYY-MM-DD>/<location_id>.json[.gz]     {"checks": [...]}
+    <sales dir>/<YYYY-MM-DD>/<location_id>.cash-tips.json {"declarations": [...]}
     <timeclock dir>/locations.json
     <timeclock dir>/<YYYY-MM-DD>/<location_id>.json[.gz] {"shifts": [...]}
     <invoice dir>/vendors.json
     <invoice dir>/*.json[.gz]                            {"invoices": [...]}
     <invoice dir>/*.csv                                  one row per invoice line
+    <roster dir>/employees.json                          {"employees": [...]}
+    <roster dir>/<certificate_url>                       a certificate PDF (relative path)
     <accounting dir>/ap-batch-<batch_id>.json            written by send_batch
+    <accounting dir>/<kind>/<name>                       written by send_file
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from urllib.parse import unquote, urlparse
 
 from django.conf import settings
 
-from .base import Connector, DataNotFound, SourceError
+from .base import MAX_DOCUMENT_BYTES, Connector, DataNotFound, FetchedDocument, SourceError
 
 INVOICE_HEADER_FIELDS = ("vendor_id", "invoice_number", "document_type", "invoice_date",
                          "due_date", "location_id", "currency", "subtotal", "tax", "total",
@@ -107,6 +111,52 @@ class FileConnector(Connector):
     def fetch_shifts(self, business_date: date, location_id: str) -> list[dict[str, Any]]:
         return self._location_day(business_date, location_id, "shifts", "timeclock")
 
+    def fetch_cash_tips(self, business_date: date, location_id: str) -> list[dict[str, Any]]:
+        self._require_root()
+        path = self.root / business_date.isoformat() / f"{location_id}.cash-tips.json"
+        data = self._load(path)
+        rows = data.get("declarations") if isinstance(data, dict) else None
+        if not isinstance(rows, list):
+            raise SourceError(f"{path.name} has no 'declarations' list")
+        return rows
+
+    def list_employees(self) -> list[dict[str, Any]]:
+        self._require_root()
+        data = self._load(self.root / "employees.json")
+        employees = data.get("employees") if isinstance(data, dict) else None
+        if not isinstance(employees, list):
+            raise SourceError("employees.json has no 'employees' list")
+        return employees
+
+    def fetch_document(self, ref: str, *, etag: str = "") -> FetchedDocument:
+        """A file under the source directory; its size and modification time are the ETag,
+        so an unchanged file is not read again."""
+        self._require_root()
+        if ref.startswith("file://"):
+            path = path_from_url(ref)
+        else:
+            path = self.root / unquote(ref)
+        root = self.root.resolve()
+        try:
+            resolved = path.resolve()
+            if not resolved.is_relative_to(root):
+                raise SourceError(f"document {ref!r} is outside the source directory")
+            stat = resolved.stat()
+        except FileNotFoundError as exc:
+            raise DataNotFound(f"document {ref!r} not found") from exc
+        except OSError as exc:
+            raise SourceError(f"document {ref!r} unreadable ({exc.__class__.__name__})") from exc
+        tag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+        if etag and etag == tag:
+            return FetchedDocument(None, tag)
+        if stat.st_size > MAX_DOCUMENT_BYTES:
+            raise SourceError(f"document {ref!r} is larger than {MAX_DOCUMENT_BYTES} bytes")
+        try:
+            content = resolved.read_bytes()
+        except OSError as exc:
+            raise SourceError(f"document {ref!r} unreadable ({exc.__class__.__name__})") from exc
+        return FetchedDocument(content, tag)
+
     def list_vendors(self) -> list[dict[str, Any]]:
         self._require_root()
         data = self._load(self.root / "vendors.json")
@@ -163,3 +213,18 @@ class FileConnector(Connector):
         except OSError as exc:
             raise SourceError(f"accounting target {self.root} not writable ({exc})") from exc
         return target.name
+
+    def send_file(self, kind: str, name: str, content: bytes, content_type: str) -> str:
+        """Written atomically as ``<root>/<kind>/<name>``; writing it again replaces it."""
+        if "/" in name or "/" in kind or name.startswith(".") or kind.startswith("."):
+            raise SourceError(f"bad file name {kind}/{name}")
+        folder = self.root / kind
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}-", suffix=".tmp")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(content)
+            os.replace(tmp, folder / name)
+        except OSError as exc:
+            raise SourceError(f"accounting target {self.root} not writable ({exc})") from exc
+        return f"{kind}/{name}"

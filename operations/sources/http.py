@@ -5,9 +5,13 @@ The API (served in tests by ``tests/support/source_server.py``)::
     GET  <base>/locations                                   {"data": [...]}
     GET  <base>/checks?business_date=&location=&page=N      {"data": [...], "next_page": N|null}
     GET  <base>/shifts?business_date=&location=&page=N      {"data": [...], "next_page": N|null}
+    GET  <base>/cash-tips?business_date=&location=&page=N   {"data": [...], "next_page": N|null}
     GET  <base>/vendors                                     {"data": [...]}
+    GET  <base>/employees?page=N                            {"data": [...], "next_page": N|null}
+    GET  <base>/<certificate_url> or an absolute URL        the document (If-None-Match -> 304)
     GET  <base>/invoices?updated_since=&page=N              {"data": [...], "next_page": N|null}
     POST <base>/ap-batches  (Idempotency-Key: batch id)     {"reference": "..."}
+    POST <base>/<kind>      (Idempotency-Key: file name)    {"reference": "..."}  (a file)
 
 A 404 on ``checks`` or ``shifts`` means "no data for that location-day". 429 (honouring
 ``Retry-After``), 5xx, timeouts and refused connections are retried with
@@ -28,7 +32,7 @@ from urllib.parse import urlparse
 import requests
 from django.conf import settings
 
-from .base import Connector, DataNotFound, SourceError
+from .base import MAX_DOCUMENT_BYTES, Connector, DataNotFound, FetchedDocument, SourceError
 
 MAX_PAGES = 10_000  # a source that pages forever is garbage, not data
 
@@ -78,7 +82,16 @@ class HttpConnector(Connector):
         return min(self.backoff * (2 ** attempt) * (1 + random.random() / 4), self.max_wait)
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        url = f"{self.url}/{path}"
+        response = self._response(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise SourceError(f"{self.label}/{path}: malformed response (not JSON)") from exc
+
+    def _response(self, method: str, path: str, *, url: str = "",
+                  **kwargs: Any) -> requests.Response:
+        """A 2xx or 304 response, after retries; anything else is a SourceError."""
+        url = url or f"{self.url}/{path}"
         last = "no attempt"
         for attempt in range(self.max_retries + 1):
             response = None
@@ -102,11 +115,7 @@ class HttpConnector(Connector):
                 elif status >= 400:
                     raise SourceError(f"{self.label}/{path}: HTTP {status}")
                 else:
-                    try:
-                        return response.json()
-                    except ValueError as exc:
-                        raise SourceError(
-                            f"{self.label}/{path}: malformed response (not JSON)") from exc
+                    return response
             if attempt < self.max_retries:
                 self.sleep(self._wait(attempt, response))
         raise SourceError(f"{self.label}/{path}: {last} (gave up after "
@@ -155,8 +164,48 @@ class HttpConnector(Connector):
     def fetch_shifts(self, business_date: date, location_id: str) -> list[dict[str, Any]]:
         return self._location_day("shifts", business_date, location_id, "timeclock")
 
+    def fetch_cash_tips(self, business_date: date, location_id: str) -> list[dict[str, Any]]:
+        return self._location_day("cash-tips", business_date, location_id, "cash tips")
+
     def list_vendors(self) -> list[dict[str, Any]]:
         return self._get_list("vendors")
+
+    def list_employees(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for rows in self._pages("employees", {}):
+            out.extend(rows)
+        return out
+
+    def fetch_document(self, ref: str, *, etag: str = "") -> FetchedDocument:
+        """A conditional GET: an unchanged document (304) is not downloaded again."""
+        parsed = urlparse(ref)
+        if parsed.scheme and parsed.scheme not in ("http", "https"):
+            raise SourceError(f"document {ref!r}: not an http(s) URL")
+        url = ref if parsed.scheme else f"{self.url}/{ref.lstrip('/')}"
+        headers: dict[str, str | None] = {"Accept": "application/pdf, */*"}
+        if parsed.netloc and parsed.netloc != urlparse(self.url).netloc:
+            headers["Authorization"] = None  # our source token is not the provider's
+        if etag:
+            headers["If-None-Match"] = etag
+        path = parsed.path.rsplit("/", 1)[-1] or ref
+        response = self._response("GET", path, url=url, headers=headers, stream=True)
+        try:
+            if response.status_code == 304:
+                return FetchedDocument(None, etag)
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_content(64 * 1024):
+                size += len(chunk)
+                if size > MAX_DOCUMENT_BYTES:
+                    raise SourceError(f"document {path}: larger than {MAX_DOCUMENT_BYTES} bytes")
+                chunks.append(chunk)
+        except requests.RequestException as exc:
+            raise SourceError(f"document {path}: download broke off "
+                              f"({exc.__class__.__name__})") from exc
+        finally:
+            response.close()
+        return FetchedDocument(b"".join(chunks), response.headers.get("ETag", ""),
+                               response.headers.get("Content-Type", ""))
 
     def iter_invoices(self, updated_since: datetime | None) -> Iterator[dict[str, Any]]:
         params = {"updated_since": updated_since.isoformat()} if updated_since else {}
@@ -169,3 +218,11 @@ class HttpConnector(Connector):
         if not isinstance(data, dict):
             raise SourceError(f"{self.label}/ap-batches: malformed response")
         return str(data.get("reference") or batch_id)
+
+    def send_file(self, kind: str, name: str, content: bytes, content_type: str) -> str:
+        data = self._request("POST", kind, data=content,
+                             headers={"Idempotency-Key": name, "Content-Type": content_type,
+                                      "Content-Disposition": f'attachment; filename="{name}"'})
+        if not isinstance(data, dict):
+            raise SourceError(f"{self.label}/{kind}: malformed response")
+        return str(data.get("reference") or name)

@@ -1,6 +1,7 @@
 """A real HTTP source API on loopback, serving the committed sample data.
 
-It speaks the API of ``operations/sources/http.py`` (bearer token, paging) and
+It speaks the API of ``operations/sources/http.py`` (bearer token, paging,
+certificates with ETags, payroll files) and
 can misbehave on demand: ``server.fail(path_part, action)`` queues one fault for
 the next matching request, where action is ``"500"``, ``"429:<seconds>"``
 (with Retry-After), ``"slow:<seconds>"`` or ``"malformed"``. A corrupt sample
@@ -10,6 +11,7 @@ file is served as the garbage it is.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import threading
 import time
@@ -36,6 +38,7 @@ class SourceServer(ThreadingHTTPServer):
         self.requests: list[tuple[str, str]] = []
         self.batches: dict[str, dict[str, Any]] = {}
         self.batch_posts = 0
+        self.files: dict[str, bytes] = {}
         self.lock = threading.Lock()
 
     @property
@@ -123,6 +126,26 @@ class Handler(BaseHTTPRequestHandler):
             return
         self._paged(rows, query)
 
+    def _document(self, file: Path) -> None:
+        """A certificate as the provider serves it: an ETag, and 304 when it matches."""
+        if not file.is_file():
+            self._json(404, {"detail": "no such certificate"})
+            return
+        body = file.read_bytes()
+        etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+        if self.headers.get("If-None-Match") == etag:
+            self.send_response(304)
+            self.send_header("ETag", etag)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/pdf")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("ETag", etag)
+        self.end_headers()
+        self.wfile.write(body)
+
     def do_GET(self) -> None:  # noqa: N802
         pre = self._pre()
         if pre is None:
@@ -136,6 +159,13 @@ class Handler(BaseHTTPRequestHandler):
             self._location_day(sample / "sales", ".json.gz", "checks", gzip.decompress, query)
         elif path == "/timeclock/shifts":
             self._location_day(sample / "timeclock", ".json", "shifts", bytes, query)
+        elif path == "/sales/cash-tips":
+            self._location_day(sample / "sales", ".cash-tips.json", "declarations", bytes, query)
+        elif path == "/roster/employees":
+            data = json.loads((sample / "roster" / "employees.json").read_text())
+            self._paged(data["employees"], query)
+        elif path.startswith("/roster/certificates/"):
+            self._document(sample / "roster" / "certificates" / path.rsplit("/", 1)[-1])
         elif path == "/invoices/vendors":
             data = json.loads((sample / "invoices" / "vendors.json").read_text())
             self._json(200, {"data": data["vendors"]})
@@ -159,7 +189,14 @@ class Handler(BaseHTTPRequestHandler):
             return
         path, _ = pre
         length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length) or b"{}")
+        raw = self.rfile.read(length)
+        if path == "/accounting/payroll-files":
+            name = self.headers.get("Idempotency-Key") or "unnamed"
+            with self.server.lock:
+                self.server.files[name] = raw
+            self._json(201, {"reference": f"PAY-{name}"})
+            return
+        body = json.loads(raw or b"{}")
         if path != "/accounting/ap-batches":
             self._json(404, {"detail": "not found"})
             return
