@@ -136,8 +136,14 @@ def load_tasks(conn, count: int, *, expired: bool = False, tag: str = "bench") -
 
 
 def api_token(conn, username: str = "bench-reader") -> str:
-    """A local-mode API token for a plain (non-staff) user, written as the project stores it."""
+    """A local-mode API token for a plain (non-staff) user, written as the project stores it.
+
+    The user holds every personal-data reader role, so it reads all seven operations
+    through the role check rather than around it as staff would.
+    """
     import secrets
+
+    from django.conf import settings
 
     from tasks.auth.identity import TOKEN_PREFIX, hash_token
 
@@ -146,6 +152,12 @@ def api_token(conn, username: str = "bench-reader") -> str:
         " is_staff, is_active, date_joined) VALUES ('!', false, %s, '', '', '', false, true, now())"
         " ON CONFLICT (username) DO UPDATE SET is_active = true RETURNING id", [username],
     ).fetchone()[0]
+    for role in sorted(set(settings.PERSONAL_DATA_READER_ROLES.values())):
+        group = conn.execute(
+            "INSERT INTO auth_group (name) VALUES (%s) ON CONFLICT (name) DO UPDATE "
+            "SET name = EXCLUDED.name RETURNING id", [role]).fetchone()[0]
+        conn.execute("INSERT INTO auth_user_groups (user_id, group_id) VALUES (%s, %s) "
+                     "ON CONFLICT DO NOTHING", [user, group])
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     conn.execute(
         "INSERT INTO tasks_apitoken (user_id, name, key_hash, created)"

@@ -5,14 +5,21 @@ from __future__ import annotations
 from django.contrib import admin
 from django.http import HttpRequest
 
+from tasks.auth.permissions import can_see_operation
+
 from .models import (
     AccountingExport,
     AccountingExportLine,
     DailySalesSummary,
+    FoodHandlerCertificate,
+    FoodHandlerPacket,
     Invoice,
     JobRun,
     MealPeriodViolation,
     SyncWatermark,
+    TipPool,
+    TipShare,
+    TipStatementDelivery,
 )
 
 
@@ -100,3 +107,59 @@ class JobRunAdmin(ReadOnlyAdmin):
                     "outcome")
     list_filter = ("operation", "outcome")
     search_fields = ("task_id", "worker")
+
+
+class PersonalDataAdmin(ReadOnlyAdmin):
+    """Rows of a personal-data operation: only for those who may see its tasks."""
+
+    operation = ""
+
+    def has_view_permission(self, request: HttpRequest, obj=None) -> bool:
+        return can_see_operation(request.user, self.operation) and super().has_view_permission(
+            request, obj)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return can_see_operation(request.user, self.operation) and super().has_module_permission(
+            request)
+
+
+@admin.register(TipShare)
+class TipShareAdmin(PersonalDataAdmin):
+    operation = "transform_tips"
+    list_display = ("business_date", "location_id", "employee_id", "employee_name", "job",
+                    "hours", "points", "card_tips", "cash_tips")
+    list_filter = ("business_date", "location_id", "job")
+    search_fields = ("employee_id", "employee_name", "location_id", "task_id")
+    date_hierarchy = "business_date"
+
+
+@admin.register(TipPool)
+class TipPoolAdmin(PersonalDataAdmin):
+    operation = "transform_tips"
+    list_display = ("business_date", "location_id", "card_tips", "cash_tips", "eligible_hours",
+                    "employees")
+    list_filter = ("business_date", "location_id")
+    date_hierarchy = "business_date"
+
+
+@admin.register(TipStatementDelivery)
+class TipStatementDeliveryAdmin(PersonalDataAdmin):
+    operation = "email_tips"
+    list_display = ("employee_id", "period_start", "period_end", "correction", "sent_at")
+    list_filter = ("period_start", "correction")
+    search_fields = ("employee_id", "task_id")
+
+
+@admin.register(FoodHandlerCertificate)
+class FoodHandlerCertificateAdmin(PersonalDataAdmin):
+    operation = "update_food_handler_pdfs"
+    list_display = ("employee_id", "employee_name", "location_id", "job", "card_number",
+                    "expires_on", "status", "as_of")
+    list_filter = ("status", "location_id", "job")
+    search_fields = ("employee_id", "employee_name", "card_number")
+
+
+@admin.register(FoodHandlerPacket)
+class FoodHandlerPacketAdmin(PersonalDataAdmin):
+    operation = "update_food_handler_pdfs"
+    list_display = ("location_id", "location_name", "as_of", "built_at")

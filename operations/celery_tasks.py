@@ -54,8 +54,40 @@ def get_mpvs(self: Task, task_id: str, params: dict[str, Any],
     return _run(self, "get_mpvs", task_id, params, request_id)
 
 
-JOB_TASKS: dict[str, Task] = {"daily_sales": daily_sales, "invoice_sync": invoice_sync,
-                              "get_mpvs": get_mpvs}
+@app.task(name="operations.transform_tips", **JOB_OPTIONS)
+def transform_tips(self: Task, task_id: str, params: dict[str, Any],
+                   request_id: str | None = None) -> str:
+    """Run transform_tips for an existing task (created by ``registry.launch``)."""
+    return _run(self, "transform_tips", task_id, params, request_id)
+
+
+@app.task(name="operations.email_tips", **JOB_OPTIONS)
+def email_tips(self: Task, task_id: str, params: dict[str, Any],
+               request_id: str | None = None) -> str:
+    """Run email_tips for an existing task (created by ``registry.launch``)."""
+    return _run(self, "email_tips", task_id, params, request_id)
+
+
+@app.task(name="operations.update_food_handler_pdfs", **JOB_OPTIONS)
+def update_food_handler_pdfs(self: Task, task_id: str, params: dict[str, Any],
+                             request_id: str | None = None) -> str:
+    """Run update_food_handler_pdfs for an existing task (created by ``registry.launch``)."""
+    return _run(self, "update_food_handler_pdfs", task_id, params, request_id)
+
+
+@app.task(name="operations.get_food_handler_links", **JOB_OPTIONS)
+def get_food_handler_links(self: Task, task_id: str, params: dict[str, Any],
+                           request_id: str | None = None) -> str:
+    """Run get_food_handler_links for an existing task (created by ``registry.launch``)."""
+    return _run(self, "get_food_handler_links", task_id, params, request_id)
+
+
+JOB_TASKS: dict[str, Task] = {
+    "daily_sales": daily_sales, "invoice_sync": invoice_sync, "get_mpvs": get_mpvs,
+    "transform_tips": transform_tips, "email_tips": email_tips,
+    "update_food_handler_pdfs": update_food_handler_pdfs,
+    "get_food_handler_links": get_food_handler_links,
+}
 
 
 def enqueue(operation: str, task_id: str, params: dict[str, Any], *,

@@ -1,7 +1,7 @@
 """The seven operations: description, parameter serializer, job, and how to launch one.
 
-An operation whose job is not built yet has ``job=None``: launching it is a
-400 "not available", never a fake run.
+An operation whose job is not built has ``job=None``: launching it is a 400
+"not available", never a fake run.
 """
 
 from __future__ import annotations
@@ -19,7 +19,15 @@ from tasks import tracker
 from tasks.models import Operation
 
 from . import params as p
-from .jobs import daily_sales, invoice_sync, mpvs
+from .jobs import (
+    daily_sales,
+    food_handler_links,
+    food_handlers,
+    invoice_sync,
+    mpvs,
+    tip_emails,
+    tips,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,17 +56,25 @@ OPERATIONS: dict[str, OperationSpec] = {
                       "Sync vendor invoices changed since the last sync and export them to "
                       "accounting.", p.InvoiceSyncParams, invoice_sync.run),
         OperationSpec(Operation.UPDATE_FOOD_HANDLER_PDFS.value,
-                      "Food handler certificate PDF updates (not built yet).", p.NoParams, None),
+                      "Fetch every food handler's certificate PDF, check it and each card's "
+                      "status, and build each location's compliance packet.",
+                      p.FoodHandlerParams, food_handlers.run),
         OperationSpec(Operation.TRANSFORM_TIPS.value,
-                      "Tips transformation (not built yet).", p.NoParams, None),
+                      "Distribute each location-day's card and cash tips by hours and job "
+                      "points, and write the payroll import file for the pay period.",
+                      p.TransformTipsParams, tips.run),
         OperationSpec(Operation.GET_MPVS.value,
                       "Meal period violations (California rules) and the premium pay they "
                       "owe, per location, for one business date.",
                       p.MealPeriodParams, mpvs.run),
         OperationSpec(Operation.GET_FOOD_HANDLER_LINKS.value,
-                      "Food handler PDF links (not built yet).", p.NoParams, None),
+                      "Signed, expiring download links to each employee's certificate and "
+                      "each location's packet, with the card statuses.",
+                      p.FoodHandlerLinksParams, food_handler_links.run),
         OperationSpec(Operation.EMAIL_TIPS.value,
-                      "Tips email generation (not built yet).", p.NoParams, None),
+                      "Email each employee the tip statement of a transformed pay period, "
+                      "once per statement (a changed one goes out as a correction).",
+                      p.EmailTipsParams, tip_emails.run),
     )
 }
 assert set(OPERATIONS) == set(Operation.values)

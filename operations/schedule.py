@@ -1,9 +1,9 @@
-"""The beat schedule, from settings: purge, the worker-lost reaper, daily_sales, invoice_sync.
+"""The beat schedule, from settings: purge, the worker-lost reaper, and the operations.
 
-daily_sales and invoice_sync go through ``operations.scheduled_launch``, which
-launches exactly as the REST API does (a task in the status service, default
-parameters: for daily_sales that is the previous business date in TIME_ZONE,
-computed when the entry fires, not when beat started).
+Operations go through ``operations.scheduled_launch``, which launches exactly
+as the REST API does (a task in the status service, default parameters: for
+daily_sales the previous business date in TIME_ZONE, for the tips the previous
+pay week, computed when the entry fires, not when beat started).
 """
 
 from __future__ import annotations
@@ -45,5 +45,25 @@ def beat_schedule() -> dict[str, dict[str, Any]]:
             "task": "operations.scheduled_launch",
             "schedule": cron(settings.INVOICE_SYNC_SCHEDULE),
             "args": ("invoice_sync",),
+        },
+        "transform-tips": {
+            "task": "operations.scheduled_launch",
+            "schedule": cron(settings.TRANSFORM_TIPS_SCHEDULE),
+            "args": ("transform_tips",),
+        },
+        "email-tips": {
+            "task": "operations.scheduled_launch",
+            "schedule": cron(settings.EMAIL_TIPS_SCHEDULE),
+            "args": ("email_tips",),
+        },
+        "food-handler-pdfs": {
+            "task": "operations.scheduled_launch",
+            "schedule": cron(settings.FOOD_HANDLER_PDFS_SCHEDULE),
+            "args": ("update_food_handler_pdfs",),
+        },
+        "food-handler-links": {
+            "task": "operations.scheduled_launch",
+            "schedule": cron(settings.FOOD_HANDLER_LINKS_SCHEDULE),
+            "args": ("get_food_handler_links",),
         },
     }

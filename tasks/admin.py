@@ -20,7 +20,7 @@ from operations.runner import cancel
 
 from . import tracker
 from .auth.identity import forget_local_tokens
-from .auth.permissions import can_run
+from .auth.permissions import can_run, hidden_operations
 from .models import ApiToken, TaskStatus
 from .serializers import task_document
 
@@ -67,6 +67,12 @@ class TaskStatusAdmin(admin.ModelAdmin):
         "launched_by", "request_id", "cancel_requested_by", "document_display",
     )
     readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TaskStatus]:
+        # Staff see everything; should the admin ever open to others, the rule holds here too.
+        hidden = hidden_operations(request.user)
+        queryset = super().get_queryset(request)
+        return queryset.exclude(operation__in=hidden) if hidden else queryset
 
     def get_search_results(self, request, queryset, search_term):
         # task_id is a UUID: an exact match on a valid one, nothing on anything else

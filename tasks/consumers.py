@@ -15,9 +15,10 @@ from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from . import groups
-from .auth.permissions import can_read
+from .auth.permissions import can_read, hidden_operations
 from .hub import Delivery, Update, hub
 from .models import Operation
 from .selectors import changed_since
@@ -27,6 +28,9 @@ logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+# A dependency (the database) is down: reconnect with backoff. 1013 is the standard
+# code, but daphne lets an application close only with 1000 or 4000-4999.
+CLOSE_TRY_AGAIN_LATER = 4503
 
 # How long after a catch-up a late live copy of what it sent is still dropped.
 # The tracker publishes after its commit, so a catch-up can read a change from
@@ -46,7 +50,9 @@ class FrameError(ValueError):
     """A client frame the server cannot take; answered with an ``error`` message."""
 
 
-def _subscription_of(message: dict) -> tuple[tuple[str, str], dict]:
+def _subscription_of(
+    message: dict, hidden: frozenset[str] = frozenset()
+) -> tuple[tuple[str, str], dict]:
     operation = message.get("operation")
     task_id = message.get("task_id")
     if operation is not None and task_id is not None:
@@ -56,6 +62,9 @@ def _subscription_of(message: dict) -> tuple[tuple[str, str], dict]:
             raise FrameError(
                 f"unknown operation {operation!r}; valid: {', '.join(Operation.values)}"
             )
+        if operation in hidden:
+            raise FrameError(f"{operation} handles personal data: watching it needs its "
+                             "reader role")
         return groups.operation_key(operation), {"operation": operation}
     if task_id is not None:
         try:
@@ -92,7 +101,13 @@ def _since_of(value: Any) -> float | None:
             value = float(value)
         except ValueError:
             raise FrameError("since must be Unix seconds (a number)") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise FrameError("since must be Unix seconds (a number)")
+    try:
+        value = float(value)  # an int too large for a float raises here, not in isfinite
+    except OverflowError:
+        raise FrameError("since is out of range") from None
+    if not math.isfinite(value):
         raise FrameError("since must be Unix seconds (a number)")
     if value < 0:
         raise FrameError("since must not be negative")
@@ -132,6 +147,8 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         self.subscriptions: set[tuple[str, str]] = set()
+        # Personal-data operations this client may not see: never delivered nor caught up.
+        self.hidden: frozenset[str] = frozenset()
         self.delivery = Delivery(self.scope.get("server_send", self.base_send), self._close_with)
         self._catchup: list[Update] | None = None
         # task_id -> the version a catch-up sent, while late live copies may come
@@ -139,12 +156,20 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
         self._floor_timer: asyncio.TimerHandle | None = None
         self._expiry: asyncio.TimerHandle | None = None
         await self.accept()
+        if self.scope.get("dependency_error"):
+            await self.close(code=CLOSE_TRY_AGAIN_LATER)
+            return
         identity = self.scope.get("identity")
         if identity is None:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         if not can_read(identity.user):
             await self.close(code=CLOSE_FORBIDDEN)
+            return
+        try:
+            self.hidden = await database_sync_to_async(hidden_operations)(identity.user, identity)
+        except (OperationalError, InterfaceError):
+            await self.close(code=CLOSE_TRY_AGAIN_LATER)
             return
         if identity.expires_at is not None:
             delay = max(0.0, identity.expires_at - time.time())
@@ -213,12 +238,19 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
             await handler(message)
         except FrameError as exc:
             await self._send_json({"type": "error", "error": str(exc)})
+        except (OperationalError, InterfaceError):
+            await self._send_json(
+                {"type": "error", "error": "the database is unavailable; try again later"})
+        except Exception:  # no frame, however hostile, raises out of the consumer
+            logger.exception("a WebSocket frame could not be handled")
+            await self._send_json({"type": "error", "error": "the server could not take this "
+                                                               "frame; it was not applied"})
 
     async def action_ping(self, message: dict) -> None:
         await self._send_json({"type": "pong"})
 
     async def action_subscribe(self, message: dict) -> None:
-        key, described = _subscription_of(message)
+        key, described = _subscription_of(message, self.hidden)
         since = _since_of(message.get("since"))
         await self._subscribe(key, described, since)
 
@@ -244,7 +276,7 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
             wanted = [{}]
         for message in wanted:
             try:
-                key, described = _subscription_of(message)
+                key, described = _subscription_of(message, self.hidden)
                 await self._subscribe(key, described, since)
             except FrameError as exc:
                 await self._send_json({"type": "error", "error": str(exc)})
@@ -278,6 +310,7 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
                 everything=kind == groups.ALL[0],
                 operations=[value] if kind == "operation" else [],
                 task_ids=[value] if kind == "task" else [],
+                hidden=self.hidden,
             )
         finally:
             buffered, self._catchup = self._catchup or [], None
@@ -312,6 +345,8 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
 
     def deliver(self, update: Update) -> None:
         """Called by the hub, on this process's loop, for each update this client wants."""
+        if update.operation in self.hidden:
+            return
         if self._catchup is not None:
             self._catchup.append(update)
         elif self._floor is None or newer_than_floor(self._floor, update):
@@ -319,6 +354,11 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
 
     def deliver_many(self, updates: list[Update], blob: bytes | None) -> None:
         """Several updates at once; ``blob`` is their frames joined, when the hub has it."""
+        if self.hidden and any(update.operation in self.hidden for update in updates):
+            updates = [update for update in updates if update.operation not in self.hidden]
+            blob = None
+            if not updates:
+                return
         if self._catchup is not None:
             self._catchup.extend(updates)
             return

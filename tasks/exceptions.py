@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -36,6 +37,17 @@ class PayloadTooLarge(exceptions.APIException):
     default_code = "payload_too_large"
 
 
+# What a 503 asks a client to wait before trying again, in seconds.
+RETRY_AFTER_SECONDS = 5
+DATABASE_DOWN = "the database is unavailable; try again later"
+
+
+class DependencyUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "a service this request needs is unavailable; try again later"
+    default_code = "unavailable"
+
+
 class BadParameter(exceptions.ValidationError):
     """A malformed query parameter, named in the detail."""
 
@@ -63,6 +75,10 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         )
     elif isinstance(exc, SuspiciousOperation):
         exc = exceptions.ParseError(f"bad request: {exc}")
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database is down or went away: the client should retry, not give up.
+        logger.warning("database unavailable: %s", exc.__class__.__name__)
+        exc = DependencyUnavailable(DATABASE_DOWN)
     if isinstance(exc, TaskNotFound):
         exc = exceptions.NotFound("no such task")
     elif isinstance(exc, TaskAlreadyFinished):
@@ -88,11 +104,17 @@ def _finish(response: Response, detail: str, extra: dict | None) -> Response:
         body.update(extra)
     body["request_id"] = request_id_var.get()
     response.data = body
+    if response.status_code == status.HTTP_503_SERVICE_UNAVAILABLE:
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 
 
 def json_error(status_code: int, detail: str) -> JsonResponse:
-    return JsonResponse({"detail": detail, "request_id": request_id_var.get()}, status=status_code)
+    response = JsonResponse({"detail": detail, "request_id": request_id_var.get()},
+                            status=status_code)
+    if status_code == status.HTTP_503_SERVICE_UNAVAILABLE:
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 def handler400(request, exception=None) -> JsonResponse:

@@ -8,8 +8,10 @@ import uuid
 from collections.abc import Callable
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 
+from .exceptions import DATABASE_DOWN, json_error
 from .logging import request_id_var, sane_request_id
 
 access_logger = logging.getLogger("tasks.access")
@@ -45,6 +47,14 @@ class RequestIDMiddleware:
             response.status_code, (time.perf_counter() - began) * 1000,
         )
         return response
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        """A page (not a REST view, which answers for itself) whose database is down: 503."""
+        if isinstance(exception, OperationalError | InterfaceError):
+            logging.getLogger(__name__).warning(
+                "database unavailable: %s", exception.__class__.__name__)
+            return json_error(503, DATABASE_DOWN)
+        return None
 
     def __call__(self, request: HttpRequest):
         if self.is_async:

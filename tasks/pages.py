@@ -21,7 +21,7 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from . import selectors
-from .auth.permissions import can_read, can_run
+from .auth.permissions import can_read, can_run, hidden_operations
 from .models import Operation, Status
 from .serializers import task_document
 
@@ -73,11 +73,13 @@ def param_fields(serializer_class: type[serializers.Serializer]) -> list[dict[st
     return fields
 
 
-def _operations() -> list[dict[str, Any]]:
+def _operations(hidden: frozenset[str]) -> list[dict[str, Any]]:
     from operations.registry import OPERATIONS
 
     out = []
     for value, label in Operation.choices:
+        if value in hidden:
+            continue
         spec = OPERATIONS.get(value)
         out.append({
             "name": value,
@@ -93,12 +95,12 @@ def _logout_url() -> str:
     return reverse("django_auth_adfs:logout") if settings.ENTRA_MODE else reverse("logout")
 
 
-def _page_config(request: HttpRequest, **extra: Any) -> dict[str, Any]:
+def _page_config(request: HttpRequest, hidden: frozenset[str], **extra: Any) -> dict[str, Any]:
     return {
         "wsUrl": "/ws/task-status",
         "csrfToken": get_token(request),
         "canRun": can_run(request.user),
-        "operations": {value: label for value, label in Operation.choices},
+        "operations": {value: label for value, label in Operation.choices if value not in hidden},
         **extra,
     }
 
@@ -111,12 +113,15 @@ def monitor(request: HttpRequest) -> HttpResponse:
     operation = request.GET.get("operation", "")
     if operation not in Operation.values:
         operation = ""
+    hidden = hidden_operations(request.user)
+    if operation in hidden:
+        operation = ""
     wanted = [s for s in request.GET.get("status", "").split(",") if s in Status.values]
     since = int(time.time()) - SINCE_MARGIN_SECONDS
     tasks = selectors.list_tasks(
-        operation=operation or None, statuses=wanted or None, limit=INITIAL_ROWS
+        operation=operation or None, statuses=wanted or None, limit=INITIAL_ROWS, hidden=hidden
     )
-    operations = _operations()
+    operations = _operations(hidden)
     context = {
         "operations": operations,
         "runnable": [op for op in operations if op["available"]],
@@ -126,7 +131,7 @@ def monitor(request: HttpRequest) -> HttpResponse:
         "can_run": can_run(request.user),
         "logout_url": _logout_url(),
         "documents": [task_document(task) for task in tasks],
-        "config": _page_config(request, since=since),
+        "config": _page_config(request, hidden, since=since),
     }
     return render(request, "tasks/monitor.html", context)
 
@@ -136,7 +141,8 @@ def task_page(request: HttpRequest, task_id: str) -> HttpResponse:
     """``/tasks/{task_id}``: one task's document, its result and error, live."""
     if not can_read(request.user):
         return HttpResponseForbidden()
-    task = selectors.get_task(task_id)
+    hidden = hidden_operations(request.user)
+    task = selectors.get_task(task_id, hidden=hidden)
     context: dict[str, Any] = {"logout_url": _logout_url(), "task_id": task_id}
     if task is None:
         return render(request, "tasks/detail.html", context, status=404)
@@ -151,6 +157,6 @@ def task_page(request: HttpRequest, task_id: str) -> HttpResponse:
         "params_json": json.dumps(task.params, indent=2, ensure_ascii=False)
         if task.params else "",
         "can_run": can_run(request.user),
-        "config": _page_config(request, since=since, taskId=str(task.task_id)),
+        "config": _page_config(request, hidden, since=since, taskId=str(task.task_id)),
     })
     return render(request, "tasks/detail.html", context)

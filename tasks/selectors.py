@@ -1,4 +1,6 @@
-"""Reads of TaskStatus. The one place that knows expired tasks are invisible."""
+"""Reads of TaskStatus. The one place that knows expired tasks are invisible, and that a
+task of a personal-data operation does not exist for someone without its reader role
+(``hidden``: the operations hidden from the reader, from ``auth.permissions``)."""
 
 from __future__ import annotations
 
@@ -10,21 +12,25 @@ from django.db.models import Q, QuerySet
 
 from .models import TaskStatus
 
+NOTHING_HIDDEN: frozenset[str] = frozenset()
 
-def visible_tasks(*, now: float | None = None) -> QuerySet[TaskStatus]:
+
+def visible_tasks(*, now: float | None = None,
+                  hidden: frozenset[str] = NOTHING_HIDDEN) -> QuerySet[TaskStatus]:
     """Every task that has not expired, whether or not the purge has run yet."""
-    return TaskStatus.objects.filter(expires_at__gt=time.time() if now is None else now)
+    qs = TaskStatus.objects.filter(expires_at__gt=time.time() if now is None else now)
+    return qs.exclude(operation__in=hidden) if hidden else qs
 
 
-def get_task(task_id: str) -> TaskStatus | None:
-    """The task, or None for an unknown, malformed or expired id."""
+def get_task(task_id: str, *, hidden: frozenset[str] = NOTHING_HIDDEN) -> TaskStatus | None:
+    """The task, or None for an unknown, malformed, expired or hidden id."""
     try:
         key = uuid.UUID(str(task_id))
     except (ValueError, TypeError, AttributeError):
         return None
     # get(), not first(): a primary-key read needs no ORDER BY.
     try:
-        return visible_tasks().get(pk=key)
+        return visible_tasks(hidden=hidden).get(pk=key)
     except TaskStatus.DoesNotExist:
         return None
 
@@ -36,9 +42,10 @@ def list_tasks(
     updated_since: float | None = None,
     after: tuple[float, str] | None = None,
     limit: int = 500,
+    hidden: frozenset[str] = NOTHING_HIDDEN,
 ) -> list[TaskStatus]:
     """Newest ``created_at`` first; ``after`` is the (created_at, task_id) keyset position."""
-    qs = visible_tasks()
+    qs = visible_tasks(hidden=hidden)
     if operation:
         qs = qs.filter(operation=operation)
     if statuses:
@@ -57,6 +64,7 @@ def changed_since(
     operations: Iterable[str] = (),
     task_ids: Iterable[str] = (),
     everything: bool = False,
+    hidden: frozenset[str] = NOTHING_HIDDEN,
 ) -> list[TaskStatus]:
     """Catch-up: current documents of matching tasks updated at or after ``since``, oldest first.
 
@@ -64,7 +72,7 @@ def changed_since(
     start of that second: a client that sends the ``updated_at`` it last saw gets
     that change again rather than missing a later one in the same second.
     """
-    qs = visible_tasks().filter(updated_at__gte=float(int(since)))
+    qs = visible_tasks(hidden=hidden).filter(updated_at__gte=float(int(since)))
     if not everything:
         match = Q(pk__in=[])
         ops = list(operations)

@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import selectors
-from .auth.permissions import CanRunTasks
+from .auth.permissions import CanRunTasks, hidden_for_request
 from .exceptions import BadParameter, Conflict, UnprocessableEntity
 from .models import IdempotencyKey, Operation, Status
 from .pagination import make_cursor, next_link, read_cursor
@@ -115,6 +115,7 @@ class TaskListView(APIView):
             updated_since=updated_since,
             after=after,
             limit=limit + 1,
+            hidden=hidden_for_request(request),
         )
         response = Response([task_document(task) for task in tasks[:limit]])
         if len(tasks) > limit:
@@ -136,13 +137,18 @@ class TaskListView(APIView):
             raise exceptions.ValidationError(
                 {"detail": f"operation {operation} is not available yet", "operation": operation}
             )
+        hidden = hidden_for_request(request)
+        if operation in hidden:
+            raise exceptions.PermissionDenied(
+                f"{operation} handles personal data: launching it needs its reader role"
+            )
         key = request.headers.get("Idempotency-Key")
         if key is not None:
             if not _IDEMPOTENCY_KEY.fullmatch(key):
                 raise BadParameter("Idempotency-Key", "must be 1 to 200 printable ASCII characters")
             claim = _claim_idempotency_key(request.user, key)
             if claim.task_id is not None:
-                task = selectors.get_task(str(claim.task_id))
+                task = selectors.get_task(str(claim.task_id), hidden=hidden)
                 if task is not None:
                     _same_launch_or_422(task, operation, body.validated_data["params"])
                     response = Response(task_document(task), status=status.HTTP_200_OK)
@@ -209,7 +215,7 @@ class TaskDetailView(APIView):
 
     @extend_schema(responses=TaskStatusSerializer)
     def get(self, request: Request, task_id: str) -> Response:
-        task = selectors.get_task(task_id)
+        task = selectors.get_task(task_id, hidden=hidden_for_request(request))
         if task is None:
             raise exceptions.NotFound(f"no task {task_id}")
         etag = _etag(task)
@@ -228,7 +234,7 @@ class TaskCancelView(APIView):
 
     @extend_schema(request=None, responses={202: TaskStatusSerializer})
     def post(self, request: Request, task_id: str) -> Response:
-        task = selectors.get_task(task_id)
+        task = selectors.get_task(task_id, hidden=hidden_for_request(request))
         if task is None:
             raise exceptions.NotFound(f"no task {task_id}")
         from operations.runner import cancel

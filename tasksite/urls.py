@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
+from operations.views import DocumentView
 from tasks.views import ApiDocsView
 
 urlpatterns = [
@@ -10,6 +11,8 @@ urlpatterns = [
     path("", include("tasks.page_urls")),  # the staff pages: / and /tasks/<id>
     re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
     re_path(r"^api/docs/?$", ApiDocsView.as_view(url_name="schema"), name="docs"),
+    # Signed, expiring links of get_food_handler_links (operations/documents.py).
+    path("documents/<str:token>", DocumentView.as_view(), name="document-download"),
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

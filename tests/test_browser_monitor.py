@@ -268,7 +268,7 @@ HOSTILE = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</scrip
 
 def test_hostile_content_stays_text_and_the_layout_holds(context, server, user):
     long_word = "A" * 4000
-    task_id = make_task("email_tips", total=3, steps=[
+    task_id = make_task("invoice_sync", total=3, steps=[
         ("progress", 1, HOSTILE + long_word),
         ("error", f"<b>bold</b>{HOSTILE}{long_word}"),
         ("complete", {"html": HOSTILE, "long": long_word, "nested": [{"x": HOSTILE}]}),
@@ -316,6 +316,10 @@ def test_hostile_content_stays_text_and_the_layout_holds(context, server, user):
 
 def test_the_monitor_reads_well_on_a_phone(context, server, runner):
     """Realistic data at desktop and phone widths; MONITOR_SCREENSHOTS=1 saves them to docs/."""
+    from django.contrib.auth.models import Group
+
+    for role in set(settings.PERSONAL_DATA_READER_ROLES.values()):  # tips and food handlers
+        runner.groups.add(Group.objects.get_or_create(name=role)[0])
     finished = make_task("daily_sales", total=12, steps=[
         *(("progress", i, f"Location {i} of 12") for i in range(1, 13)),
         ("complete", {"locations": 12, "net_sales": 184230.55,

@@ -305,11 +305,16 @@ def test_launching_an_unknown_operation_names_the_seven(client, runner):
     assert all(name in message for name in Operation.values)
 
 
-def test_launching_an_operation_not_built_yet_is_400_not_available(client, runner):
+def test_launching_email_tips_with_a_bad_period_is_400_naming_the_field(client, runner):
+    from django.contrib.auth.models import Group
+
+    runner.groups.add(Group.objects.get_or_create(name="TaskStatus.Tips.Read")[0])
     client.force_login(runner)
-    response = launch(client, {"operation": "email_tips", "params": {}})
-    assert response.status_code == 400
-    assert "not available" in json.dumps(response.json())
+    response = launch(client, {"operation": "email_tips",
+                               "params": {"period_start": "2025-06-08",
+                                          "period_end": "2025-06-02"}})
+    assert response.status_code == 400, response.content
+    assert response.json()["errors"]["period_end"] == ["is before period_start"]
 
 
 @pytest.mark.parametrize(

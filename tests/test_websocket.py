@@ -382,7 +382,7 @@ def test_clients_of_two_servers_both_see_a_change_made_by_a_third_process(live, 
                 await recv_json(b)
                 loop = asyncio.get_running_loop()
                 await loop.run_in_executor(
-                    None, report, [["start", "transform_tips"], ["fail", "x"]]
+                    None, report, [["start", "get_mpvs"], ["fail", "x"]]
                 )
                 return await statuses_until_terminal(a), await statuses_until_terminal(b)
 

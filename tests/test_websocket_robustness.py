@@ -79,6 +79,21 @@ def test_a_misspelt_or_unknown_field_is_an_error_not_a_subscription(live, token,
     assert pong == {"type": "pong"}
 
 
+@pytest.mark.parametrize("since", ["9" * 400, "-" + "9" * 400, "1e400", '"1e999"'])
+def test_a_since_too_large_for_a_float_is_an_error_and_the_connection_stays(live, token, since):
+    async def scenario():
+        async with websockets.connect(f"{live.ws}?access_token={token}") as ws:
+            await recv_json(ws)
+            error = await answer_to(ws, '{"action": "subscribe", "since": ' + since + "}")
+            pong = await answer_to(ws, '{"action": "ping"}')
+            return error, pong
+
+    error, pong = run(scenario())
+    assert error["type"] == "error" and "since" in error["error"], error
+    assert pong == {"type": "pong"}
+    assert "Traceback" not in live.log()
+
+
 def test_since_is_echoed_as_the_number_sent(live, token):
     async def scenario():
         async with websockets.connect(f"{live.ws}?access_token={token}") as ws:

@@ -30,6 +30,8 @@ class Identity:
     user: Any
     expires_at: float | None = None
     roles: frozenset[str] = field(default_factory=frozenset)
+    # False for the staff pages' session: its roles are the user's groups, not a token's.
+    by_token: bool = True
 
 
 class IdentityCache:
@@ -100,7 +102,9 @@ def _authenticate_local(raw: str) -> Identity:
     token = ApiToken.objects.select_related("user").filter(key_hash=digest).first()
     if token is None or not token.user.is_active:
         raise InvalidToken()
-    identity = Identity(user=token.user)
+    # The user's groups are its roles, read once per cache period like the token.
+    identity = Identity(user=token.user,
+                        roles=frozenset(token.user.groups.values_list("name", flat=True)))
     _local_cache.put(key, identity, until=time.time() + settings.API_TOKEN_CACHE_SECONDS)
     return identity
 

@@ -31,6 +31,11 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1" + REDACTED),
     # Anything shaped like a JWT (a JSON header starts "eyJ").
     (re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), REDACTED),
+    # A signed document link (operations.documents): personal data behind a login, but
+    # a link is still a credential of sorts.
+    (re.compile(r"(/documents/)[A-Za-z0-9_:.-]{8,}"), r"\1" + REDACTED),
+    # A local API token wherever it appears (tasks.auth.identity.TOKEN_PREFIX).
+    (re.compile(r"\btsk_[A-Za-z0-9_-]{8,}"), REDACTED),
 )
 
 

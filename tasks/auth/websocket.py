@@ -10,6 +10,8 @@ from channels.db import database_sync_to_async
 from channels.security.websocket import OriginValidator, WebsocketDenier
 from channels.sessions import SessionMiddlewareStack
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
+from django.db import InterfaceError, OperationalError
 from django.http.request import is_same_domain, split_domain_port, validate_host
 
 from .identity import Identity, InvalidToken, authenticate_bearer
@@ -33,10 +35,16 @@ class SessionAuthMiddleware(AuthMiddleware):
     """Cookie clients (the staff pages): the identity of the Django session's user."""
 
     async def resolve_scope(self, scope: dict) -> None:
-        await super().resolve_scope(scope)
+        try:
+            await super().resolve_scope(scope)
+        except (OperationalError, InterfaceError):
+            # Fail closed, and say why: the consumer closes with 4503 (try again later).
+            scope["user"]._wrapped = AnonymousUser()
+            scope["dependency_error"] = "the database is unavailable"
+            return
         user = scope["user"]
         if user.is_authenticated:
-            scope["identity"] = Identity(user=user)
+            scope["identity"] = Identity(user=user, by_token=False)
 
 
 class CredentialsMiddleware:
@@ -62,6 +70,8 @@ class CredentialsMiddleware:
             identity = await database_sync_to_async(authenticate_bearer)(raw)
         except InvalidToken as exc:
             scope["auth_error"] = str(exc)
+        except (OperationalError, InterfaceError):
+            scope["dependency_error"] = "the database is unavailable"
         else:
             scope["identity"] = identity
             scope["user"] = identity.user

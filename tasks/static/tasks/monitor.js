@@ -458,6 +458,88 @@ function initRunDialogs(client) {
   }
 }
 
+// -- food handler links (get_food_handler_links' result) -----------------------
+
+// Only our own download paths become links; anything else in a result stays text.
+const DOCUMENT_PATH = /^\/documents\/[A-Za-z0-9_:.-]+$/;
+// A card status borrows the colour of the task status that means the same to a reader.
+const CARD_BADGE = {
+  valid: "completed", expiring: "error", expired: "failed", overdue: "failed",
+  missing: "completed_with_errors",
+};
+
+function isLinksResult(doc) {
+  const result = doc.result;
+  return doc.operation === "get_food_handler_links" && result !== null
+    && typeof result === "object" && Array.isArray(result.locations);
+}
+
+function documentLink(url, text, label) {
+  if (typeof url !== "string" || !DOCUMENT_PATH.test(url)) return null;
+  return el("a", { href: url, text, "aria-label": label || null });
+}
+
+function cardBadge(status) {
+  const word = String(status ?? "");
+  const node = el("span", { class: "badge", text: word });
+  node.dataset.status = CARD_BADGE[word] || "started";
+  node.dataset.cardStatus = word;
+  return node;
+}
+
+function locationLinks(location) {
+  const id = String(location.location_id ?? "");
+  const section = el("section", { class: "links-location" });
+  section.dataset.location = id;
+  section.append(el("h3", { text: `Location ${id}` }));
+  const packet = location.packet && typeof location.packet === "object" ? location.packet : null;
+  const packetLink = packet && documentLink(packet.url,
+    `Compliance packet (${String(packet.filename ?? "")})`, `Compliance packet of location ${id}`);
+  section.append(el("p", { class: "links-packet" },
+    packetLink || el("span", { class: "muted", text: "No compliance packet on file." })));
+  const table = el("table", { class: "tasks links-table" });
+  const head = el("tr");
+  for (const label of ["Employee", "Job", "Status", "Card expires", "Certificate"]) {
+    head.append(el("th", { scope: "col", text: label }));
+  }
+  table.append(el("thead", {}, head));
+  const body = el("tbody");
+  for (const person of Array.isArray(location.employees) ? location.employees : []) {
+    if (!person || typeof person !== "object") continue;
+    const name = String(person.name ?? "");
+    const employeeId = String(person.employee_id ?? "");
+    const tr = el("tr");
+    tr.dataset.employeeId = employeeId;
+    tr.append(
+      el("td", { "data-label": "Employee" }, el("span", { text: name }), " ",
+        el("code", { class: "muted", text: employeeId })),
+      el("td", { "data-label": "Job", text: String(person.job ?? "") }),
+      el("td", { "data-label": "Status" }, cardBadge(person.status)),
+      el("td", { "data-label": "Card expires", text: person.expires_on ? String(person.expires_on) : "—" }),
+      el("td", { "data-label": "Certificate" },
+        documentLink(person.url, "Certificate (PDF)", `Certificate of ${name}`)
+          || el("span", { class: "muted", text: "none on file" })),
+    );
+    body.append(tr);
+  }
+  table.append(body);
+  section.append(table);
+  return section;
+}
+
+function renderLinks(container, result) {
+  const parts = [];
+  const expires = Number(result.expires_at);
+  if (Number.isFinite(expires) && expires > 0) {
+    parts.push(el("p", { class: "muted links-expiry",
+      text: `These links expire ${EXACT.format(new Date(expires * 1000))}; run the task again for new ones.` }));
+  }
+  for (const location of result.locations) {
+    if (location && typeof location === "object") parts.push(locationLinks(location));
+  }
+  container.replaceChildren(...parts);
+}
+
 // -- one task's page ----------------------------------------------------------
 
 function initDetail(root) {
@@ -473,6 +555,7 @@ function initDetail(root) {
   field("updated").append(updated, " · ", updatedExact);
   const cancel = document.querySelector("[data-cancel]");
   let current = null;
+  let linksVersion = null;
 
   function render(doc) {
     current = doc;
@@ -487,8 +570,14 @@ function initDetail(root) {
     field("error").textContent = doc.error ? String(doc.error) : "";
     field("error-section").hidden = !doc.error;
     const hasResult = doc.result !== null && doc.result !== undefined;
-    field("result").textContent = hasResult ? JSON.stringify(doc.result, null, 2) : "";
-    field("result").hidden = !hasResult;
+    const asLinks = hasResult && isLinksResult(doc);
+    if (asLinks && linksVersion !== doc.version) {
+      renderLinks(field("links"), doc.result);  // once per version, not every tick
+      linksVersion = doc.version;
+    }
+    field("links").hidden = !asLinks;
+    field("result").textContent = hasResult && !asLinks ? JSON.stringify(doc.result, null, 2) : "";
+    field("result").hidden = !hasResult || asLinks;
     field("no-result").hidden = hasResult;
     if (cancel) cancel.hidden = TERMINAL.has(doc.status);
     document.title = `${statusWord(doc.status)} · ${operationLabel(doc.operation)} ${shortId(doc.task_id)}`;

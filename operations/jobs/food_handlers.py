@@ -1,0 +1,303 @@
+"""update_food_handler_pdfs: every food handler's certificate, card status and location packet.
+
+The rule (California: every food handler holds a card within 30 days of hire,
+valid three years), as of ``as_of``:
+
+* with an accepted certificate on file for the current card: ``expired`` when it
+  expired before ``as_of``, ``expiring`` when it expires within 30 days (on
+  ``as_of`` + 30 at the latest), else ``valid``;
+* without one (no card, or its PDF was refused or is missing and no accepted PDF
+  of the same card number is on file): ``overdue`` when hired more than 30 days
+  before ``as_of``, else ``missing``.
+
+A certificate is fetched with the ETag we stored (conditional GET, or size and
+mtime for files), so an unchanged one is not downloaded again; one that is not a
+readable PDF is an ``error`` naming the employee and the job goes on. Accepted
+files are stored by content hash (``operations.documents``). Per location, the
+employees' rows are replaced in one transaction and the compliance packet (cover
+page and every current certificate) is rebuilt; identical input gives an
+identical packet, so a re-run with nothing changed stores nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from django.db import transaction
+
+from tasks.tracker import TaskHandle
+
+from .. import documents, pdfs
+from ..models import FoodHandlerCertificate, FoodHandlerPacket, FoodHandlerStatus
+from ..sources import Connector, DataNotFound, SourceError, roster_source
+from . import JobFailed
+from .locations import MalformedData
+
+GRACE = timedelta(days=30)
+EXPIRING_WITHIN = timedelta(days=30)
+STATUSES = [status.value for status in FoodHandlerStatus]
+CURRENT = (FoodHandlerStatus.VALID.value, FoodHandlerStatus.EXPIRING.value)
+
+
+@dataclass(frozen=True)
+class Card:
+    number: str
+    issuer: str
+    issued_on: date | None
+    expires_on: date
+    url: str
+
+
+@dataclass(frozen=True)
+class FoodHandler:
+    employee_id: str
+    name: str
+    location_id: str
+    location_name: str
+    job: str
+    hire_date: date
+    card: Card | None
+
+
+@dataclass
+class Certificate:
+    """What we hold for one card after this run: the accepted PDF (if any) and the source's
+    ETag of the version last fetched; ``refused`` is why this run's fetch was not accepted."""
+
+    document: str = ""
+    content_hash: str = ""
+    source_url: str = ""
+    source_etag: str = ""
+    refused: str = ""
+
+
+@dataclass
+class LocationOutcome:
+    counts: dict[str, int]
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def _date(value: Any, where: str, *, required: bool = True) -> date | None:
+    if value in (None, "") and not required:
+        return None
+    if not isinstance(value, str):
+        raise MalformedData(f"{where}: {value!r} is not a date")
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise MalformedData(f"{where}: {value!r} is not a date") from exc
+
+
+def _text(raw: dict, key: str, where: str) -> str:
+    value = raw.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise MalformedData(f"{where}: {key} missing")
+    return value.strip()
+
+
+def parse_card(raw: Any, where: str) -> Card | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise MalformedData(f"{where}: food_handler is not an object")
+    return Card(number=_text(raw, "card_number", where), issuer=str(raw.get("issuer") or ""),
+                issued_on=_date(raw.get("issued_on"), f"{where} issued_on", required=False),
+                expires_on=_date(raw.get("expires_on"), f"{where} expires_on"),
+                url=_text(raw, "certificate_url", where))
+
+
+def parse_employee(raw: Any, index: int) -> FoodHandler:
+    """One roster record; MalformedData naming the record and the field."""
+    if not isinstance(raw, dict):
+        raise MalformedData(f"employee #{index}: not an object")
+    where = f"employee {raw.get('employee_id') or '#' + str(index)}"
+    return FoodHandler(
+        employee_id=_text(raw, "employee_id", where), name=_text(raw, "name", where),
+        location_id=_text(raw, "location_id", where),
+        location_name=str(raw.get("location_name") or ""), job=str(raw.get("job") or ""),
+        hire_date=_date(raw.get("hire_date"), f"{where} hire_date"),
+        card=parse_card(raw.get("food_handler"), where))
+
+
+def card_status(handler: FoodHandler, on_file: bool, as_of: date) -> str:
+    """The rule of the module docstring, for one food handler."""
+    if handler.card is not None and on_file:
+        if handler.card.expires_on < as_of:
+            return FoodHandlerStatus.EXPIRED.value
+        if handler.card.expires_on <= as_of + EXPIRING_WITHIN:
+            return FoodHandlerStatus.EXPIRING.value
+        return FoodHandlerStatus.VALID.value
+    if handler.hire_date + GRACE < as_of:
+        return FoodHandlerStatus.OVERDUE.value
+    return FoodHandlerStatus.MISSING.value
+
+
+def read_roster(task: TaskHandle, source: Connector) -> tuple[dict[str, list[FoodHandler]],
+                                                               set[str]]:
+    """Food handlers by location, and the ids of malformed records (reported, left alone)."""
+    try:
+        employees = source.list_employees()
+    except SourceError as exc:
+        raise JobFailed(f"roster source unusable: {exc}") from exc
+    if not employees:
+        raise JobFailed("the roster lists no employees")
+    by_location: dict[str, list[FoodHandler]] = {}
+    malformed: set[str] = set()
+    for index, raw in enumerate(employees):
+        if isinstance(raw, dict) and isinstance(raw.get("location_id"), str):
+            by_location.setdefault(raw["location_id"], [])
+        if not isinstance(raw, dict) or raw.get("handles_food") is not True:
+            continue
+        try:
+            handler = parse_employee(raw, index)
+        except MalformedData as exc:
+            malformed.add(str(raw.get("employee_id") or ""))
+            task.error(f"malformed roster record: {exc}")
+            continue
+        by_location.setdefault(handler.location_id, []).append(handler)
+    return by_location, malformed
+
+
+def fetch_certificate(source: Connector, handler: FoodHandler,
+                      stored: FoodHandlerCertificate | None) -> Certificate:
+    """This run's certificate for the handler's card: fetched only when it changed, stored
+    by hash when it is a readable PDF, else refused (an earlier accepted PDF of the same
+    card number stays on file)."""
+    card = handler.card
+    assert card is not None
+    same_card = stored is not None and stored.card_number == card.number
+    kept = Certificate()
+    if same_card and stored.document and documents.exists(stored.document):
+        kept = Certificate(stored.document, stored.content_hash, stored.source_url,
+                           stored.source_etag)
+    # The stored ETag names what we hold: an accepted PDF still in storage, or a refused one.
+    etag = ""
+    if same_card and stored.source_url == card.url and (kept.document or not stored.document):
+        etag = stored.source_etag
+    try:
+        fetched = source.fetch_document(card.url, etag=etag)
+    except SourceError as exc:
+        reason = ("not found at the source" if isinstance(exc, DataNotFound)
+                  else f"could not be fetched: {exc}")
+        return Certificate(kept.document, kept.content_hash, kept.source_url, kept.source_etag,
+                           refused=reason)
+    if fetched.not_modified:
+        if kept.document:
+            return Certificate(kept.document, kept.content_hash, card.url, etag)
+        # The version we refused last time, still the same: refused again, not downloaded.
+        return Certificate(source_url=card.url, source_etag=etag,
+                           refused="unchanged at the source since it was refused")
+    try:
+        pdfs.check_pdf(fetched.content)
+    except pdfs.InvalidPdf as exc:
+        if kept.document:  # keep the accepted PDF, and fetch again next time
+            return Certificate(kept.document, kept.content_hash, kept.source_url,
+                               kept.source_etag, refused=str(exc))
+        return Certificate(source_url=card.url, source_etag=fetched.etag, refused=str(exc))
+    name, digest = documents.store("certificates", fetched.content)
+    return Certificate(name, digest, card.url, fetched.etag)
+
+
+def build_location_packet(location_id: str, location_name: str, as_of: date,
+                          handlers: list[FoodHandler], rows: dict[str, FoodHandlerCertificate],
+                          counts: dict[str, int]) -> tuple[str, str]:
+    """Cover page and every current certificate, stored by hash; (storage name, hash)."""
+    ordered = sorted(handlers, key=lambda h: (h.name.lower(), h.employee_id))
+    cover_rows = []
+    certificates = []
+    for handler in ordered:
+        row = rows[handler.employee_id]
+        cover_rows.append(pdfs.CoverRow(
+            employee=f"{handler.name} ({handler.employee_id})", job=handler.job,
+            card_number=row.card_number, expires_on=row.expires_on, status=row.status))
+        if row.status in CURRENT:
+            certificates.append(documents.read(row.document))
+    cover = pdfs.cover_page(location_id=location_id, location_name=location_name, as_of=as_of,
+                            rows=cover_rows, counts=counts)
+    return documents.store("packets", pdfs.build_packet(cover, certificates))
+
+
+def check_location(task: TaskHandle, source: Connector, location_id: str,
+                   handlers: list[FoodHandler], keep: set[str], as_of: date) -> LocationOutcome:
+    """Fetch, judge and store one location's certificates, then its rows and packet."""
+    stored = {row.employee_id: row for row in FoodHandlerCertificate.objects.filter(
+        employee_id__in=[h.employee_id for h in handlers])}
+    outcome = LocationOutcome(counts=dict.fromkeys(STATUSES, 0))
+    rows: dict[str, FoodHandlerCertificate] = {}
+    for handler in handlers:
+        card = handler.card
+        held = Certificate()
+        if card is not None:
+            held = fetch_certificate(source, handler, stored.get(handler.employee_id))
+            if held.refused:
+                outcome.failed[handler.employee_id] = held.refused
+                task.error(f"{handler.employee_id} {handler.name}: certificate {card.number} "
+                           f"refused: {held.refused}")
+        status = card_status(handler, bool(held.document), as_of)
+        outcome.counts[status] += 1
+        rows[handler.employee_id] = FoodHandlerCertificate(
+            employee_id=handler.employee_id, employee_name=handler.name,
+            location_id=location_id, job=handler.job, hire_date=handler.hire_date,
+            card_number=card.number if card else "", issuer=card.issuer if card else "",
+            issued_on=card.issued_on if card else None,
+            expires_on=card.expires_on if card else None, status=status,
+            document=held.document, content_hash=held.content_hash,
+            source_url=held.source_url, source_etag=held.source_etag, as_of=as_of,
+            task_id=task.task_id)
+    location_name = next((h.location_name for h in handlers if h.location_name), "")
+    packet, digest = build_location_packet(location_id, location_name, as_of, handlers, rows,
+                                           outcome.counts)
+    save_location(location_id, location_name, as_of, list(rows.values()), keep, packet, digest,
+                  outcome.counts, task.task_id)
+    return outcome
+
+
+def save_location(location_id: str, location_name: str, as_of: date,
+                  rows: list[FoodHandlerCertificate], keep: set[str], packet: str, digest: str,
+                  counts: dict[str, int], task_id: str) -> None:
+    """One transaction per location: upsert the employees (a concurrent run cannot make us
+    fail), remove those no longer on its roster, record the packet."""
+    update = [f.name for f in FoodHandlerCertificate._meta.concrete_fields
+              if f.name not in ("id", "employee_id")]
+    with transaction.atomic():
+        FoodHandlerCertificate.objects.bulk_create(
+            rows, update_conflicts=True, unique_fields=["employee_id"], update_fields=update)
+        (FoodHandlerCertificate.objects.filter(location_id=location_id)
+         .exclude(employee_id__in=[r.employee_id for r in rows] + sorted(keep)).delete())
+        FoodHandlerPacket.objects.update_or_create(
+            location_id=location_id,
+            defaults={"location_name": location_name, "document": packet,
+                      "content_hash": digest, "counts": counts, "as_of": as_of,
+                      "task_id": task_id})
+
+
+def run(task: TaskHandle, params: dict[str, Any]) -> dict[str, Any]:
+    """Check every requested location's food handlers; a bad certificate is an error."""
+    as_of: date = params["as_of"]
+    source = roster_source()
+    by_location, malformed = read_roster(task, source)
+    wanted = list(params.get("locations") or sorted(by_location))
+    unknown = [loc for loc in wanted if loc not in by_location]
+    if unknown:
+        raise JobFailed(f"unknown location(s): {', '.join(unknown)}")
+    total = len(wanted)
+    task.progress(0, f"as of {as_of.isoformat()}: 0 of {total} locations", total=total)
+    counts: dict[str, dict[str, int]] = {}
+    failed: dict[str, str] = {}
+    for i, location_id in enumerate(wanted, 1):
+        outcome = check_location(task, source, location_id, by_location[location_id],
+                                 malformed, as_of)
+        counts[location_id] = outcome.counts
+        failed.update(outcome.failed)
+        task.progress(i, f"as of {as_of.isoformat()}: location {location_id} ({i} of {total})")
+    totals = {status: sum(c[status] for c in counts.values()) for status in STATUSES}
+    return {
+        "as_of": as_of.isoformat(),
+        "checked": wanted,
+        "locations": counts,
+        "totals": totals,
+        "food_handlers": sum(totals.values()),
+        "failed": dict(sorted(failed.items())),
+    }
