@@ -11,6 +11,7 @@ from typing import Any
 from celery import Task
 from django.conf import settings
 
+from tasks import tracker
 from tasksite.celery import app
 
 from . import runner
@@ -102,6 +103,12 @@ def enqueue(operation: str, task_id: str, params: dict[str, Any], *,
 def purge(self: Task) -> int:
     """Delete expired task statuses in batches; the count is logged and returned."""
     return purge_job.run()
+
+
+@app.task(name="operations.fail_stale_tasks", **JOB_OPTIONS)
+def fail_stale_tasks(self: Task) -> int:
+    """End ``failed`` every unfinished task whose reporter went silent (any reporter)."""
+    return tracker.fail_stale_tasks()
 
 
 @app.task(name="operations.reap_lost_jobs", **JOB_OPTIONS)

@@ -21,6 +21,8 @@ import logging
 import os
 import socket
 import threading
+import time
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -41,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 WORKER_LOST = "worker lost"
 CANCELLED = "cancelled"
+DATABASE_LOST = "database lost"
 
 
 def worker_label(hostname: str | None = None) -> str:
@@ -116,8 +119,40 @@ def cancel(task_id: str, *, by: str) -> TaskStatus:
 
 
 def finish(run: JobRun, outcome: str) -> None:
-    JobRun.objects.filter(pk=run.pk, finished_at__isnull=True).update(
-        finished_at=timezone.now(), outcome=outcome[:32])
+    for delay in _database_backoff():
+        try:
+            JobRun.objects.filter(pk=run.pk, finished_at__isnull=True).update(
+                finished_at=timezone.now(), outcome=outcome[:32])
+            return
+        except tracker.DATABASE_ERRORS:
+            connection.close()
+            time.sleep(delay)
+    logger.error("task %s: run not marked finished; the database stayed away", run.task_id)
+
+
+def _database_backoff() -> Iterator[float]:
+    """Waits between tries while the database is away, for at most JOB_DATABASE_WAIT_SECONDS."""
+    deadline = time.monotonic() + settings.JOB_DATABASE_WAIT_SECONDS
+    delay = 0.5
+    yield delay
+    while time.monotonic() + delay < deadline:
+        yield delay
+        delay = min(delay * 2, 5.0)
+
+
+def _fail_once_database_is_back(task_id: str, exc: BaseException) -> None:
+    """End the task ``failed`` with the real reason as soon as the database answers again."""
+    reason = exc.__class__.__name__ if not isinstance(exc, tracker.DatabaseUnavailable) else exc
+    message = f"the job lost its database ({reason}); it stopped and can be run again"
+    logger.warning("task %s: %s", task_id, message)
+    for delay in _database_backoff():
+        try:
+            connection.close()
+            _fail_task(task_id, message)
+            return
+        except tracker.DATABASE_ERRORS:
+            time.sleep(delay)
+    logger.error("task %s: could not record its failure; the database stayed away", task_id)
 
 
 class Heartbeat(threading.Thread):
@@ -134,7 +169,10 @@ class Heartbeat(threading.Thread):
                 try:
                     JobRun.objects.filter(pk=self.run_id, finished_at__isnull=True).update(
                         lease_until=_lease_end())
-                except Exception:  # a missed beat is survivable; the lease has slack
+                except tracker.DATABASE_ERRORS as exc:  # survivable; the lease has slack
+                    logger.warning("lease renewal failed (%s)", exc.__class__.__name__)
+                    connection.close()
+                except Exception:
                     logger.exception("lease renewal failed")
         finally:
             connection.close()
@@ -160,6 +198,10 @@ def run_task(operation: str, task_id: str, params: dict[str, Any], *,
         logger.info("task %s: %s started on %s", task_id, operation, run.worker)
         try:
             outcome = _execute(OPERATIONS[operation], task_id, params)
+        except tracker.DATABASE_ERRORS + (tracker.DatabaseUnavailable,) as exc:
+            # Not "worker lost": this worker is alive and says why, once it can.
+            outcome = DATABASE_LOST
+            _fail_once_database_is_back(task_id, exc)
         finally:
             heartbeat.stop()
             finish(run, outcome)
@@ -198,6 +240,8 @@ def _execute(spec: Any, task_id: str, params: dict[str, Any]) -> str:
     except (JobFailed, ValidationError) as exc:
         logger.warning("task %s failed: %s", task_id, exc)
         return "failed"
+    except tracker.DATABASE_ERRORS + (tracker.DatabaseUnavailable,):
+        raise  # run_task records why once the database is back
     except Exception:
         logger.exception("task %s failed with an unexpected error", task_id)
         return "failed"

@@ -31,6 +31,11 @@ def beat_schedule() -> dict[str, dict[str, Any]]:
             "schedule": float(settings.PURGE_SCHEDULE_SECONDS),
             "options": {"expires": float(settings.PURGE_SCHEDULE_SECONDS)},
         },
+        "fail-stale-tasks": {
+            "task": "operations.fail_stale_tasks",
+            "schedule": float(settings.TASK_STALE_CHECK_SECONDS),
+            "options": {"expires": float(settings.TASK_STALE_CHECK_SECONDS)},
+        },
         "reap-lost-jobs": {
             "task": "operations.reap_lost_jobs",
             "schedule": float(settings.WORKER_LOST_CHECK_SECONDS),

@@ -50,6 +50,9 @@ class TaskStatus(models.Model):
     launched_by = models.CharField(max_length=150, blank=True, default="")
     params = models.JSONField(null=True, blank=True)
     cancel_requested_by = models.CharField(max_length=150, blank=True, default="")
+    # The reporter's last sign of life besides a write: an open handle beats while its
+    # job works on a long step (tracker.TaskHandle), so the liveness bound spares it.
+    heartbeat_at = models.FloatField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-task_id"]

@@ -8,6 +8,12 @@ update, never starve, and never move ``version`` backwards, on PostgreSQL and
 SQLite alike. The broadcast leaves after the commit, and a broadcast that fails
 is logged, never raised into the job: the database is the truth and catch-up
 repairs any gap.
+
+A reporter rides out a short database outage: a status change is retried
+with backoff for ``TRACKER_RETRY_SECONDS`` on a fresh connection, while plain
+progress is dropped in favour of the next. An open handle also beats
+(``heartbeat_at``) while its job works, and ``fail_stale_tasks`` ends every
+unfinished task whose reporter has been silent too long, whoever it was.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db.models import Q
 
 from . import broadcast
 from .models import TERMINAL_STATUSES, Operation, Status, TaskStatus
@@ -50,6 +57,13 @@ class TaskAlreadyFinished(TrackerError):
 
 class InvalidProgress(TrackerError, ValueError):
     pass
+
+
+class DatabaseUnavailable(TrackerError):
+    """The database stayed unreachable for longer than a change may wait."""
+
+
+DATABASE_ERRORS = (OperationalError, InterfaceError)
 
 
 class TaskCancelled(TrackerError):
@@ -212,6 +226,23 @@ def _validate_progress(current: Any, total: Any) -> None:
         raise InvalidProgress(f"progress current {current} is above total {total}")
 
 
+def _progress_only(task: TaskStatus) -> None:
+    """The change of a plain progress report: only the held progress is written."""
+
+
+_progress_only.plain_progress = True  # type: ignore[attr-defined]
+
+
+def _discard_broken_connection() -> None:
+    """Drop a connection the database went away under, so the next try opens a new one."""
+    if connection.in_atomic_block:
+        return
+    try:
+        connection.close()
+    except DATABASE_ERRORS:
+        pass
+
+
 class TaskHandle:
     """One task as its job sees it.
 
@@ -256,7 +287,7 @@ class TaskHandle:
             if wait > 0:
                 self._schedule_flush(wait)
                 return
-            self._write(lambda task: None, check_cancel=True)
+            self._write(_progress_only, check_cancel=True)
 
     def error(self, message: str) -> None:
         """Record an error the task survives; it shows ``error`` until its next change."""
@@ -301,7 +332,45 @@ class TaskHandle:
 
     # -- internals ---------------------------------------------------------
 
+    def beat(self) -> None:
+        """A sign of life without a change: keeps a long step inside the liveness bound."""
+        table = connection.ops.quote_name(TaskStatus._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} SET heartbeat_at = %s WHERE task_id = %s "
+                f"AND status NOT IN ({', '.join(['%s'] * len(TERMINAL_STATUSES))})",
+                [_now(), TaskStatus._meta.pk.get_db_prep_value(self.task_id, connection),
+                 *sorted(TERMINAL_STATUSES)],
+            )
+
     def _write(self, mutate: Mutation, *, check_cancel: bool = False) -> None:
+        """One change, retried with backoff while the database is away (status changes);
+        plain progress is dropped instead and goes out with the next change."""
+        deadline = time.monotonic() + settings.TRACKER_RETRY_SECONDS
+        delay = 0.25
+        while True:
+            try:
+                return self._write_once(mutate, check_cancel=check_cancel)
+            except DATABASE_ERRORS as exc:
+                _discard_broken_connection()
+                if self._is_plain_progress(mutate):
+                    logger.warning("task %s: progress not written (%s); the next change "
+                                   "carries it", self.task_id, exc.__class__.__name__)
+                    return None
+                if time.monotonic() + delay > deadline:
+                    raise DatabaseUnavailable(
+                        f"the database was unreachable for {settings.TRACKER_RETRY_SECONDS:g}s "
+                        f"({exc.__class__.__name__})") from exc
+                logger.warning("task %s: database unreachable (%s); retrying in %.2fs",
+                               self.task_id, exc.__class__.__name__, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    @staticmethod
+    def _is_plain_progress(mutate: Mutation) -> bool:
+        return getattr(mutate, "plain_progress", False)
+
+    def _write_once(self, mutate: Mutation, *, check_cancel: bool = False) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -319,6 +388,10 @@ class TaskHandle:
         except TaskAlreadyFinished as exc:
             self._status = exc.status
             raise
+        except DATABASE_ERRORS:
+            if pending is not None and self._pending is None:
+                self._pending = pending  # not written: the next attempt or change carries it
+            raise
         self._row = task
         self._status = task.status
         self._total = task.progress_total
@@ -335,7 +408,7 @@ class TaskHandle:
             with self._lock:
                 self._timer = None
                 if self._pending is not None and not self.is_terminal:
-                    self._write(lambda task: None)
+                    self._write(_progress_only)
         except TrackerError as exc:
             logger.warning("task %s: held progress not written: %s", self.task_id, exc)
         finally:
@@ -359,8 +432,34 @@ class TaskHandle:
                     pass
 
 
+class _Heartbeat(threading.Thread):
+    """Beats for an open handle, so a long step is not taken for a silent reporter."""
+
+    def __init__(self, handle: TaskHandle) -> None:
+        super().__init__(name=f"task-heartbeat-{handle.task_id}", daemon=True)
+        self.handle = handle
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.wait(settings.TASK_HEARTBEAT_SECONDS):
+                try:
+                    self.handle.beat()
+                except DATABASE_ERRORS as exc:  # a missed beat is survivable
+                    logger.warning("task %s: heartbeat not written (%s)", self.handle.task_id,
+                                   exc.__class__.__name__)
+                    _discard_broken_connection()
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
 @contextmanager
 def _running(handle: TaskHandle) -> Iterator[TaskHandle]:
+    heartbeat = _Heartbeat(handle)
+    heartbeat.start()
     try:
         yield handle
     except BaseException as exc:
@@ -368,6 +467,8 @@ def _running(handle: TaskHandle) -> Iterator[TaskHandle]:
         raise
     else:
         handle._finish_on_exit()
+    finally:
+        heartbeat.stop()
 
 
 def create_task(
@@ -419,6 +520,64 @@ def request_cancel(task_id: str, *, by: str) -> TaskStatus:
         task.cancel_requested_by = task.cancel_requested_by or by or "unknown user"
 
     return _change(task_id, mutate, known=current)
+
+
+def stale_bound(operation: str) -> int:
+    """Seconds a reporter of ``operation`` may stay silent before its task is failed."""
+    return settings.TASK_STALE_SECONDS_BY_OPERATION.get(operation, settings.TASK_STALE_SECONDS)
+
+
+def fail_stale_tasks(*, now: float | None = None) -> int:
+    """End ``failed`` every unfinished task whose reporter has been silent too long.
+
+    Whoever reported it (a Celery job, a script, another service): no write and
+    no heartbeat for the operation's bound. The check is made again on the row
+    under its lock, so a reporter that speaks up meanwhile wins.
+    """
+    now = _now() if now is None else now
+    failed = 0
+    for operation in Operation.values:
+        bound = stale_bound(operation)
+        cutoff = now - bound
+        candidates = (
+            TaskStatus.objects.filter(operation=operation, updated_at__lt=cutoff)
+            .exclude(status__in=TERMINAL_STATUSES)
+            .filter(Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=cutoff))
+            .values_list("task_id", flat=True)
+        )
+        for task_id in list(candidates):
+            if _fail_if_silent(str(task_id), cutoff, bound):
+                failed += 1
+    return failed
+
+
+class _SpokeUp(Exception):
+    """The reporter wrote or beat after the stale check read the row."""
+
+
+def _fail_if_silent(task_id: str, cutoff: float, bound: int) -> bool:
+    def mutate(task: TaskStatus) -> None:
+        last = max(task.updated_at, task.heartbeat_at or 0.0)
+        if last >= cutoff:
+            raise _SpokeUp
+        task.status = Status.FAILED
+        task.error = (f"no report for {_duration(bound)}: its reporter went silent "
+                      f"(last sign of life {_duration(int(_now() - last))} ago)")
+
+    try:
+        _change(task_id, mutate)
+    except (_SpokeUp, TaskNotFound, TaskAlreadyFinished):
+        return False
+    logger.warning("task %s: failed, no report for %s", task_id, _duration(bound))
+    return True
+
+
+def _duration(seconds: int) -> str:
+    if seconds % 3600 == 0 and seconds >= 3600:
+        return f"{seconds // 3600} h"
+    if seconds % 60 == 0 and seconds >= 60:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
 
 
 def purge_expired(*, batch_size: int = 10000, now: float | None = None) -> int:

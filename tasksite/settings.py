@@ -142,6 +142,23 @@ else:
 # The Redis pub/sub channel that carries every update (one PUBLISH per change).
 TASK_UPDATES_CHANNEL = os.environ.get("TASK_UPDATES_CHANNEL", "task-status:updates")
 TASK_STATUS_TTL = env_int("TASK_STATUS_TTL", 604800)
+# Liveness: a task not finished whose reporter wrote nothing and sent no heartbeat for
+# TASK_STALE_SECONDS (per operation: "op=seconds,…" in TASK_STALE_SECONDS_BY_OPERATION)
+# ends "failed". An open handle beats every TASK_HEARTBEAT_SECONDS; the check runs on
+# beat every TASK_STALE_CHECK_SECONDS.
+TASK_STALE_SECONDS = env_int("TASK_STALE_SECONDS", 900)
+TASK_STALE_SECONDS_BY_OPERATION = {
+    op.strip(): int(seconds)
+    for op, _, seconds in (
+        item.partition("=") for item in env_list("TASK_STALE_SECONDS_BY_OPERATION", [])
+    )
+    if seconds.strip().isdigit()
+}
+TASK_HEARTBEAT_SECONDS = float(os.environ.get("TASK_HEARTBEAT_SECONDS", "60"))
+TASK_STALE_CHECK_SECONDS = float(os.environ.get("TASK_STALE_CHECK_SECONDS", "60"))
+# How long a status change (error, complete, fail) is retried while the database is
+# unreachable before the reporter gives up.
+TRACKER_RETRY_SECONDS = float(os.environ.get("TRACKER_RETRY_SECONDS", "60"))
 # Progress reported faster than this (seconds) is coalesced per task.
 TASK_PROGRESS_MIN_INTERVAL = float(os.environ.get("TASK_PROGRESS_MIN_INTERVAL", "0.1"))
 WS_MAX_SUBSCRIPTIONS = env_int("WS_MAX_SUBSCRIPTIONS", 100)
@@ -256,6 +273,9 @@ SOURCE_PAGE_SIZE = env_int("SOURCE_PAGE_SIZE", 500)
 # (every WORKER_LOST_CHECK_SECONDS): within about lease + check seconds.
 JOB_HEARTBEAT_SECONDS = float(os.environ.get("JOB_HEARTBEAT_SECONDS", "10"))
 JOB_LEASE_SECONDS = float(os.environ.get("JOB_LEASE_SECONDS", "60"))
+# A job whose database went away waits this long for it to come back to record why
+# it stopped, rather than leave the reaper to call it "worker lost".
+JOB_DATABASE_WAIT_SECONDS = float(os.environ.get("JOB_DATABASE_WAIT_SECONDS", "600"))
 WORKER_LOST_CHECK_SECONDS = float(os.environ.get("WORKER_LOST_CHECK_SECONDS", "30"))
 # Only the beat holding this Redis lock sends anything (operations/beat.py).
 BEAT_LOCK_KEY = os.environ.get("BEAT_LOCK_KEY", "tasksite:beat")
