@@ -8,7 +8,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/tasks
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test lint install bench migrate worker beat
+.PHONY: run test lint install bench migrate worker beat stack
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -43,8 +43,9 @@ WS_PORT ?= 8001
 WEB_WORKERS ?= 4
 .PHONY: web websocket
 
+# deploy/gunicorn.conf.py: sync workers, and the request limits nginx's agree with.
 web: install
-	$(VENV)/bin/gunicorn -b $(HOST):$(PORT) -w $(WEB_WORKERS) --worker-class sync tasksite.wsgi:application
+	WEB_WORKERS=$(WEB_WORKERS) $(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py -b $(HOST):$(PORT) tasksite.wsgi:application
 
 # Django keeps a persistent connection per thread, and under ASGI threads come
 # and go: daphne connects per use (Django's advice for ASGI) unless told otherwise.
@@ -57,3 +58,12 @@ worker: install
 
 beat: install
 	$(VENV)/bin/celery -A tasksite beat --loglevel INFO
+
+# The whole production layout on this machine (deploy/stack.py): the shipped nginx
+# configuration on http://127.0.0.1:$(STACK_PORT) in front of gunicorn, two daphne,
+# a Celery worker and beat, on PostgreSQL and Redis (DATABASE_URL, REDIS_URL).
+# Ctrl-C stops it all.
+STACK_PORT ?= 8080
+stack: install
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+		STACK_PORT=$(STACK_PORT) $(PY) -m deploy.stack

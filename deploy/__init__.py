@@ -1,0 +1,1 @@
+"""What production runs (README, "Running in production"), and ``make stack``."""
