@@ -41,6 +41,32 @@ accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 
+# LOG_FORMAT=json: gunicorn's own lines are JSON objects too, as the app's are
+# (tasks/logging.py), with tokens redacted like everywhere else.
+if os.environ.get("LOG_FORMAT", "").strip().lower() == "json":
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "tasks.logging.JsonFormatter"}},
+        "filters": {
+            "context": {"()": "tasks.logging.RequestIDFilter"},
+            "redact": {"()": "tasks.auth.redaction.RedactTokensFilter"},
+        },
+        "handlers": {
+            name: {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "filters": ["context", "redact"],
+                "stream": "ext://sys.stderr",
+            }
+            for name in ("console", "error_console")  # gunicorn's defaults name both
+        },
+        "loggers": {
+            "gunicorn.error": {"handlers": ["error_console"], "level": loglevel.upper(),
+                               "propagate": False},
+        },
+    }
+
 
 # A request gunicorn refuses itself (one nginx passed on but gunicorn's stricter
 # parser rejects: a control character in a header value, a repeated

@@ -33,7 +33,7 @@ from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
 from tasks import selectors, tracker
-from tasks.logging import request_id_var
+from tasks.logging import operation_var, request_id_var, task_id_var
 from tasks.models import TaskStatus
 
 from .jobs import JobFailed
@@ -188,6 +188,8 @@ def run_task(operation: str, task_id: str, params: dict[str, Any], *,
     from .registry import OPERATIONS
 
     token = request_id_var.set(request_id or "-")
+    # Every log line of the run, ours and the job's, names its task.
+    task_token, operation_token = task_id_var.set(task_id), operation_var.set(operation)
     try:
         run = claim(task_id, operation, worker or worker_label())
         if run is None:
@@ -209,6 +211,8 @@ def run_task(operation: str, task_id: str, params: dict[str, Any], *,
         return outcome
     finally:
         request_id_var.reset(token)
+        task_id_var.reset(task_token)
+        operation_var.reset(operation_token)
 
 
 def _execute(spec: Any, task_id: str, params: dict[str, Any]) -> str:

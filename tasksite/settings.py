@@ -369,6 +369,7 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True
 
+LOG_FORMAT = "json" if os.environ.get("LOG_FORMAT", "").strip().lower() == "json" else "plain"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -380,12 +381,14 @@ LOGGING = {
     "formatters": {
         "plain": {
             "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
-        }
+        },
+        # LOG_FORMAT=json: one JSON object a line, with request_id, task_id, operation.
+        "json": {"()": "tasks.logging.JsonFormatter"},
     },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
+            "formatter": LOG_FORMAT,
             "filters": ["request_id", "redact_tokens"],
         }
     },

@@ -10,9 +10,13 @@ same for daphne's access log, which no logging filter reaches.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+from datetime import UTC, datetime
 from typing import Any
+
+from django.conf import settings
 
 REDACTED = "[REDACTED]"
 
@@ -65,6 +69,22 @@ class RedactTokensFilter(logging.Filter):
         return True
 
 
+def _write_json_entry(generator: Any, host: Any, date: Any, request: Any, status: Any = None,
+                      length: Any = None, ident: Any = None, user: Any = None) -> None:
+    """daphne's access line as one JSON object (LOG_FORMAT=json), like every other line."""
+    entry = {
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "level": "INFO",
+        "logger": "daphne.access",
+        "message": f"{request} {status if status is not None else '-'}",
+        "client": str(host),
+        "status": status,
+        "length": length,
+    }
+    generator.stream.write(json.dumps(entry, default=str) + "\n")
+    generator.stream.flush()
+
+
 def install_daphne_access_log_redaction() -> None:
     """Make daphne's access log (``--access-log``) write redacted request lines.
 
@@ -86,6 +106,8 @@ def install_daphne_access_log_redaction() -> None:
             kwargs["request"] = redact(str(kwargs["request"]))
         elif len(args) >= 3:
             args = (*args[:2], redact(str(args[2])), *args[3:])
+        if settings.LOG_FORMAT == "json":
+            return _write_json_entry(self, *args, **kwargs)
         return original(self, *args, **kwargs)
 
     AccessLogGenerator.write_entry = write_entry  # type: ignore[method-assign]
