@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qs
 
+from autobahn.exception import Disconnected
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -371,5 +372,9 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
             self.delivery.offer_many(updates, blob)
 
     async def _send_json(self, message: dict) -> None:
-        if not self.delivery.closed:
+        if self.delivery.closed:
+            return
+        try:
             await self.send(text_data=json.dumps(message, separators=(",", ":")))
+        except Disconnected:  # the client left while its frame was handled: no one to answer
+            self.delivery.closed = True
