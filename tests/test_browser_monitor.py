@@ -368,3 +368,38 @@ def test_a_page_whose_session_ended_offers_to_sign_in_again(context, server, use
     expect(again).to_have_text("signed out: sign in again", timeout=10000)
     again.click()
     expect(page).to_have_url(re.compile(r"/accounts/login/\?next=/$"))
+
+
+def test_tips_run_from_the_monitor_on_a_worker_for_a_reader_only(context, server, runner,
+                                                                  django_user_model, tmp_path):
+    """A payroll runner launches transform_tips from the Run form and watches it finish."""
+    from django.contrib.auth.models import Group
+
+    from tasks.models import TaskStatus
+    from tests.test_operations_celery import celery_process, env_for
+
+    plain_runner = django_user_model.objects.create_user("plainrunner", password="pw-plainrunner")
+    plain_runner.groups.add(Group.objects.get_or_create(name=settings.TASK_RUNNER_ROLE)[0])
+    page = open_monitor(context, server, plain_runner).page
+    expect(page.get_by_role("button", name="Daily sales processing")).to_be_visible()
+    expect(page.get_by_role("button", name="Tips transformation")).to_have_count(0)
+    page.close()
+
+    runner.groups.add(Group.objects.get_or_create(name="TaskStatus.Tips.Read")[0])
+    env = env_for(settings.CELERY_TASK_DEFAULT_QUEUE,
+                  ACCOUNTING_TARGET_URL=f"file://{tmp_path / 'accounting'}")
+    with celery_process("worker", env, tmp_path, "ready."):
+        page = open_monitor(context, server, runner).page
+        page.get_by_role("button", name="Tips transformation").click()
+        dialog = page.get_by_role("dialog")
+        dialog.get_by_label("Period start").fill("2025-06-02")
+        dialog.get_by_label("Locations").fill("L01, L09")
+        dialog.get_by_role("button", name="Run").click()
+        expect(dialog).to_be_hidden()
+        line = page.locator("#tasks tbody tr").first
+        expect(line.locator(".badge")).to_have_text("completed with errors", timeout=60_000)
+        expect(line.locator(".progress-error")).to_contain_text("L09")
+    task = TaskStatus.objects.get(pk=line.get_attribute("data-task-id"))
+    assert task.operation == "transform_tips"
+    assert task.params["period_end"] == "2025-06-08"
+    assert (tmp_path / "accounting" / "payroll" / "tips-2025-06-02-2025-06-08.csv").exists()
