@@ -20,14 +20,10 @@ from rest_framework.views import APIView
 from . import selectors
 from .auth.permissions import CanRunTasks, hidden_for_request
 from .exceptions import BadParameter, Conflict, UnprocessableEntity
-from .models import IdempotencyKey, Operation, Status
-from .pagination import make_cursor, next_link, read_cursor
+from .filters import parse_list_query
+from .models import IdempotencyKey, Operation
+from .pagination import KeysetLinkPagination
 from .serializers import LaunchSerializer, TaskStatusSerializer, task_document
-
-MAX_LIMIT = 1000
-DEFAULT_LIMIT = 500
-_DIGITS = re.compile(r"[0-9]{1,7}")
-_UNIX_SECONDS = re.compile(r"[0-9]{1,15}(\.[0-9]{1,9})?")
 
 
 def _etag(task) -> str:
@@ -39,45 +35,6 @@ def _not_modified(request: Request, etag: str) -> bool:
     header = request.headers.get("If-None-Match", "")
     candidates = {value.strip().removeprefix("W/") for value in header.split(",")}
     return "*" in candidates or etag in candidates
-
-
-def _parse_limit(raw: str | None) -> int:
-    if raw is None:
-        return DEFAULT_LIMIT
-    # ASCII digits only: int() would also take "１" or " 5_0 ".
-    if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
-        raise BadParameter("limit", f"must be an integer from 1 to {MAX_LIMIT}")
-    return int(raw)
-
-
-def _parse_operation(raw: str | None) -> str | None:
-    if raw is None:
-        return None
-    if raw not in Operation.values:
-        raise BadParameter(
-            "operation", f"unknown operation {raw!r}; valid: {', '.join(Operation.values)}"
-        )
-    return raw
-
-
-def _parse_statuses(raw: str | None) -> list[str] | None:
-    if raw is None:
-        return None
-    values = [value.strip() for value in raw.split(",") if value.strip()]
-    bad = [value for value in values if value not in Status.values]
-    if bad or not values:
-        raise BadParameter(
-            "status", f"unknown status {', '.join(bad) or raw!r}; valid: {', '.join(Status.values)}"
-        )
-    return values
-
-
-def _parse_since(raw: str | None) -> float | None:
-    if raw is None:
-        return None
-    if not _UNIX_SECONDS.fullmatch(raw):
-        raise BadParameter("updated_since", "must be Unix seconds (a non-negative number)")
-    return float(raw)  # at most 15 digits: always finite
 
 
 LIST_PARAMETERS = [
@@ -97,33 +54,22 @@ class TaskListView(APIView):
             return [*super().get_permissions(), CanRunTasks()]
         return super().get_permissions()
 
+    pagination_class = KeysetLinkPagination
+
     @extend_schema(parameters=LIST_PARAMETERS, responses=TaskStatusSerializer(many=True))
     def get(self, request: Request) -> Response:
-        query = request.query_params
-        filters = {
-            "operation": _parse_operation(query.get("operation")),
-            "status": query.get("status"),
-            "updated_since": query.get("updated_since"),
-        }
-        statuses = _parse_statuses(filters["status"])
-        updated_since = _parse_since(filters["updated_since"])
-        limit = _parse_limit(query.get("limit"))
-        after = read_cursor(query["cursor"], filters) if "cursor" in query else None
+        self.list_query = query = parse_list_query(request.query_params)
         tasks = selectors.list_tasks(
-            operation=filters["operation"],
-            statuses=statuses,
-            updated_since=updated_since,
-            after=after,
-            limit=limit + 1,
+            operation=query.operation,
+            statuses=query.statuses,
+            updated_since=query.updated_since,
+            after=query.after,
+            limit=query.limit + 1,
             hidden=hidden_for_request(request),
         )
-        response = Response([task_document(task) for task in tasks[:limit]])
-        if len(tasks) > limit:
-            last = tasks[limit - 1]
-            cursor = make_cursor((last.created_at, str(last.task_id)), filters)
-            url = request.build_absolute_uri(request.path)
-            response["Link"] = next_link(url, {**filters, "limit": limit}, cursor)
-        return response
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(tasks, request, view=self)
+        return paginator.get_paginated_response([task_document(task) for task in page])
 
     @extend_schema(request=LaunchSerializer, responses={202: TaskStatusSerializer})
     def post(self, request: Request) -> Response:

@@ -1,0 +1,83 @@
+"""The list endpoint's query parameters, as one DRF serializer.
+
+Each malformed parameter is a 400 that names it (``BadParameter``); the raw
+values of the filters are kept too, because a cursor is bound to them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from rest_framework import serializers
+
+from .exceptions import BadParameter
+from .models import Operation, Status
+from .pagination import read_cursor
+
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 500
+_DIGITS = re.compile(r"[0-9]{1,7}")
+_UNIX_SECONDS = re.compile(r"[0-9]{1,15}(\.[0-9]{1,9})?")
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    operation: str | None
+    statuses: list[str] | None
+    updated_since: float | None
+    limit: int
+    after: tuple[float, str] | None
+    # The filters as sent: what a cursor is bound to and what the next link repeats.
+    filters: dict[str, str | None]
+
+
+class TaskListFilters(serializers.Serializer):
+    operation = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    status = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    updated_since = serializers.CharField(required=False, allow_blank=True,
+                                          trim_whitespace=False)
+    limit = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    cursor = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+
+    def validate_operation(self, raw: str) -> str:
+        if raw not in Operation.values:
+            raise serializers.ValidationError(
+                f"unknown operation {raw!r}; valid: {', '.join(Operation.values)}")
+        return raw
+
+    def validate_status(self, raw: str) -> list[str]:
+        values = [value.strip() for value in raw.split(",") if value.strip()]
+        bad = [value for value in values if value not in Status.values]
+        if bad or not values:
+            raise serializers.ValidationError(
+                f"unknown status {', '.join(bad) or raw!r}; valid: {', '.join(Status.values)}")
+        return values
+
+    def validate_updated_since(self, raw: str) -> float:
+        if not _UNIX_SECONDS.fullmatch(raw):
+            raise serializers.ValidationError("must be Unix seconds (a non-negative number)")
+        return float(raw)  # at most 15 digits: always finite
+
+    def validate_limit(self, raw: str) -> int:
+        # ASCII digits only: int() would also take "１" or " 5_0 ".
+        if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
+            raise serializers.ValidationError(f"must be an integer from 1 to {MAX_LIMIT}")
+        return int(raw)
+
+
+def parse_list_query(query: Any) -> ListQuery:
+    """The validated query of ``GET /task-status``, or a 400 naming the first bad parameter."""
+    raw = {name: query.get(name) for name in TaskListFilters().fields if name in query}
+    checked = TaskListFilters(data=raw)
+    if not checked.is_valid():
+        name = next(name for name in TaskListFilters().fields if name in checked.errors)
+        raise BadParameter(name, str(checked.errors[name][0]))
+    data = checked.validated_data
+    filters = {"operation": raw.get("operation"), "status": raw.get("status"),
+               "updated_since": raw.get("updated_since")}
+    after = read_cursor(raw["cursor"], filters) if "cursor" in raw else None
+    return ListQuery(operation=data.get("operation"), statuses=data.get("status"),
+                     updated_since=data.get("updated_since"),
+                     limit=data.get("limit", DEFAULT_LIMIT), after=after, filters=filters)
