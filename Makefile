@@ -25,9 +25,13 @@ run: migrate
 	$(PY) manage.py ensure_local_admin --url http://127.0.0.1:$(PORT)
 	$(PY) -m daphne -b 127.0.0.1 -p $(PORT) --websocket-max-message-size 65536 tasksite.asgi:application
 
+# scripts/test_services.py: DATABASE_URL / REDIS_URL when given, else the servers on the
+# default ports when they answer, else throwaway ones of its own (TEST_SERVICES=own:
+# always), stopped afterwards; as root it first installs the Debian packages missing.
 test: install
 	$(VENV)/bin/ruff check .
-	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+	$(PY) scripts/test_services.py --default-database-url $(TEST_DATABASE_URL) \
+		--default-redis-url $(TEST_REDIS_URL) -- \
 		$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: install

@@ -1,7 +1,8 @@
 """Test setup: real PostgreSQL and Redis, checked up front so that a missing one fails.
 
-``make test`` and ``.ci/run`` point ``DATABASE_URL`` and ``REDIS_URL`` at the local
-services. A run without them fails here rather than skipping what needs them;
+``make test`` points ``DATABASE_URL`` and ``REDIS_URL`` at the machine's services, or
+at throwaway ones (``scripts/test_services.py``). A run without them fails here rather
+than skipping what needs them;
 ``ALLOW_EMBEDDED_TESTS=1`` runs the suite on the embedded default instead, for a
 quick look on a machine without the services.
 """

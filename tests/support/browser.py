@@ -1,7 +1,7 @@
 """A real Chromium for the browser tests: Playwright's sync API on Debian's ``chromium``.
 
 Never a downloaded browser: a machine without ``chromium`` fails these tests
-(``.ci/run`` installs it with apt) rather than skipping them. One browser per
+(``make test`` installs it with apt as root) rather than skipping them. One browser per
 test module, a fresh context (cookies, storage) per test.
 
 Playwright's sync API runs an event loop in the test thread, which makes
@@ -39,7 +39,7 @@ def browser() -> Iterator[Browser]:
     """One Chromium for the module; missing Chromium is a failure, not a skip."""
     path = CHROMIUM if os.path.isabs(CHROMIUM) else shutil.which(CHROMIUM)
     if not path or not os.access(path, os.X_OK):
-        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium (see .ci/run)")
+        pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install -y chromium")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=path, args=CHROMIUM_ARGS, headless=True, timeout=20000
