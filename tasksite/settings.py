@@ -186,8 +186,8 @@ API_TOKEN_CACHE_SECONDS = float(os.environ.get("API_TOKEN_CACHE_SECONDS", "30"))
 
 AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
 if ENTRA_MODE:
-    # The token decides: staff pages sign in through Entra ID only (tasks/auth/entra.py).
-    AUTHENTICATION_BACKENDS = ["tasks.auth.entra.EntraAuthCodeBackend"]
+    # The token decides: staff pages sign in through Entra ID only (accounts/entra/tokens.py).
+    AUTHENTICATION_BACKENDS = ["accounts.entra.tokens.EntraAuthCodeBackend"]
 # django-auth-adfs checks AUTH_ADFS at import, so it is always defined.
 AUTH_ADFS = {
     "TENANT_ID": AZURE_TENANT_ID or "local-mode",
@@ -201,7 +201,7 @@ AUTH_ADFS = {
     "MIRROR_GROUPS": True,
     "LOGIN_EXEMPT_URLS": [],
     # Authority host, CA file and v2.0 endpoints from the AZURE_* settings above.
-    "SETTINGS_CLASS": "accounts.adfs.EntraSettings",
+    "SETTINGS_CLASS": "accounts.entra.adfs_settings.EntraSettings",
 }
 
 LOGIN_URL = "django_auth_adfs:login" if ENTRA_MODE else "login"

@@ -13,8 +13,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
+from accounts.entra import keys, tokens
 from accounts.models import EntraIdentity
-from tasks.auth import entra
 from tasks.auth.identity import InvalidToken, authenticate_bearer
 from tasks.auth.permissions import can_run
 from tests.support.forgery import FORGERIES
@@ -38,11 +38,11 @@ def entra_mode(settings, issuer):
     for name, value in issuer.settings().items():
         setattr(settings, name, value)
     settings.AZURE_AUDIENCE = issuer.audience
-    entra.reset_entra_state()
+    tokens.reset_entra_state()
     issuer.down = False
     yield issuer
     issuer.down = False
-    entra.reset_entra_state()
+    tokens.reset_entra_state()
 
 
 def client_with(token: str) -> APIClient:
@@ -191,7 +191,7 @@ def test_forged_kids_cannot_hammer_the_issuer(entra_mode):
     for _ in range(30):
         forged = entra_mode.sign(entra_mode.claims(), key=SigningKey(kid=uuid.uuid4().hex))
         assert client_with(forged).get("/task-status").status_code == 401
-    assert entra_mode.jwks_requests() - before <= entra.REFRESH_BURST
+    assert entra_mode.jwks_requests() - before <= keys.REFRESH_BURST
 
 
 def test_the_same_unknown_kid_reloads_the_keys_at_most_once(entra_mode):
@@ -219,7 +219,7 @@ def test_issuer_down_cached_keys_keep_working_new_keys_fail_closed(entra_mode, c
         == 200
     )
     entra_mode.rotate()
-    with caplog.at_level(logging.ERROR, logger="tasks.auth.entra"):
+    with caplog.at_level(logging.ERROR, logger="accounts.entra.keys"):
         response = client_with(entra_mode.token()).get("/task-status")
     assert response.status_code == 401
     assert "Entra ID keys could not be loaded" in caplog.text
@@ -228,7 +228,7 @@ def test_issuer_down_cached_keys_keep_working_new_keys_fail_closed(entra_mode, c
 
 def test_an_issuer_down_from_the_start_refuses_every_token(entra_mode, caplog):
     entra_mode.down = True
-    with caplog.at_level(logging.ERROR, logger="tasks.auth.entra"):
+    with caplog.at_level(logging.ERROR, logger="accounts.entra.keys"):
         with pytest.raises(InvalidToken):
             authenticate_bearer(entra_mode.token())
     assert "Entra ID keys could not be loaded" in caplog.text

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from rest_framework import authentication, exceptions
 
-from .identity import InvalidToken, authenticate_bearer
+from accounts.identity import InvalidToken
+
+from .identity import authenticate_bearer
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):

@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from rest_framework.permissions import BasePermission
 
-from .identity import Identity
+from accounts.identity import Identity
 
 
 def can_read(user: Any) -> bool:

@@ -14,7 +14,9 @@ from django.contrib.auth.models import AnonymousUser
 from django.db import InterfaceError, OperationalError
 from django.http.request import is_same_domain, split_domain_port, validate_host
 
-from .identity import Identity, InvalidToken, authenticate_bearer
+from accounts.identity import Identity, InvalidToken
+
+from .identity import authenticate_bearer
 
 
 def _bearer_from_scope(scope: dict) -> str | None:

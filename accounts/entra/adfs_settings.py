@@ -5,7 +5,8 @@
 another authority host, and its ``CA_BUNDLE`` is silently overridden by
 ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``. Nothing here imports models: the
 library imports this module while Django is still loading apps, and only the
-library may import it (importing it first would import it twice, circularly).
+library may import it (importing it first would import it twice, circularly:
+``django_auth_adfs.config`` instantiates this class when it is imported).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from django.conf import settings as django_settings
 from django_auth_adfs.config import Settings
 
-from accounts.http import ca_bundle
+from accounts.entra.http import ca_bundle
 
 
 class EntraSettings(Settings):

@@ -40,6 +40,8 @@ class PinnedTrustSession(requests.Session):
 
 def pin_library_session() -> None:
     """Give the library's own provider config (code flow, logout) the pinned trust."""
+    # Imported here, not at the top: the library's config module imports
+    # ``adfs_settings``, which imports this module, while the library loads.
     from django_auth_adfs.config import provider_config, settings
 
     session = PinnedTrustSession(ca_bundle(), retries=settings.RETRIES)
