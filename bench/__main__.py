@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-PARTS = ["fanout", "rest", "ingest", "purge"]
+PARTS = ["fanout", "rest", "ingest", "purge", "proxy"]
 
 
 def main(argv: list[str] | None = None) -> int:

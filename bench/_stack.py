@@ -143,6 +143,10 @@ def api_token(conn, username: str = "bench-reader") -> str:
     """
     import secrets
 
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tasksite.settings")
+    django.setup()  # the role names come from settings, the token format from tasks.auth
     from django.conf import settings
 
     from tasks.auth.identity import TOKEN_PREFIX, hash_token

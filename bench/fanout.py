@@ -231,21 +231,31 @@ class Bench:
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws/task-status?access_token={self.token}"
+        """The WebSocket URL of the server itself."""
+        return self.url_for(self.port)
+
+    def url_for(self, port: int) -> str:
+        """The WebSocket URL on ``port``: the server's own, or a proxy's in front of it."""
+        return f"ws://127.0.0.1:{port}/ws/task-status?access_token={self.token}"
 
     def stop_server(self) -> None:
         stop(self.server)
         self.server = None
 
-    def start_clients(self, count: int, task_ids: list[str] | None = None) -> dict:
-        """``count`` connections over a few client processes; returns how it went."""
+    def start_clients(
+        self, count: int, task_ids: list[str] | None = None, url: str | None = None
+    ) -> dict:
+        """``count`` connections over a few client processes; returns how it went.
+
+        They connect to ``url`` (default: the server's own, ``self.url``).
+        """
         procs = 1 if count <= 200 else 2 if count <= 2000 else 4
         if self.args.smoke:
             procs = 1
         shares = [count // procs + (1 if i < count % procs else 0) for i in range(procs)]
         start = 0
         for index, share in enumerate(shares):
-            argv = [sys.executable, "-m", "bench.fanout_client", self.url,
+            argv = [sys.executable, "-m", "bench.fanout_client", url or self.url,
                     "--connections", str(share), "--sampled", str(min(share, 25))]
             if task_ids is not None:
                 ids_path = self.tmp / f"ids-{len(self.clients)}.txt"
