@@ -8,6 +8,8 @@ number of workers comes from the environment (``WEB_WORKERS``).
 import json
 import logging
 import os
+import shutil
+import tempfile
 import uuid
 
 from gunicorn import util
@@ -66,6 +68,40 @@ if os.environ.get("LOG_FORMAT", "").strip().lower() == "json":
                                "propagate": False},
         },
     }
+
+
+# Metrics (tasks/metrics.py; README, "Metrics"): prometheus_client's multiprocess
+# mode. Each worker writes its counts to files in one directory and any worker's
+# /metrics sums them all. The directory is chosen here, in the master, before any
+# worker imports prometheus_client: PROMETHEUS_MULTIPROC_DIR when given (emptied;
+# one per gunicorn), else a fresh one removed when gunicorn exits. Never set it in
+# the shared environment file: daphne, workers and beat keep their own counts.
+_metrics_dirs = []
+
+
+def on_starting(server):
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for name in os.listdir(path):
+            if name.endswith(".db"):
+                os.remove(os.path.join(path, name))
+    else:
+        path = tempfile.mkdtemp(prefix="tasksite-web-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+        _metrics_dirs.append(path)
+
+
+def child_exit(server, worker):
+    # A dead worker's counters stay in the sum; its live gauges go.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    for path in _metrics_dirs:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 # A request gunicorn refuses itself (one nginx passed on but gunicorn's stricter

@@ -249,6 +249,9 @@ class Stack:
         self.log_dir = self.workdir / "logs"
         self.web_port = free_port()
         self.ws_ports = [free_port() for _ in range(daphnes)]
+        # Metrics exporters of the worker and beat (README, "Metrics"; on with METRICS_TOKEN).
+        self.worker_metrics_port = free_port()
+        self.beat_metrics_port = free_port()
         self.services: dict[str, Service] = {}
         python = sys.executable
         # As deploy/systemd/tasksite-web.service runs it.
@@ -308,6 +311,7 @@ class Stack:
                 f"stack-{uuid.uuid4().hex[:6]}@%h",
             ],
             _log_contains(" ready."),
+            WORKER_METRICS_PORT=str(self.worker_metrics_port),
         )
         self._add(
             "beat",
@@ -325,6 +329,7 @@ class Stack:
                 "--pidfile=",
             ],
             _log_contains("beat: Starting"),
+            BEAT_METRICS_PORT=str(self.beat_metrics_port),
         )
         self._add(
             "nginx",
@@ -578,6 +583,8 @@ def _run(args: argparse.Namespace) -> int:
         f"  {stack.ws_url}   the WebSocket\n"
         f"  nginx -> gunicorn {HOST}:{stack.web_port} and daphne {ws};"
         " a Celery worker and beat\n"
+        f"  metrics (with METRICS_TOKEN): gunicorn and each daphne at /metrics, the worker "
+        f"on {HOST}:{stack.worker_metrics_port}, beat on {HOST}:{stack.beat_metrics_port}\n"
         f"  logs: {stack.log_dir}/\n"
         f"  an API token: DATABASE_URL={env['DATABASE_URL']} "
         ".venv/bin/python manage.py create_api_token admin\n"

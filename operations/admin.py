@@ -1,4 +1,7 @@
-"""The jobs' outputs in the admin, browsable and read-only: the jobs are their only writers."""
+"""The jobs' outputs in the admin, browsable and read-only: the jobs are their only writers.
+
+Alert routes are the exception: configuration, edited here.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ from tasks.auth.permissions import can_see_operation
 from .models import (
     AccountingExport,
     AccountingExportLine,
+    AlertDelivery,
+    AlertRoute,
     DailySalesSummary,
     FoodHandlerCertificate,
     FoodHandlerPacket,
@@ -163,3 +168,35 @@ class FoodHandlerCertificateAdmin(PersonalDataAdmin):
 class FoodHandlerPacketAdmin(PersonalDataAdmin):
     operation = "update_food_handler_pdfs"
     list_display = ("location_id", "location_name", "as_of", "built_at")
+
+
+@admin.register(AlertRoute)
+class AlertRouteAdmin(admin.ModelAdmin):
+    """Who is told when a task ends failed or completed_with_errors: editable configuration."""
+
+    list_display = ("__str__", "operation_label", "emails", "webhook_host", "on_failed",
+                    "on_completed_with_errors", "enabled", "updated_at")
+    list_filter = ("enabled", "operation", "on_failed", "on_completed_with_errors")
+    list_editable = ("enabled",)
+    search_fields = ("name", "emails")
+    fields = ("name", "operation", "emails", "webhook_url", "on_failed",
+              "on_completed_with_errors", "enabled")
+
+    @admin.display(description="operation")
+    def operation_label(self, route: AlertRoute) -> str:
+        return route.operation or "all operations"
+
+    @admin.display(description="webhook")
+    def webhook_host(self, route: AlertRoute) -> str:
+        # The URL's path is its secret: the list shows the host only.
+        from urllib.parse import urlsplit
+
+        return urlsplit(route.webhook_url).hostname or "" if route.webhook_url else ""
+
+
+@admin.register(AlertDelivery)
+class AlertDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ("task_id", "operation", "event", "destination", "state", "attempts",
+                    "created_at", "sent_at")
+    list_filter = ("state", "event", "channel", "operation")
+    search_fields = ("task_id", "destination")

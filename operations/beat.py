@@ -12,11 +12,16 @@ Why not RedBeat: two small ideas suffice and need no new dependency.
   re-fires what the previous holder just sent nor misses what came due.
 
 Without Redis (the embedded default) there is one process and no lock.
+
+Entries of ``IN_BEAT_TASKS`` are not sent: the beat holding the lock runs them
+itself, in a thread (one run at a time per entry). That is for the check that
+scheduled runs started (``operations.alerts``), which must work when no worker does.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from datetime import datetime
 from typing import Any
@@ -24,7 +29,11 @@ from typing import Any
 from celery.beat import ScheduleEntry, Scheduler
 from django.conf import settings
 
+from tasks import metrics
+
 logger = logging.getLogger(__name__)
+
+IN_BEAT_TASKS = frozenset({"operations.alert_not_started"})
 
 RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -51,6 +60,7 @@ class LockedScheduler(Scheduler):
         self.leader = False
         self.announced_standby = False
         self.redis = None
+        self.in_beat: dict[str, threading.Thread] = {}
         if settings.REDIS_URL:
             import redis
 
@@ -83,7 +93,9 @@ class LockedScheduler(Scheduler):
                 logger.info("beat: another beat holds the lock %s; standing by", self.lock_key)
             self.announced_standby = True
             self.leader = False
+            metrics.BEAT_LOCK_HELD.set(0)
             return self.max_interval
+        metrics.BEAT_LOCK_HELD.set(1)
         if not self.leader:
             logger.info("beat: holding the lock %s; sending schedules", self.lock_key)
             self.leader = True
@@ -99,11 +111,31 @@ class LockedScheduler(Scheduler):
             except Exception:
                 logger.warning("beat: could not release the lock", exc_info=True)
             self.leader = False
+            metrics.BEAT_LOCK_HELD.set(0)
+
+    # -- entries run by the beat itself ------------------------------------------------
+
+    def apply_async(self, entry: ScheduleEntry, producer: Any = None, advance: bool = True,
+                    **kwargs: Any) -> Any:
+        if entry.task not in IN_BEAT_TASKS:
+            return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
+        if advance:
+            entry = self.reserve(entry)
+        running = self.in_beat.get(entry.name)
+        if running is not None and running.is_alive():
+            logger.warning("beat: %s is still running; this run is skipped", entry.name)
+            return None
+        thread = threading.Thread(target=_run_in_beat, args=(self.app, entry),
+                                  name=f"beat-{entry.name}", daemon=True)
+        self.in_beat[entry.name] = thread
+        thread.start()
+        return None
 
     # -- shared last-run times -----------------------------------------------------
 
     def reserve(self, entry: ScheduleEntry) -> ScheduleEntry:
         new_entry = super().reserve(entry)
+        metrics.BEAT_SENT.labels(entry.name).inc()
         if self.redis is not None:
             try:
                 self.redis.hset(self.state_key, new_entry.name,
@@ -132,3 +164,16 @@ class LockedScheduler(Scheduler):
             except ValueError:
                 continue
         self._heap = None  # rebuild the heap from the loaded times
+
+
+def _run_in_beat(app: Any, entry: ScheduleEntry) -> None:
+    from django.db import connection
+
+    import operations.celery_tasks  # noqa: F401  (registers the task)
+
+    try:
+        app.tasks[entry.task](*(entry.args or ()), **(entry.kwargs or {}))
+    except Exception:
+        logger.exception("beat: %s failed", entry.name)
+    finally:
+        connection.close()

@@ -11,7 +11,7 @@ from typing import Any
 from celery import Task
 from django.conf import settings
 
-from tasks import tracker
+from tasks import metrics, tracker
 from tasksite.celery import app
 
 from . import runner
@@ -108,7 +108,9 @@ def purge(self: Task) -> int:
 @app.task(name="operations.fail_stale_tasks", **JOB_OPTIONS)
 def fail_stale_tasks(self: Task) -> int:
     """End ``failed`` every unfinished task whose reporter went silent (any reporter)."""
-    return tracker.fail_stale_tasks()
+    failed = tracker.fail_stale_tasks()
+    metrics.TASKS_STALE_FAILED.inc(failed)
+    return failed
 
 
 @app.task(name="operations.reap_lost_jobs", **JOB_OPTIONS)
@@ -128,3 +130,38 @@ def scheduled_launch(self: Task, operation: str) -> str | None:
     except Exception:
         logger.exception("scheduled %s could not be launched", operation)
         return None
+
+
+# Retries of an alert whose target failed transiently: 1, 2, 4, 8, 16 and 32 minutes
+# (or the receiver's Retry-After, when longer). What went out is never sent again.
+ALERT_RETRY_SECONDS = 60
+ALERT_TASK_RETRIES = 6
+
+
+@app.task(name="operations.send_alerts", bind=True, acks_late=True,
+          reject_on_worker_lost=False, ignore_result=True, max_retries=ALERT_TASK_RETRIES)
+def send_alerts(self: Task, task_id: str, event: str = "finished") -> int:
+    """Tell the task's alert routes it ended failed or completed_with_errors (once each)."""
+    from . import alerts
+
+    outcome = alerts.send_alerts(task_id, event)
+    if outcome.retry_after is None:
+        return outcome.sent
+    if self.request.retries >= ALERT_TASK_RETRIES:
+        logger.error("task %s: %d alert(s) still not delivered after %d retries; giving up",
+                     task_id, outcome.failed, self.request.retries)
+        return outcome.sent
+    countdown = max(outcome.retry_after, ALERT_RETRY_SECONDS * 2**self.request.retries)
+    raise self.retry(countdown=countdown, queue=settings.CELERY_TASK_DEFAULT_QUEUE)
+
+
+@app.task(name="operations.alert_not_started", **JOB_OPTIONS)
+def alert_not_started(self: Task) -> int:
+    """Alert once for each scheduled run that no worker took within ALERT_NOT_STARTED_SECONDS.
+
+    The beat runs this one itself (operations.beat.IN_BEAT_TASKS), so that it
+    works when no worker does; a worker runs it only if a message is sent by hand.
+    """
+    from . import alerts
+
+    return alerts.check_not_started()

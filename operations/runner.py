@@ -32,7 +32,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
-from tasks import selectors, tracker
+from tasks import metrics, selectors, tracker
 from tasks.logging import operation_var, request_id_var, task_id_var
 from tasks.models import TaskStatus
 
@@ -89,6 +89,7 @@ def claim(task_id: str, operation: str, worker: str) -> JobRun | None:
         run.save(update_fields=["finished_at", "outcome", "attempts"])
         previous = run.worker
     logger.warning("task %s: redelivered after its worker %s died", task_id, previous)
+    metrics.JOBS_WORKER_LOST.labels(operation, "redelivery").inc()
     _fail_task(task_id, f"{WORKER_LOST}: {previous} stopped while running the job")
     return None
 
@@ -110,6 +111,7 @@ def cancel(task_id: str, *, by: str) -> TaskStatus:
         defaults={"operation": task.operation, "lease_until": now, "finished_at": now,
                   "outcome": CANCELLED},
     )
+    metrics.JOBS_CANCELLED.labels(task.operation, "queued" if created else "running").inc()
     if not created:
         return task  # a worker has it: the job stops at its next progress step
     _fail_task(str(task.task_id), f"cancelled by {task.cancel_requested_by} before it started")
@@ -198,6 +200,8 @@ def run_task(operation: str, task_id: str, params: dict[str, Any], *,
         heartbeat.start()
         outcome = "failed"
         logger.info("task %s: %s started on %s", task_id, operation, run.worker)
+        metrics.JOBS_STARTED.labels(operation).inc()
+        began = time.monotonic()
         try:
             outcome = _execute(OPERATIONS[operation], task_id, params)
         except tracker.DATABASE_ERRORS + (tracker.DatabaseUnavailable,) as exc:
@@ -208,6 +212,8 @@ def run_task(operation: str, task_id: str, params: dict[str, Any], *,
             heartbeat.stop()
             finish(run, outcome)
             logger.info("task %s: %s ended %s", task_id, operation, outcome)
+            metrics.JOBS_FINISHED.labels(operation, outcome).inc()
+            metrics.JOB_DURATION.labels(operation).observe(time.monotonic() - began)
         return outcome
     finally:
         request_id_var.reset(token)
@@ -263,4 +269,5 @@ def reap_lost_jobs() -> int:
                                              "renewing its lease while running the job"):
             reaped += 1
             logger.warning("task %s: %s (%s)", run.task_id, WORKER_LOST, run.worker)
+            metrics.JOBS_WORKER_LOST.labels(run.operation, "reaper").inc()
     return reaped

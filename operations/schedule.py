@@ -1,4 +1,5 @@
-"""The beat schedule, from settings: purge, the worker-lost reaper, and the operations.
+"""The beat schedule, from settings: purge, the worker-lost reaper, the not-started
+alert check, and the operations.
 
 Operations go through ``operations.scheduled_launch``, which launches exactly
 as the REST API does (a task in the status service, default parameters: for
@@ -40,6 +41,12 @@ def beat_schedule() -> dict[str, dict[str, Any]]:
             "task": "operations.reap_lost_jobs",
             "schedule": float(settings.WORKER_LOST_CHECK_SECONDS),
             "options": {"expires": float(settings.WORKER_LOST_CHECK_SECONDS)},
+        },
+        # Run by the beat itself (operations/beat.py), not sent to the workers: it must
+        # tell when no worker takes the scheduled runs.
+        "alert-not-started": {
+            "task": "operations.alert_not_started",
+            "schedule": float(settings.ALERT_CHECK_SECONDS),
         },
         "daily-sales": {
             "task": "operations.scheduled_launch",

@@ -14,6 +14,7 @@ import threading
 
 from django.conf import settings
 
+from . import metrics
 from .groups import updates_channel
 from .models import TaskStatus
 from .serializers import encode_status_message
@@ -57,3 +58,6 @@ def publish_change(task: TaskStatus) -> None:
             local_publish(data)
     except Exception:
         logger.exception("broadcast of task %s v%s failed", task.task_id, task.version)
+        metrics.TRACKER_PUBLISH_FAILURES.inc()
+    else:
+        metrics.TRACKER_PUBLISHES.inc()

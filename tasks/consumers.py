@@ -18,7 +18,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from . import groups
+from . import groups, metrics
 from .auth.permissions import can_read, hidden_operations
 from .hub import Delivery, Update, hub
 from .models import Operation
@@ -157,6 +157,9 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
         self._floor_timer: asyncio.TimerHandle | None = None
         self._expiry: asyncio.TimerHandle | None = None
         await self.accept()
+        metrics.WS_OPENED.inc()
+        metrics.WS_OPEN.inc()
+        self._close_code: Any = "open"  # counted as closed once, with its code (_forget)
         if self.scope.get("dependency_error"):
             await self.close(code=CLOSE_TRY_AGAIN_LATER)
             return
@@ -182,9 +185,17 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
         await self._subscribe_from_url()
 
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "_close_code", None) == "open":
+            self._close_code = code
         self._forget()
 
     def _forget(self) -> None:
+        code = getattr(self, "_close_code", None)
+        if code is not None:
+            self._close_code = None
+            metrics.WS_OPEN.dec()
+            metrics.WS_CLOSED.labels(
+                metrics.close_code_label(None if code == "open" else code)).inc()
         if getattr(self, "delivery", None) is not None:
             self.delivery.closed = True
         for timer in (getattr(self, "_expiry", None), getattr(self, "_floor_timer", None)):

@@ -31,6 +31,7 @@ from typing import Any
 
 from django.conf import settings
 
+from . import metrics
 from .groups import ALL, operation_key, task_key, updates_channel
 from .models import TERMINAL_STATUSES
 
@@ -48,6 +49,10 @@ _BATCH_MAX = 10_000
 # (docs/performance.md, "Paced rounds").
 _ROUND_PAUSE = 3.0
 _ROUND_PAUSE_MAX = 0.05
+# Updates a slow client's backlog replaced by newer ones: a plain int on that slow
+# path, read when metrics are scraped (tasks/metrics.py), never a metric call.
+client_conflated = 0
+_UPDATED_AT = '"updated_at":'
 
 
 class Update:
@@ -244,10 +249,12 @@ class Delivery:
             self.offer(update)
 
     def _queue(self, update: Update) -> None:
+        global client_conflated
         if self._backlog is None:
             self._backlog, self._replaceable = [], {}
         entry = self._replaceable.get(update.task_id)
         if update.conflatable and entry is not None:
+            client_conflated += 1
             self._backlog_bytes += len(update.frame) - len(entry[1].frame)
             entry[1] = update
             return
@@ -298,6 +305,9 @@ class Delivery:
         if self.closed:
             return
         logger.warning("closing a WebSocket client with %s: %s", CLOSE_SLOW_CLIENT, reason)
+        metrics.WS_SLOW_CLOSED.labels("backlog" if "backlog" in reason else "slow").inc()
+        if self._backlog:
+            metrics.WS_DROPPED.inc(len(self._backlog))
         self.closed = True
         self._backlog = self._replaceable = None
         self._backlog_bytes = 0
@@ -387,9 +397,27 @@ class Hub:
         it. Clients of everything get the survivors as one byte string, one
         ``send`` each; other clients get what matches their subscriptions.
         """
-        updates = conflate([update for update in updates if self._accept(update)])
+        offered = len(updates)
+        accepted = [update for update in updates if self._accept(update)]
+        updates = conflate(accepted)
+        if len(accepted) != offered:
+            metrics.HUB_DROPPED.labels("stale").inc(offered - len(accepted))
         if not updates:
             return
+        delivered = self._fan_out(updates)
+        # Counted once per round, never per client per frame (docs/performance.md).
+        metrics.HUB_ROUNDS.inc()
+        metrics.HUB_ROUTED.inc(len(updates))
+        if delivered:
+            metrics.HUB_FRAMES.inc(delivered)
+        if len(accepted) != len(updates):
+            metrics.HUB_CONFLATED.inc(len(accepted) - len(updates))
+        lag = _age(updates[0])
+        if lag is not None:
+            metrics.HUB_LAG.observe(lag)
+
+    def _fan_out(self, updates: list[Update]) -> int:
+        """Hand ``updates`` to the clients that want them; returns the frames handed out."""
         everyone = self._routes.get(ALL, ())
         if everyone:
             if len(updates) == 1:
@@ -406,9 +434,10 @@ class Hub:
                         client.deliver_many(updates, blob)
                     except Exception:
                         self._delivery_failed(client)
+        delivered = len(everyone) * len(updates)
         routes = self._routes
         if len(routes) <= (1 if everyone else 0):
-            return
+            return delivered
         wanted: dict[Any, list[Update]] = {}
         for update in updates:
             by_operation = routes.get(operation_key(update.operation), ())
@@ -426,6 +455,7 @@ class Hub:
                     client.deliver_many(mine, None)
             except Exception:
                 self._delivery_failed(client)
+        return delivered + sum(map(len, wanted.values()))
 
     def _delivery_failed(self, client: Any) -> None:
         """One client's failure must not cost the others their update: close it (1011)."""
@@ -446,6 +476,7 @@ class Hub:
                 updates.append(Update.parse(data))
             except (ValueError, UnicodeDecodeError):
                 logger.error("dropping a malformed update from the updates channel")
+                metrics.HUB_DROPPED.labels("malformed").inc()
         self.dispatch_many(updates)
 
     def _arrived(self, items: list[str | bytes]) -> None:
@@ -479,6 +510,7 @@ class Hub:
             now = self._loop.time()
             pause = min((now - started) * _ROUND_PAUSE, _ROUND_PAUSE_MAX) if len(items) > 1 else 0
             self._next_round = now + pause
+            metrics.HUB_ROUND_SECONDS.observe(now - started)
 
     # -- the subscription --------------------------------------------------
 
@@ -554,6 +586,7 @@ class Hub:
                 await self._confirmed(pubsub)
                 self._listening.set()
                 if gap_since is not None:
+                    metrics.HUB_RECONNECTS.inc()
                     await self._repair_gap(gap_since)
                     gap_since = None
                 backoff = 0.2
@@ -574,6 +607,7 @@ class Hub:
                 raise
             except Exception as exc:  # Redis down or the connection dropped
                 self._listening.clear()
+                metrics.HUB_SUBSCRIPTION_LOST.inc()
                 if gap_since is None:
                     gap_since = time.time()
                 logger.warning("updates subscription lost (%s); retrying in %.1fs", exc, backoff)
@@ -634,6 +668,24 @@ class Hub:
         messages = await database_sync_to_async(changed_since_wire)(since - 1.0)
         self.dispatch_raw_many(messages)
         logger.info("updates subscription restored; re-sent %d changed tasks", len(messages))
+
+
+def _age(update: Update) -> float | None:
+    """Seconds since the task's ``updated_at`` (whole seconds in the payload).
+
+    The wire format carries no publish time; ``updated_at`` is the last key but
+    ``version`` of the frame, so it is found from the end without parsing the JSON.
+    """
+    text = update.text
+    at = text.rfind(_UPDATED_AT)
+    if at < 0:
+        return None
+    start = at + len(_UPDATED_AT)
+    end = text.find(",", start)
+    try:
+        return max(0.0, time.time() - int(text[start:end if end > 0 else None]))
+    except ValueError:
+        return None
 
 
 hub = Hub()

@@ -32,7 +32,7 @@ from django.core.exceptions import ValidationError
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Q
 
-from . import broadcast
+from . import broadcast, metrics, signals
 from .models import TERMINAL_STATUSES, Operation, Status, TaskStatus
 
 logger = logging.getLogger(__name__)
@@ -92,6 +92,10 @@ def _load(task_id: str, *, for_update: bool = False) -> TaskStatus:
 
 def _publish_after_commit(task: TaskStatus) -> None:
     transaction.on_commit(lambda: broadcast.publish_change(task))
+    if task.is_terminal:
+        # A terminal row is always the change that ended the task (_apply refuses
+        # to change a finished one): task_finished goes out once, after the commit.
+        transaction.on_commit(lambda: signals.send_task_finished(task))
 
 
 def _change(
@@ -114,6 +118,7 @@ def _change(
         task = copy.copy(known)
         previous_version = _apply(task, mutate, check_cancel)
         if _write_row(task, previous_version):
+            metrics.TRACKER_WRITES.labels("update").inc()
             _publish_after_commit(task)
             return task
     with transaction.atomic():
@@ -121,6 +126,7 @@ def _change(
         previous_version = _apply(task, mutate, check_cancel)
         if not _write_row(task, previous_version):
             raise TrackerError(f"task {task_id} changed while locked; change not written")
+        metrics.TRACKER_WRITES.labels("locked").inc()
         _publish_after_commit(task)
     return task
 
@@ -210,6 +216,7 @@ def _create(
             launched_by=launched_by[:150],
             params=params,
         )
+        metrics.TRACKER_WRITES.labels("create").inc()
         _publish_after_commit(task)
     return task
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tasksite.settings")
 
@@ -28,3 +28,19 @@ def _configure(sender: Celery, **_: object) -> None:
     sender.conf.timezone = settings.TIME_ZONE
     sender.conf.enable_utc = True
     sender.conf.beat_schedule = beat_schedule()
+
+
+# Metrics (tasks/metrics.py; README, "Metrics"): a worker serves its own and its pool
+# children's on WORKER_METRICS_PORT, beat its own on BEAT_METRICS_PORT.
+@signals.celeryd_init.connect
+def _worker_metrics(**kwargs: object) -> None:
+    from tasks.metrics import worker_metrics
+
+    worker_metrics(**kwargs)
+
+
+@signals.beat_init.connect
+def _beat_metrics(**kwargs: object) -> None:
+    from tasks.metrics import beat_metrics
+
+    beat_metrics(**kwargs)

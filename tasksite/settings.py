@@ -73,6 +73,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "tasks.middleware.RequestIDMiddleware",
+    "tasks.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -168,6 +169,15 @@ WS_SEND_HIGH_WATER = env_int("WS_SEND_HIGH_WATER", 1024 * 1024)
 WS_OUTBOX_LIMIT = env_int("WS_OUTBOX_LIMIT", 5000)
 WS_MAX_MESSAGE_SIZE = 65536
 DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE = WS_MAX_MESSAGE_SIZE
+
+# Prometheus metrics (README, "Metrics"): /metrics of gunicorn and each daphne, and
+# the exporters of a Celery worker and beat, answer only "Authorization: Bearer
+# <METRICS_TOKEN>" (404 without it, and whenever the token is unset). The exporters
+# listen on METRICS_ADDR at WORKER_METRICS_PORT / BEAT_METRICS_PORT (0: off).
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+METRICS_ADDR = os.environ.get("METRICS_ADDR", "127.0.0.1")
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)
+BEAT_METRICS_PORT = env_int("BEAT_METRICS_PORT", 0)
 
 # Authentication: Entra ID when a tenant is configured, Django's own users otherwise.
 AZURE_TENANT_ID = os.environ.get("AZURE_TENANT_ID", "")
@@ -324,6 +334,24 @@ DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Payroll <payroll@loca
 EMAIL_RATE_PER_SECOND = float(os.environ.get("EMAIL_RATE_PER_SECOND", "5"))
 EMAIL_MAX_RETRIES = env_int("EMAIL_MAX_RETRIES", 3)
 EMAIL_BACKOFF_SECONDS = float(os.environ.get("EMAIL_BACKOFF_SECONDS", "1"))
+
+# Alerts (docs/jobs.md, "Alerts"): who is told when a task ends failed or
+# completed_with_errors. Routes per operation are edited in the admin (AlertRoute);
+# ALERT_EMAILS and ALERT_WEBHOOK_URL are a default route for every operation.
+ALERT_EMAILS = env_list("ALERT_EMAILS", [])
+ALERT_WEBHOOK_URL = os.environ.get("ALERT_WEBHOOK_URL", "")
+ALERT_FROM_EMAIL = os.environ.get("ALERT_FROM_EMAIL", "") or DEFAULT_FROM_EMAIL
+# The service's public address, for the task page link in alerts (none when unset).
+PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "").rstrip("/")
+# A scheduled run still "started" this long with no worker on it is alerted; the beat
+# looks every ALERT_CHECK_SECONDS.
+ALERT_NOT_STARTED_SECONDS = env_int("ALERT_NOT_STARTED_SECONDS", 600)
+ALERT_CHECK_SECONDS = float(os.environ.get("ALERT_CHECK_SECONDS", "60"))
+# Webhooks: per-request timeout, retries on connection errors, 429 and 5xx with
+# exponential backoff (Retry-After honoured).
+ALERT_TIMEOUT_SECONDS = float(os.environ.get("ALERT_TIMEOUT_SECONDS", "10"))
+ALERT_MAX_RETRIES = env_int("ALERT_MAX_RETRIES", 3)
+ALERT_BACKOFF_SECONDS = float(os.environ.get("ALERT_BACKOFF_SECONDS", "1"))
 
 # Personal data: the operations whose tasks only holders of the reader role named
 # here (an Entra ID app role; a Django group in local mode) and staff may see.

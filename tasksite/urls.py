@@ -4,6 +4,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
 from operations.views import DocumentView
+from tasks.metrics import metrics_view
 from tasks.views import ApiDocsView
 
 urlpatterns = [
@@ -16,6 +17,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Prometheus, scraped on loopback only: nginx never proxies it (README, "Metrics").
+    path("metrics", metrics_view, name="metrics"),
     # Entra ID sign-in for the staff pages (/oauth2/..., in Entra ID mode only).
     path("", include("accounts.urls")),
 ]

@@ -44,6 +44,7 @@ BODY_LIMIT = 2621440  # Django's DATA_UPLOAD_MAX_MEMORY_SIZE, and nginx's client
 LINE_LIMIT = 8190  # request line and header line, without CRLF (nginx and gunicorn)
 NEVER = "0 0 1 1 *"
 USERNAME, PASSWORD = "stack-runner", "pw-stack-runner"
+METRICS_TOKEN = "stack-metrics-token"
 
 
 # -- the stack --------------------------------------------------------------------
@@ -69,6 +70,7 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory):
         PURGE_SCHEDULE_SECONDS="3600",
         WORKER_LOST_CHECK_SECONDS="3600",
         TASK_STALE_CHECK_SECONDS="3600",
+        METRICS_TOKEN=METRICS_TOKEN,
     )
     env.pop("ACCOUNTING_TARGET_URL", None)  # under the stack's own VAR_DIR
     running = deploy_stack.Stack(env, port=deploy_stack.free_port(), daphnes=2, web_workers=2)
@@ -406,6 +408,18 @@ def test_nginx_answers_its_own_errors_in_json_with_a_request_id(stack, token):
     )
     assert reply.status == 404 and reply.from_app, reply
     assert reply.json()["request_id"] == "app-404" and "cache-control" not in reply.headers
+
+
+def test_metrics_are_never_passed_on_by_nginx_only_scraped_on_loopback(stack):
+    bearer = {"Authorization": f"Bearer {METRICS_TOKEN}", "X-Request-ID": "metrics"}
+    reply = request(stack, "GET", "/metrics", bearer)
+    assert not reply.from_app
+    assert assert_json_error(reply, 404, "metrics")["detail"] == "not found"
+    # gunicorn, each daphne, the worker's and beat's exporters: directly, on loopback
+    for port in [stack.web_port, *stack.ws_ports, stack.worker_metrics_port,
+                 stack.beat_metrics_port]:
+        direct = requests.get(f"http://127.0.0.1:{port}/metrics", headers=bearer, timeout=10)
+        assert direct.status_code == 200 and "tasksite_tracker_publishes_total" in direct.text
 
 
 def test_gunicorn_down_is_a_json_502_until_it_is_back(stack, token):

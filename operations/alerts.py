@@ -1,0 +1,455 @@
+"""Failure alerts: when a task ends ``failed`` or ``completed_with_errors``, its people are told.
+
+Trigger: ``tasks.tracker`` sends ``tasks.signals.task_finished`` after the
+commit of the change that ended a task; ``on_task_finished`` (connected in
+``OperationsConfig.ready``) only enqueues the Celery task
+``operations.send_alerts``. No network I/O happens in a job or a request, and a
+receiver that fails is logged by the signal, never raised into the tracker.
+
+Targets: every enabled ``AlertRoute`` of the task's operation or of all
+operations that asks for its status, plus the default route of the environment
+(``ALERT_EMAILS``, ``ALERT_WEBHOOK_URL``: every operation, both statuses). A
+target named by two routes is sent to once.
+
+Exactly once per task, event and target: an ``AlertDelivery`` row is claimed
+(inserted, unique) before sending and marked after, so a retry or a second
+delivery of the alert task sends nothing that went out. A transient failure
+(``failed``) is taken again by the alert task's next retry; a target that
+refused (``refused``) is not. A row left ``sending`` by a process killed
+mid-send is not taken again: an alert is sent at most once.
+
+Scheduled runs that did not start: ``check_not_started`` (run by the beat
+itself, so it works when no worker does) alerts once for each task launched
+by the schedule still ``started`` after ``ALERT_NOT_STARTED_SECONDS`` that no
+worker took (no ``JobRun``). Routes that alert on ``failed`` receive it.
+
+Personal data: the error text of an operation in ``PERSONAL_DATA_READER_ROLES``
+can name employees, so its alerts never carry it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.mail import EmailMessage
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from tasks.models import Operation, Status, TaskStatus
+
+from .models import AlertDelivery, AlertRoute, JobRun
+
+logger = logging.getLogger(__name__)
+
+FINISHED = "finished"
+NOT_STARTED = "not_started"
+ALERT_STATUSES = frozenset({Status.FAILED, Status.COMPLETED_WITH_ERRORS})
+PERSONAL_DATA_NOTE = "details on the task page (personal data)"
+# A wait longer than this (a long Retry-After) is not slept in the worker: the
+# alert task retries later instead.
+INLINE_MAX_WAIT = 30.0
+MAX_ERROR_CHARS = 2000
+State = AlertDelivery.State
+
+
+# -- targets -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    channel: str  # "email" or "webhook"
+    address: str
+    route_id: int | None = None
+
+    @property
+    def key(self) -> str:
+        if self.channel == "email":
+            return f"email:{self.address.lower()}"
+        return f"webhook:{hashlib.sha256(self.address.encode()).hexdigest()}"
+
+    @property
+    def label(self) -> str:
+        """What logs and the admin show: the address, or only a webhook's host."""
+        if self.channel == "email":
+            return self.address
+        parts = urlsplit(self.address)
+        return f"{parts.scheme}://{parts.hostname or '?'}/…"
+
+
+def targets(operation: str, kind: str) -> list[Target]:
+    """Every target for ``kind`` (a final status, or NOT_STARTED) of ``operation``, once."""
+    wanted = Q(on_completed_with_errors=True) if kind == Status.COMPLETED_WITH_ERRORS else Q(
+        on_failed=True)
+    found: dict[str, Target] = {}
+
+    def add(channel: str, address: str, route_id: int | None) -> None:
+        address = address.strip()
+        if address:
+            target = Target(channel, address, route_id)
+            found.setdefault(target.key, target)
+
+    routes = (AlertRoute.objects.filter(enabled=True).filter(wanted)
+              .filter(Q(operation="") | Q(operation=operation)).order_by("pk"))
+    for route in routes:
+        for address in route.email_list():
+            add("email", address, route.pk)
+        add("webhook", route.webhook_url, route.pk)
+    for address in settings.ALERT_EMAILS:
+        add("email", address, None)
+    add("webhook", settings.ALERT_WEBHOOK_URL, None)
+    return list(found.values())
+
+
+# -- the trigger ---------------------------------------------------------------
+
+
+def on_task_finished(sender: Any, task: TaskStatus, **kwargs: Any) -> None:
+    """``task_finished`` receiver: enqueue ``operations.send_alerts`` when someone is to be told.
+
+    Runs right after the tracker's commit, in the writer's thread: one quick read
+    of the routes and one message to the broker, nothing else.
+    """
+    if task.status not in ALERT_STATUSES:
+        return
+    try:
+        if not targets(task.operation, task.status):
+            return
+    except Exception:  # cannot tell: let the alert task look again
+        logger.warning("task %s: alert routes not readable; enqueuing anyway", task.task_id,
+                       exc_info=True)
+    from .celery_tasks import send_alerts
+
+    send_alerts.apply_async(args=[str(task.task_id)], queue=settings.CELERY_TASK_DEFAULT_QUEUE)
+    logger.info("task %s: %s alert enqueued", task.task_id, task.status)
+
+
+# -- the message ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Alert:
+    subject: str
+    headline: str
+    details: list[tuple[str, str]]
+
+    @property
+    def text(self) -> str:
+        """The plain-text email body."""
+        lines = [self.headline, ""]
+        lines += [f"{name}: {value}" for name, value in self.details]
+        return "\n".join(lines) + "\n"
+
+    @property
+    def webhook_payload(self) -> dict[str, Any]:
+        """Slack and Teams (legacy connectors) incoming webhooks both take ``{"text": ...}``.
+
+        Paragraphs, not single new lines: Teams folds a lone new line into a space.
+        """
+        lines = [self.headline] + [f"{name}: {value}" for name, value in self.details]
+        return {"text": "\n\n".join(lines)}
+
+
+def duration(seconds: float) -> str:
+    seconds = max(int(round(seconds)), 0)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    if minutes:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    return f"{secs} s"
+
+
+def task_link(task_id: str) -> str:
+    base = settings.PUBLIC_BASE_URL.rstrip("/")
+    return f"{base}/tasks/{task_id}" if base else ""
+
+
+def is_personal(operation: str) -> bool:
+    return operation in settings.PERSONAL_DATA_READER_ROLES
+
+
+def compose(task: TaskStatus, event: str, *, now: float | None = None) -> Alert:
+    """Operation, status, task id and link, launched by, duration, errors; never personal data."""
+    operation = task.operation
+    label = Operation(operation).label if operation in Operation.values else operation
+    task_id = str(task.task_id)
+    if event == NOT_STARTED:
+        waited = (time.time() if now is None else now) - task.created_at
+        bound = duration(settings.ALERT_NOT_STARTED_SECONDS)
+        subject = f"[tasks] {operation}: scheduled run not started"
+        headline = f"No worker took the scheduled run of {operation} within {bound}."
+        status, timing = ("started (no worker took it)", ("Waiting for", duration(waited)))
+    else:
+        word = "failed" if task.status == Status.FAILED else "completed with errors"
+        subject = f"[tasks] {operation} {word}"
+        headline = f"{label} ({operation}) {word}."
+        status, timing = task.status, ("Duration", duration(task.updated_at - task.created_at))
+    details = [("Operation", f"{label} ({operation})"), ("Status", status), ("Task", task_id)]
+    link = task_link(task_id)
+    if link:
+        details.append(("Link", link))
+    details += [("Launched by", task.launched_by or "unknown"), timing,
+                ("Errors", str(task.error_count))]
+    if event != NOT_STARTED and task.error:
+        if is_personal(operation):
+            details.append(("Error", PERSONAL_DATA_NOTE))
+        else:
+            error = " ".join(task.error.split())
+            if len(error) > MAX_ERROR_CHARS:
+                error = error[:MAX_ERROR_CHARS] + "…"
+            details.append(("Error", error))
+    return Alert(subject, headline, details)
+
+
+# -- sending -------------------------------------------------------------------
+
+
+class Transient(Exception):
+    """Not delivered this time; worth another try later (``retry_after``: at least this)."""
+
+    def __init__(self, message: str, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Refused(Exception):
+    """The target said no for good (a 4xx, an address the mail server refuses)."""
+
+
+def _retry_after(response: requests.Response | None) -> float | None:
+    if response is None:
+        return None
+    header = response.headers.get("Retry-After", "").strip()
+    if not header:
+        return None
+    try:
+        return max(float(header), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(header)
+        return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+    except (TypeError, ValueError):
+        return None
+
+
+def post_webhook(url: str, payload: dict[str, Any], label: str) -> None:
+    """POST the JSON; retried with exponential backoff on connection errors, 429 and 5xx.
+
+    Raises Transient once the retries are spent (or the server asks for a wait
+    longer than INLINE_MAX_WAIT), Refused on any other answer. Logs name the
+    host only: a webhook URL's path is its secret.
+    """
+    timeout = float(settings.ALERT_TIMEOUT_SECONDS)
+    retries = max(int(settings.ALERT_MAX_RETRIES), 0)
+    backoff = float(settings.ALERT_BACKOFF_SECONDS)
+    last = "no attempt"
+    for attempt in range(retries + 1):
+        response = None
+        try:
+            response = requests.post(url, json=payload, timeout=(min(timeout, 5.0), timeout),
+                                     allow_redirects=False)
+        except requests.Timeout:
+            last = f"timed out after {timeout:g}s"
+        except requests.ConnectionError as exc:
+            last = f"unreachable ({exc.__class__.__name__})"
+        except requests.RequestException as exc:
+            raise Refused(f"request not sent ({exc.__class__.__name__})") from None
+        else:
+            status = response.status_code
+            if 200 <= status < 300:
+                return
+            if status != 429 and status < 500:
+                raise Refused(f"HTTP {status}")
+            last = f"HTTP {status}"
+        asked = _retry_after(response)
+        wait = asked if asked is not None else backoff * 2**attempt * (1 + random.random() / 4)
+        if attempt == retries or wait > INLINE_MAX_WAIT:
+            raise Transient(f"{last} after {attempt + 1} attempt(s)", retry_after=wait)
+        logger.warning("alert webhook %s: %s; retrying in %.1fs", label, last, wait)
+        time.sleep(wait)
+
+
+class _Mail:
+    """The project's mailer (tip statements: paced, retried with backoff), opened on first use."""
+
+    def __init__(self) -> None:
+        self.mailer: Any = None
+
+    def send(self, address: str, alert: Alert) -> None:
+        from .jobs.tip_emails import Mailer, MailServerUnavailable, Undeliverable, is_transient
+
+        if self.mailer is None:
+            self.mailer = Mailer()
+        message = EmailMessage(alert.subject, alert.text, from_email=settings.ALERT_FROM_EMAIL,
+                               to=[address])
+        try:
+            self.mailer.send(message)
+        except MailServerUnavailable as exc:
+            raise Transient(f"mail server unavailable ({exc})") from None
+        except Undeliverable as exc:
+            cause = exc.__cause__
+            if cause is not None and is_transient(cause):
+                raise Transient(str(exc)) from None
+            raise Refused(str(exc)) from None
+        except OSError as exc:
+            raise Transient(f"not delivered ({exc.__class__.__name__})") from None
+
+    def close(self) -> None:
+        if self.mailer is not None:
+            self.mailer.close()
+
+
+# -- exactly once --------------------------------------------------------------
+
+
+def claim(task: TaskStatus, event: str, target: Target,
+          existing: dict[str, str]) -> AlertDelivery | None:
+    """Take the delivery of ``target``: a new row, or one that failed before; else None."""
+    key, task_id = target.key, str(task.task_id)
+    state = existing.get(key)
+    if state is None:
+        try:
+            with transaction.atomic():
+                return AlertDelivery.objects.create(
+                    task_id=task_id, operation=task.operation, event=event, target=key,
+                    channel=target.channel, destination=target.label[:300],
+                    route_id=target.route_id, state=State.SENDING, attempts=1)
+        except IntegrityError:  # another run inserted it meanwhile
+            pass
+    elif state != State.FAILED:
+        return None
+    rows = AlertDelivery.objects.filter(task_id=task_id, event=event, target=key,
+                                        state=State.FAILED)
+    if rows.update(state=State.SENDING, attempts=F("attempts") + 1, updated_at=timezone.now()):
+        return AlertDelivery.objects.get(task_id=task_id, event=event, target=key)
+    return None
+
+
+def _record(delivery: AlertDelivery, state: str, error: str = "") -> None:
+    now = timezone.now()
+    AlertDelivery.objects.filter(pk=delivery.pk).update(
+        state=state, last_error=error[:1000], updated_at=now,
+        sent_at=now if state == State.SENT else None)
+
+
+@dataclass
+class Outcome:
+    sent: int = 0
+    skipped: int = 0
+    failed: int = 0
+    refused: int = 0
+    # Set when a delivery failed transiently: retry no sooner than this (seconds).
+    retry_after: float | None = None
+    targets: list[str] = field(default_factory=list)
+
+
+def send_alerts(task_id: str, event: str = FINISHED) -> Outcome:
+    """Send the alerts of one task once per target; what failed transiently is retryable."""
+    outcome = Outcome()
+    try:
+        task = TaskStatus.objects.get(pk=task_id)
+    except (TaskStatus.DoesNotExist, ValueError, TypeError, ValidationError):
+        logger.warning("task %s: no such task (purged?); no alert", task_id)
+        return outcome
+    if event == FINISHED:
+        if task.status not in ALERT_STATUSES:
+            return outcome
+        kind = task.status
+    else:
+        kind = NOT_STARTED
+    alert = compose(task, event)
+    existing = dict(AlertDelivery.objects.filter(task_id=str(task.task_id), event=event)
+                    .values_list("target", "state"))
+    mail = _Mail()
+    try:
+        for target in targets(task.operation, kind):
+            delivery = claim(task, event, target, existing)
+            if delivery is None:
+                outcome.skipped += 1
+                continue
+            outcome.targets.append(target.label)
+            _deliver(task, event, target, delivery, alert, mail, outcome)
+    finally:
+        mail.close()
+    return outcome
+
+
+def _deliver(task: TaskStatus, event: str, target: Target, delivery: AlertDelivery,
+             alert: Alert, mail: _Mail, outcome: Outcome) -> None:
+    try:
+        if target.channel == "email":
+            mail.send(target.address, alert)
+        else:
+            post_webhook(target.address, alert.webhook_payload, target.label)
+    except Refused as exc:
+        outcome.refused += 1
+        _record(delivery, State.REFUSED, str(exc))
+        logger.error("task %s: %s alert to %s refused: %s", task.task_id, event, target.label,
+                     exc)
+    except Transient as exc:
+        outcome.failed += 1
+        outcome.retry_after = max(outcome.retry_after or 0.0, exc.retry_after)
+        _record(delivery, State.FAILED, str(exc))
+        logger.warning("task %s: %s alert to %s not delivered: %s", task.task_id, event,
+                       target.label, exc)
+    except Exception as exc:  # a bug must not leave the row "sending" for ever
+        outcome.failed += 1
+        outcome.retry_after = max(outcome.retry_after or 0.0, 0.0)
+        _record(delivery, State.FAILED, exc.__class__.__name__)
+        logger.exception("task %s: %s alert to %s failed", task.task_id, event, target.label)
+    else:
+        outcome.sent += 1
+        _record(delivery, State.SENT)
+        logger.info("task %s: %s alert sent to %s", task.task_id, event, target.label)
+
+
+# -- scheduled runs that did not start -------------------------------------------
+
+
+def not_started_tasks(*, now: float | None = None) -> list[str]:
+    """Scheduled tasks still ``started`` after ALERT_NOT_STARTED_SECONDS that no worker took."""
+    now = time.time() if now is None else now
+    cutoff = now - settings.ALERT_NOT_STARTED_SECONDS
+    # The stale check fails an unfinished task within its bound: older ones need no look
+    # (and the window keeps this on the created_at index).
+    oldest = cutoff - max([settings.TASK_STALE_SECONDS,
+                           *settings.TASK_STALE_SECONDS_BY_OPERATION.values()]) - 3600
+    candidates = [str(task_id) for task_id in TaskStatus.objects.filter(
+        created_at__gt=oldest, created_at__lt=cutoff, launched_by="schedule",
+        status=Status.STARTED, expires_at__gt=now).values_list("task_id", flat=True)]
+    if not candidates:
+        return []
+    taken = set(JobRun.objects.filter(task_id__in=candidates).values_list("task_id", flat=True))
+    # Done with: every target answered (sent or refused); a failed one is tried again.
+    settled = set(AlertDelivery.objects.filter(task_id__in=candidates, event=NOT_STARTED)
+                  .values_list("task_id", flat=True)) - set(
+        AlertDelivery.objects.filter(task_id__in=candidates, event=NOT_STARTED,
+                                     state=State.FAILED).values_list("task_id", flat=True))
+    return [task_id for task_id in candidates if task_id not in taken | settled]
+
+
+def check_not_started(*, now: float | None = None) -> int:
+    """Alert once for each scheduled run no worker took in time; returns alerts sent."""
+    sent = 0
+    for task_id in not_started_tasks(now=now):
+        outcome = send_alerts(task_id, NOT_STARTED)
+        if outcome.targets:
+            logger.warning("task %s: no worker took this scheduled run within %s; alerted %s",
+                           task_id, duration(settings.ALERT_NOT_STARTED_SECONDS),
+                           ", ".join(outcome.targets))
+        sent += outcome.sent
+    return sent
