@@ -23,7 +23,7 @@ from rest_framework import serializers
 from . import selectors
 from .auth.permissions import can_read, can_run, hidden_operations
 from .models import Operation, Status
-from .serializers import task_document
+from .serializers import event_document, task_document
 
 INITIAL_ROWS = 200
 # Catch-up starts a little before the snapshot was read, so a change committed
@@ -147,10 +147,12 @@ def task_page(request: HttpRequest, task_id: str) -> HttpResponse:
     if task is None:
         return render(request, "tasks/detail.html", context, status=404)
     document = task_document(task)
+    events = [event_document(event) for event in selectors.task_events(task)]
     since = int(time.time()) - SINCE_MARGIN_SECONDS
     context.update({
         "task": task,
         "document": document,
+        "events": events,
         "operation_label": Operation(task.operation).label,
         "status_word": status_word(task.status),
         "result_json": json.dumps(task.result, indent=2, ensure_ascii=False),

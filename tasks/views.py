@@ -25,7 +25,13 @@ from .exceptions import BadParameter
 from .filters import parse_list_query
 from .models import Operation
 from .pagination import KeysetLinkPagination
-from .serializers import LaunchSerializer, TaskStatusSerializer, task_document
+from .serializers import (
+    LaunchSerializer,
+    TaskEventSerializer,
+    TaskStatusSerializer,
+    event_document,
+    task_document,
+)
 
 
 def _etag(task) -> str:
@@ -115,6 +121,17 @@ class TaskDetailView(APIView):
             response = Response(task_document(task))
         response["ETag"] = etag
         return response
+
+
+class TaskEventsView(APIView):
+    """``GET /task-status/{task_id}/events``: the timeline, same visibility as the task."""
+
+    @extend_schema(responses=TaskEventSerializer(many=True))
+    def get(self, request: Request, task_id: str) -> Response:
+        task = selectors.get_task(task_id, hidden=hidden_for_request(request))
+        if task is None:
+            raise exceptions.NotFound(f"no task {task_id}")
+        return Response([event_document(event) for event in selectors.task_events(task)])
 
 
 class TaskCancelView(APIView):

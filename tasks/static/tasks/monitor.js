@@ -540,6 +540,37 @@ function renderLinks(container, result) {
   container.replaceChildren(...parts);
 }
 
+// -- one task's timeline -------------------------------------------------------
+
+// Every status change the task went through, errors included (GET .../events).
+function renderTimeline(list, events) {
+  const items = events.map((event) => {
+    const when = el("time", { datetime: new Date(event.at * 1000).toISOString(),
+                              text: EXACT.format(new Date(event.at * 1000)) });
+    const head = el("div", { class: "timeline-head" }, when, " ");
+    if (event.kind === "cancel_requested") {
+      head.append(el("span", { class: "timeline-cancel", text: `cancel requested by ${event.by || "someone"}` }));
+    } else {
+      const mark = el("span");
+      badge(mark, event.status);
+      head.append(mark);
+    }
+    head.append(el("span", { class: "muted", text: ` v${event.version}` }));
+    const item = el("li", { "data-status": event.status, "data-kind": event.kind }, head);
+    if (event.progress) {
+      const { current, total, message } = event.progress;
+      item.append(el("div", { class: "timeline-progress muted",
+                              text: `${current}/${total}${message ? ` · ${message}` : ""}` }));
+    }
+    if (event.error && (event.status === "error" || event.status === "failed"
+                        || event.status === "completed_with_errors")) {
+      item.append(el("div", { class: "timeline-error", text: String(event.error) }));
+    }
+    return item;
+  });
+  list.replaceChildren(...items);
+}
+
 // -- one task's page ----------------------------------------------------------
 
 function initDetail(root) {
@@ -556,6 +587,16 @@ function initDetail(root) {
   const cancel = document.querySelector("[data-cancel]");
   let current = null;
   let linksVersion = null;
+  const timeline = field("timeline");
+  renderTimeline(timeline, readJson("initial-events") || []);
+  let timelineAsked = 0;
+  async function refreshTimeline() {
+    const asked = ++timelineAsked;
+    const result = await api("GET", `/task-status/${encodeURIComponent(config.taskId)}/events`);
+    if (asked === timelineAsked && result.ok && Array.isArray(result.data)) {
+      renderTimeline(timeline, result.data);
+    }
+  }
 
   function render(doc) {
     current = doc;
@@ -594,6 +635,10 @@ function initDetail(root) {
       if (doc.task_id !== config.taskId) return;
       render(doc);
       if (previous && previous.status !== doc.status) announce(describe(doc));
+      // A new status or a new error is a new timeline entry: read it as stored.
+      if (!previous || previous.status !== doc.status || previous.error !== doc.error) {
+        refreshTimeline();
+      }
     },
     onConnectionChange: connectionIndicator(),
   });
