@@ -20,6 +20,9 @@ from django.shortcuts import render
 from django.urls import reverse
 from rest_framework import serializers
 
+from operations import overview
+from operations.registry import OPERATIONS
+
 from . import selectors
 from .auth.permissions import can_read, can_run, hidden_operations
 from .models import Operation, Status
@@ -74,8 +77,6 @@ def param_fields(serializer_class: type[serializers.Serializer]) -> list[dict[st
 
 
 def _operations(hidden: frozenset[str]) -> list[dict[str, Any]]:
-    from operations.registry import OPERATIONS
-
     out = []
     for value, label in Operation.choices:
         if value in hidden:
@@ -130,6 +131,8 @@ def monitor(request: HttpRequest) -> HttpResponse:
         "filter_statuses": wanted,
         "can_run": can_run(request.user),
         "logout_url": _logout_url(),
+        # Said plainly in the header: a started task is not going to move without a worker.
+        "runner_problems": overview.runners()["problems"],
         "documents": [task_document(task) for task in tasks],
         "config": _page_config(request, hidden, since=since),
     }
