@@ -14,6 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from rest_framework import serializers
 
 from tasks import selectors, tracker
 from tasks.models import IdempotencyKey, TaskStatus
@@ -48,17 +49,27 @@ def enqueue(operation: str, task_id: str, params: dict[str, Any], *,
 def launch_task(operation: str, params: dict[str, Any] | None, *, launched_by: str,
                 hidden: frozenset[str] = NOTHING_HIDDEN, request_id: str | None = None,
                 idempotency_key: str | None = None, key_owner: int | None = None,
-                send: bool = True) -> Launched:
+                send: bool = True, rerun_of: str | None = None) -> Launched:
     """Validate, create the task (``started``) and enqueue its job.
 
     With an ``idempotency_key`` (scoped to ``key_owner``), a repeat returns the
     first launch's task, and the key used for another launch is ``KeyReused``.
     ``send=False`` leaves the job to the caller (``run_operation`` runs it here).
+    ``rerun_of`` names the finished run this one repeats (one the user may see, of the
+    same operation).
     """
     registry.get_spec(operation)
     if operation in hidden:
         raise NotAllowed(f"{operation} handles personal data: launching it needs its "
                          "reader role")
+    if rerun_of is not None:
+        original = selectors.get_task(str(rerun_of), hidden=hidden)
+        if original is None:
+            raise NoSuchTask(f"no task {rerun_of} to run again")
+        if original.operation != operation:
+            raise serializers.ValidationError(
+                {"rerun_of": [f"task {rerun_of} is a run of {original.operation}, "
+                              f"not {operation}"]})
     claim = None
     if idempotency_key is not None:
         claim = _claim_key(key_owner, idempotency_key)
@@ -69,7 +80,7 @@ def launch_task(operation: str, params: dict[str, Any] | None, *, launched_by: s
                 return Launched(earlier, created=False)
     try:
         task_id = _create(operation, params, launched_by=launched_by, request_id=request_id,
-                          send=send)
+                          send=send, rerun_of=None if rerun_of is None else str(rerun_of))
     except Exception:
         if claim is not None:
             IdempotencyKey.objects.filter(pk=claim.pk, task_id__isnull=True).delete()
@@ -99,10 +110,10 @@ def cancel_task(task_id: str, *, by: str, hidden: frozenset[str] = NOTHING_HIDDE
 
 
 def _create(operation: str, params: dict[str, Any] | None, *, launched_by: str,
-            request_id: str | None, send: bool) -> str:
+            request_id: str | None, send: bool, rerun_of: str | None = None) -> str:
     clean = registry.validate_params(operation, params)
     handle = tracker.create_task(operation, request_id=request_id, params=clean,
-                                 launched_by=launched_by)
+                                 launched_by=launched_by, rerun_of=rerun_of)
     if not send:
         return handle.task_id
 

@@ -53,6 +53,8 @@ class TaskStatus(models.Model):
     # The reporter's last sign of life besides a write: an open handle beats while its
     # job works on a long step (tracker.TaskHandle), so the liveness bound spares it.
     heartbeat_at = models.FloatField(null=True, blank=True)
+    # The finished run this one repeats ("Run again"), shown on its page.
+    rerun_of = models.UUIDField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-task_id"]

@@ -122,6 +122,12 @@ def monitor(request: HttpRequest) -> HttpResponse:
     tasks = selectors.list_tasks(
         operation=operation or None, statuses=wanted or None, limit=INITIAL_ROWS, hidden=hidden
     )
+    extra: dict[str, Any] = {}
+    repeat = selectors.get_task(request.GET.get("rerun", ""), hidden=hidden)
+    if repeat is not None and repeat.is_terminal and can_run(request.user):
+        # "Run again": the Run form opens with the run's parameters, to check or edit.
+        extra["rerun"] = {"taskId": str(repeat.task_id), "operation": repeat.operation,
+                          "params": repeat.params or {}}
     operations = _operations(hidden)
     context = {
         "operations": operations,
@@ -134,7 +140,7 @@ def monitor(request: HttpRequest) -> HttpResponse:
         # Said plainly in the header: a started task is not going to move without a worker.
         "runner_problems": overview.runners()["problems"],
         "documents": [task_document(task) for task in tasks],
-        "config": _page_config(request, hidden, since=since),
+        "config": _page_config(request, hidden, since=since, **extra),
     }
     return render(request, "tasks/monitor.html", context)
 
@@ -162,6 +168,7 @@ def task_page(request: HttpRequest, task_id: str) -> HttpResponse:
         "params_json": json.dumps(task.params, indent=2, ensure_ascii=False)
         if task.params else "",
         "can_run": can_run(request.user),
+        "can_run_again": can_run(request.user) and OPERATIONS[task.operation].available,
         "config": _page_config(request, hidden, since=since, taskId=str(task.task_id)),
     })
     return render(request, "tasks/detail.html", context)

@@ -70,6 +70,9 @@ class LaunchSerializer(serializers.Serializer):
         },
     )
     params = serializers.DictField(required=False, default=dict)
+    rerun_of = serializers.UUIDField(
+        required=False, allow_null=True, default=None,
+        help_text="The finished task this launch repeats (\"Run again\"); same operation.")
 
 
 def event_document(event: TaskEvent) -> dict[str, Any]:

@@ -215,6 +215,7 @@ def _create(
     request_id: str | None,
     params: dict | None,
     launched_by: str,
+    rerun_of: str | None = None,
 ) -> TaskStatus:
     if operation not in Operation.values:
         raise TrackerError(f"unknown operation {operation!r}")
@@ -235,6 +236,7 @@ def _create(
             request_id=(request_id or "")[:128],
             launched_by=launched_by[:150],
             params=params,
+            rerun_of=rerun_of,
         )
         TaskEvent.objects.create(task_id=task.task_id, version=1, at=now, status=task.status,
                                  progress_current=task.progress_current,
@@ -507,10 +509,13 @@ def create_task(
     request_id: str | None = None,
     params: dict | None = None,
     launched_by: str = "",
+    rerun_of: str | None = None,
 ) -> TaskHandle:
-    """Create a task in ``started`` without running anything (a launch)."""
+    """Create a task in ``started`` without running anything (a launch); ``rerun_of`` names
+    the finished run it repeats."""
     task = _create(
-        operation, total=total, request_id=request_id, params=params, launched_by=launched_by
+        operation, total=total, request_id=request_id, params=params, launched_by=launched_by,
+        rerun_of=rerun_of,
     )
     return TaskHandle(task)
 

@@ -94,6 +94,7 @@ class TaskListView(APIView):
             request_id=getattr(request._request, "request_id", None),
             idempotency_key=key,
             key_owner=request.user.pk,
+            rerun_of=body.validated_data["rerun_of"],
         )
         response = Response(
             task_document(launched.task),

@@ -387,6 +387,7 @@ function initMonitor() {
   }, 5000);
 
   initRunDialogs(client);
+  if (config.rerun) openRerun(config.rerun);
   window.taskMonitor = { client };
 }
 
@@ -442,10 +443,13 @@ function initRunDialogs(client) {
       const submit = form.querySelector("[type=submit]");
       submit.disabled = true;
       const operation = form.dataset.operation;
-      const result = await api("POST", "/task-status", { operation, params: collectParams(form) });
+      const body = { operation, params: collectParams(form) };
+      if (form.dataset.rerunOf) body.rerun_of = form.dataset.rerunOf;
+      const result = await api("POST", "/task-status", body);
       submit.disabled = false;
       if (result.ok && result.data) {
         showErrors(form, null, "");
+        delete form.dataset.rerunOf;
         dialog.close();
         client.ingest(result.data);
         const id = result.data.task_id;
@@ -456,6 +460,22 @@ function initRunDialogs(client) {
       }
     });
   }
+}
+
+// "Run again": the Run form of the run's operation, filled with its parameters.
+function openRerun(rerun) {
+  const dialog = document.getElementById(`run-${rerun.operation}`);
+  if (!dialog) return;
+  const form = dialog.querySelector("form");
+  for (const input of form.querySelectorAll("[data-kind]")) {
+    if (!(input.name in rerun.params)) continue;
+    const value = rerun.params[input.name];
+    if (input.dataset.kind === "checkbox") input.checked = Boolean(value);
+    else if (Array.isArray(value)) input.value = value.join(", ");
+    else if (value !== null && value !== undefined) input.value = String(value);
+  }
+  form.dataset.rerunOf = rerun.taskId;
+  dialog.showModal();
 }
 
 // -- food handler links (get_food_handler_links' result) -----------------------
@@ -585,6 +605,7 @@ function initDetail(root) {
   field("created").append(created, " · ", createdExact);
   field("updated").append(updated, " · ", updatedExact);
   const cancel = document.querySelector("[data-cancel]");
+  const runAgain = document.querySelector("[data-run-again]");
   let current = null;
   let linksVersion = null;
   const timeline = field("timeline");
@@ -621,6 +642,7 @@ function initDetail(root) {
     field("result").hidden = !hasResult || asLinks;
     field("no-result").hidden = hasResult;
     if (cancel) cancel.hidden = TERMINAL.has(doc.status);
+    if (runAgain) runAgain.hidden = !TERMINAL.has(doc.status);
     document.title = `${statusWord(doc.status)} · ${operationLabel(doc.operation)} ${shortId(doc.task_id)}`;
   }
 
