@@ -14,7 +14,7 @@ from django.conf import settings
 from tasks import metrics, tracker
 from tasksite.celery import app
 
-from . import runner
+from . import runner, services
 from .jobs import purge as purge_job
 
 logger = logging.getLogger(__name__)
@@ -37,66 +37,50 @@ def _run(task: Task, operation: str, task_id: str, params: dict[str, Any],
 @app.task(name="operations.daily_sales", **JOB_OPTIONS)
 def daily_sales(self: Task, task_id: str, params: dict[str, Any],
                 request_id: str | None = None) -> str:
-    """Run daily_sales for an existing task (created by ``registry.launch``)."""
+    """Run daily_sales for an existing task (created by ``services.launch_task``)."""
     return _run(self, "daily_sales", task_id, params, request_id)
 
 
 @app.task(name="operations.invoice_sync", **JOB_OPTIONS)
 def invoice_sync(self: Task, task_id: str, params: dict[str, Any],
                  request_id: str | None = None) -> str:
-    """Run invoice_sync for an existing task (created by ``registry.launch``)."""
+    """Run invoice_sync for an existing task (created by ``services.launch_task``)."""
     return _run(self, "invoice_sync", task_id, params, request_id)
 
 
 @app.task(name="operations.get_mpvs", **JOB_OPTIONS)
 def get_mpvs(self: Task, task_id: str, params: dict[str, Any],
              request_id: str | None = None) -> str:
-    """Run get_mpvs for an existing task (created by ``registry.launch``)."""
+    """Run get_mpvs for an existing task (created by ``services.launch_task``)."""
     return _run(self, "get_mpvs", task_id, params, request_id)
 
 
 @app.task(name="operations.transform_tips", **JOB_OPTIONS)
 def transform_tips(self: Task, task_id: str, params: dict[str, Any],
                    request_id: str | None = None) -> str:
-    """Run transform_tips for an existing task (created by ``registry.launch``)."""
+    """Run transform_tips for an existing task (created by ``services.launch_task``)."""
     return _run(self, "transform_tips", task_id, params, request_id)
 
 
 @app.task(name="operations.email_tips", **JOB_OPTIONS)
 def email_tips(self: Task, task_id: str, params: dict[str, Any],
                request_id: str | None = None) -> str:
-    """Run email_tips for an existing task (created by ``registry.launch``)."""
+    """Run email_tips for an existing task (created by ``services.launch_task``)."""
     return _run(self, "email_tips", task_id, params, request_id)
 
 
 @app.task(name="operations.update_food_handler_pdfs", **JOB_OPTIONS)
 def update_food_handler_pdfs(self: Task, task_id: str, params: dict[str, Any],
                              request_id: str | None = None) -> str:
-    """Run update_food_handler_pdfs for an existing task (created by ``registry.launch``)."""
+    """Run update_food_handler_pdfs for an existing task (created by ``services.launch_task``)."""
     return _run(self, "update_food_handler_pdfs", task_id, params, request_id)
 
 
 @app.task(name="operations.get_food_handler_links", **JOB_OPTIONS)
 def get_food_handler_links(self: Task, task_id: str, params: dict[str, Any],
                            request_id: str | None = None) -> str:
-    """Run get_food_handler_links for an existing task (created by ``registry.launch``)."""
+    """Run get_food_handler_links for an existing task (created by ``services.launch_task``)."""
     return _run(self, "get_food_handler_links", task_id, params, request_id)
-
-
-JOB_TASKS: dict[str, Task] = {
-    "daily_sales": daily_sales, "invoice_sync": invoice_sync, "get_mpvs": get_mpvs,
-    "transform_tips": transform_tips, "email_tips": email_tips,
-    "update_food_handler_pdfs": update_food_handler_pdfs,
-    "get_food_handler_links": get_food_handler_links,
-}
-
-
-def enqueue(operation: str, task_id: str, params: dict[str, Any], *,
-            request_id: str | None = None) -> None:
-    """Send the job of an existing task to the workers (message id = task id)."""
-    JOB_TASKS[operation].apply_async(
-        kwargs={"task_id": task_id, "params": params, "request_id": request_id},
-        task_id=task_id, queue=settings.CELERY_TASK_DEFAULT_QUEUE)
 
 
 @app.task(name="operations.purge", **JOB_OPTIONS)
@@ -122,11 +106,9 @@ def reap_lost_jobs(self: Task) -> int:
 @app.task(name="operations.scheduled_launch", **JOB_OPTIONS)
 def scheduled_launch(self: Task, operation: str) -> str | None:
     """What beat sends: a launch with default parameters, exactly like ``POST /task-status``."""
-    from .registry import launch
-
     try:
-        return launch(operation, {}, request_id=f"beat-{self.request.id}",
-                      user_label="schedule")
+        return services.launch(operation, {}, request_id=f"beat-{self.request.id}",
+                               user_label="schedule")
     except Exception:
         logger.exception("scheduled %s could not be launched", operation)
         return None

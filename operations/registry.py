@@ -1,4 +1,6 @@
-"""The seven operations: description, parameter serializer, job, and how to launch one.
+"""The seven operations: description, parameter serializer, job; how parameters are checked.
+
+Launching is ``operations.services``.
 
 An operation whose job is not built has ``job=None``: launching it is a 400
 "not available", never a fake run.
@@ -6,14 +8,11 @@ An operation whose job is not built has ``job=None``: launching it is a 400
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
 from rest_framework import serializers
-from rest_framework.exceptions import APIException
 
 from tasks import tracker
 from tasks.models import Operation
@@ -28,8 +27,6 @@ from .jobs import (
     tip_emails,
     tips,
 )
-
-logger = logging.getLogger(__name__)
 
 Job = Callable[[tracker.TaskHandle, dict[str, Any]], Any]
 
@@ -80,12 +77,6 @@ OPERATIONS: dict[str, OperationSpec] = {
 assert set(OPERATIONS) == set(Operation.values)
 
 
-class QueueUnavailable(APIException):
-    status_code = 503
-    default_detail = "the job queue is unavailable; try again later"
-    default_code = "queue_unavailable"
-
-
 def get_spec(operation: str) -> OperationSpec:
     """The spec of an available operation, else a DRF ValidationError naming the problem."""
     spec = OPERATIONS.get(operation)
@@ -106,35 +97,3 @@ def validate_params(operation: str, params: dict[str, Any] | None) -> dict[str, 
     serializer = spec.params_serializer(data=params or {})
     serializer.is_valid(raise_exception=True)
     return p.to_json(serializer.validated_data)
-
-
-def launch(operation: str, params: dict[str, Any] | None, *, request_id: str | None,
-           user_label: str) -> str:
-    """Validate, create the task (``started``) and enqueue its Celery job; returns task_id.
-
-    The Celery message id is the task id, so worker logs and the status service
-    name a run the same way.
-    """
-    from .celery_tasks import enqueue
-
-    clean = validate_params(operation, params)
-    handle = tracker.create_task(operation, request_id=request_id, params=clean,
-                                 launched_by=user_label)
-
-    def send() -> None:
-        try:
-            enqueue(operation, handle.task_id, clean, request_id=request_id)
-        except Exception as exc:  # broker down: the task must not sit in "started" forever
-            logger.exception("could not enqueue %s %s", operation, handle.task_id)
-            try:
-                handle.fail(f"could not enqueue the job: {exc.__class__.__name__}")
-            except tracker.TrackerError:
-                pass
-            raise QueueUnavailable() from exc
-
-    if transaction.get_connection().in_atomic_block:
-        # The worker must find the task: send only once the caller's transaction commits.
-        transaction.on_commit(send, robust=True)
-    else:
-        send()
-    return handle.task_id

@@ -38,6 +38,7 @@ from tasks.models import TaskStatus
 
 from .jobs import JobFailed
 from .models import JobRun
+from .registry import OPERATIONS
 
 logger = logging.getLogger(__name__)
 
@@ -187,8 +188,6 @@ class Heartbeat(threading.Thread):
 def run_task(operation: str, task_id: str, params: dict[str, Any], *,
              request_id: str | None = None, worker: str | None = None) -> str:
     """Run the job of ``task_id`` once; returns the outcome (never raises for job errors)."""
-    from .registry import OPERATIONS
-
     token = request_id_var.set(request_id or "-")
     # Every log line of the run, ours and the job's, names its task.
     task_token, operation_token = task_id_var.set(task_id), operation_var.set(operation)

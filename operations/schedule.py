@@ -25,6 +25,27 @@ def cron(expression: str) -> crontab:
                    month_of_year=month_of_year, day_of_week=day_of_week)
 
 
+# Beat entry -> (operation, the setting holding its cron expression).
+SCHEDULED_OPERATIONS = {
+    "daily-sales": ("daily_sales", "DAILY_SALES_SCHEDULE"),
+    "invoice-sync": ("invoice_sync", "INVOICE_SYNC_SCHEDULE"),
+    "transform-tips": ("transform_tips", "TRANSFORM_TIPS_SCHEDULE"),
+    "email-tips": ("email_tips", "EMAIL_TIPS_SCHEDULE"),
+    "food-handler-pdfs": ("update_food_handler_pdfs", "FOOD_HANDLER_PDFS_SCHEDULE"),
+    "food-handler-links": ("get_food_handler_links", "FOOD_HANDLER_LINKS_SCHEDULE"),
+}
+
+
+def _scheduled() -> dict[str, tuple[str, str]]:
+    return {entry: (operation, getattr(settings, name))
+            for entry, (operation, name) in SCHEDULED_OPERATIONS.items()}
+
+
+def operation_schedules() -> dict[str, str]:
+    """Each scheduled operation's cron expression, as beat sends it."""
+    return dict(_scheduled().values())
+
+
 def beat_schedule() -> dict[str, dict[str, Any]]:
     return {
         "purge-expired-tasks": {
@@ -48,34 +69,12 @@ def beat_schedule() -> dict[str, dict[str, Any]]:
             "task": "operations.alert_not_started",
             "schedule": float(settings.ALERT_CHECK_SECONDS),
         },
-        "daily-sales": {
-            "task": "operations.scheduled_launch",
-            "schedule": cron(settings.DAILY_SALES_SCHEDULE),
-            "args": ("daily_sales",),
-        },
-        "invoice-sync": {
-            "task": "operations.scheduled_launch",
-            "schedule": cron(settings.INVOICE_SYNC_SCHEDULE),
-            "args": ("invoice_sync",),
-        },
-        "transform-tips": {
-            "task": "operations.scheduled_launch",
-            "schedule": cron(settings.TRANSFORM_TIPS_SCHEDULE),
-            "args": ("transform_tips",),
-        },
-        "email-tips": {
-            "task": "operations.scheduled_launch",
-            "schedule": cron(settings.EMAIL_TIPS_SCHEDULE),
-            "args": ("email_tips",),
-        },
-        "food-handler-pdfs": {
-            "task": "operations.scheduled_launch",
-            "schedule": cron(settings.FOOD_HANDLER_PDFS_SCHEDULE),
-            "args": ("update_food_handler_pdfs",),
-        },
-        "food-handler-links": {
-            "task": "operations.scheduled_launch",
-            "schedule": cron(settings.FOOD_HANDLER_LINKS_SCHEDULE),
-            "args": ("get_food_handler_links",),
+        **{
+            entry: {
+                "task": "operations.scheduled_launch",
+                "schedule": cron(expression),
+                "args": (operation,),
+            }
+            for entry, (operation, expression) in _scheduled().items()
         },
     }

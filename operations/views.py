@@ -15,11 +15,17 @@ from django.http import HttpResponse
 from rest_framework import exceptions, status
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from tasks.auth.permissions import can_see_operation, request_identity
+from tasks.auth.permissions import (
+    can_run,
+    can_see_operation,
+    hidden_for_request,
+    request_identity,
+)
 
-from . import documents
+from . import documents, overview
 
 logger = logging.getLogger(__name__)
 
@@ -92,3 +98,25 @@ class DocumentView(APIView):
             logger.warning("document %s unreadable: %s", link.name, exc.__class__.__name__)
             raise StorageUnavailable() from None
         return self._response(link, b"", length)
+
+
+class OperationsView(APIView):
+    """``GET /operations``: the operations the reader may see (schedule in words and in
+    TIME_ZONE, next run, last run, launchable) and the job runners (workers, queue, beat)."""
+
+    def get(self, request: Request) -> Response:
+        hidden = hidden_for_request(request)
+        can = can_run(request.user, request_identity(request))
+        return Response({"operations": overview.operations(hidden, can_run=can),
+                         **overview.runners()})
+
+
+class OperationStatsView(APIView):
+    """``GET /operations/{operation}/stats``: the last runs, median and 95th percentile
+    duration, the shares that failed or ended with errors; 404 for a hidden operation."""
+
+    def get(self, request: Request, operation: str) -> Response:
+        figures = overview.stats(operation, hidden=hidden_for_request(request))
+        if figures is None:
+            raise exceptions.NotFound(f"no operation {operation}")
+        return Response(figures)

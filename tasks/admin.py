@@ -1,7 +1,7 @@
 """The records in the Django admin: tasks are read-only, since only the tracker writes them.
 
 Staff can look, filter and search; the one write offered is the cancel action,
-which goes through ``operations.runner.cancel`` like the REST endpoint does.
+which goes through ``operations.services.cancel_task`` like the REST endpoint does.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from operations.runner import cancel
+from operations import services
 
 from . import tracker
 from .auth.identity import forget_local_tokens
@@ -130,17 +130,18 @@ class TaskStatusAdmin(admin.ModelAdmin):
     @admin.action(description="Cancel selected running tasks", permissions=["run"])
     def cancel_tasks(self, request: HttpRequest, queryset: QuerySet[TaskStatus]) -> None:
         by = request.user.get_username()
+        hidden = hidden_operations(request.user)
         asked, finished = 0, 0
         for task in queryset:
             if task.is_terminal:
                 finished += 1
                 continue
             try:
-                cancel(str(task.task_id), by=by)
+                services.cancel_task(str(task.task_id), by=by, hidden=hidden)
                 asked += 1
             except tracker.TaskAlreadyFinished:
                 finished += 1
-            except tracker.TaskNotFound:
+            except (tracker.TaskNotFound, services.NoSuchTask):
                 continue
         if asked:
             self.message_user(

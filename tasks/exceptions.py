@@ -13,6 +13,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from operations import errors as service_errors
+
 from .logging import request_id_var
 from .tracker import TaskAlreadyFinished, TaskNotFound
 
@@ -48,6 +50,21 @@ class DependencyUnavailable(exceptions.APIException):
     default_code = "unavailable"
 
 
+class QueueUnavailable(DependencyUnavailable):
+    default_detail = "the job queue is unavailable; try again later"
+    default_code = "queue_unavailable"
+
+
+# Launch and cancel refusals (operations.services), as HTTP: the one place they map.
+SERVICE_ERRORS: dict[type[service_errors.ServiceError], type[exceptions.APIException]] = {
+    service_errors.NotAllowed: exceptions.PermissionDenied,
+    service_errors.NoSuchTask: exceptions.NotFound,
+    service_errors.LaunchInProgress: Conflict,
+    service_errors.KeyReused: UnprocessableEntity,
+    service_errors.QueueUnavailable: QueueUnavailable,
+}
+
+
 class BadParameter(exceptions.ValidationError):
     """A malformed query parameter, named in the detail."""
 
@@ -79,6 +96,8 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         # The database is down or went away: the client should retry, not give up.
         logger.warning("database unavailable: %s", exc.__class__.__name__)
         exc = DependencyUnavailable(DATABASE_DOWN)
+    if isinstance(exc, service_errors.ServiceError):
+        exc = SERVICE_ERRORS[type(exc)](str(exc))
     if isinstance(exc, TaskNotFound):
         exc = exceptions.NotFound("no such task")
     elif isinstance(exc, TaskAlreadyFinished):

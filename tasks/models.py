@@ -53,6 +53,8 @@ class TaskStatus(models.Model):
     # The reporter's last sign of life besides a write: an open handle beats while its
     # job works on a long step (tracker.TaskHandle), so the liveness bound spares it.
     heartbeat_at = models.FloatField(null=True, blank=True)
+    # The finished run this one repeats ("Run again"), shown on its page.
+    rerun_of = models.UUIDField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-task_id"]
@@ -117,3 +119,35 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} -> {self.task_id}"
+
+
+class TaskEvent(models.Model):
+    """One status change of a task (not a progress step), or a cancel request: its timeline.
+
+    Written by the tracker in the same transaction as the change, so the
+    timeline and the document never disagree; deleted with the task by the
+    purge (no database foreign key: the purge deletes both in one statement).
+    """
+
+    class Kind(models.TextChoices):
+        STATUS = "status"
+        CANCEL_REQUESTED = "cancel_requested"
+
+    task = models.ForeignKey(TaskStatus, on_delete=models.DO_NOTHING, db_constraint=False,
+                             related_name="events")
+    version = models.PositiveIntegerField()
+    at = models.FloatField()
+    kind = models.CharField(max_length=24, choices=Kind.choices, default=Kind.STATUS)
+    status = models.CharField(max_length=32, choices=Status.choices)
+    progress_current = models.IntegerField(null=True, blank=True)
+    progress_total = models.IntegerField(null=True, blank=True)
+    progress_message = models.TextField(blank=True, default="")
+    error = models.TextField(null=True, blank=True)  # noqa: DJ001 (null: no error, as on the wire)
+    by = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        indexes = [models.Index(fields=["task", "version"], name="task_event_task_version")]
+        ordering = ["task", "version", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.task_id} v{self.version} {self.kind} {self.status}"

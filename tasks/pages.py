@@ -20,10 +20,13 @@ from django.shortcuts import render
 from django.urls import reverse
 from rest_framework import serializers
 
+from operations import overview
+from operations.registry import OPERATIONS
+
 from . import selectors
 from .auth.permissions import can_read, can_run, hidden_operations
 from .models import Operation, Status
-from .serializers import task_document
+from .serializers import event_document, task_document
 
 INITIAL_ROWS = 200
 # Catch-up starts a little before the snapshot was read, so a change committed
@@ -74,8 +77,6 @@ def param_fields(serializer_class: type[serializers.Serializer]) -> list[dict[st
 
 
 def _operations(hidden: frozenset[str]) -> list[dict[str, Any]]:
-    from operations.registry import OPERATIONS
-
     out = []
     for value, label in Operation.choices:
         if value in hidden:
@@ -121,6 +122,12 @@ def monitor(request: HttpRequest) -> HttpResponse:
     tasks = selectors.list_tasks(
         operation=operation or None, statuses=wanted or None, limit=INITIAL_ROWS, hidden=hidden
     )
+    extra: dict[str, Any] = {}
+    repeat = selectors.get_task(request.GET.get("rerun", ""), hidden=hidden)
+    if repeat is not None and repeat.is_terminal and can_run(request.user):
+        # "Run again": the Run form opens with the run's parameters, to check or edit.
+        extra["rerun"] = {"taskId": str(repeat.task_id), "operation": repeat.operation,
+                          "params": repeat.params or {}}
     operations = _operations(hidden)
     context = {
         "operations": operations,
@@ -130,8 +137,10 @@ def monitor(request: HttpRequest) -> HttpResponse:
         "filter_statuses": wanted,
         "can_run": can_run(request.user),
         "logout_url": _logout_url(),
+        # Said plainly in the header: a started task is not going to move without a worker.
+        "runner_problems": overview.runners()["problems"],
         "documents": [task_document(task) for task in tasks],
-        "config": _page_config(request, hidden, since=since),
+        "config": _page_config(request, hidden, since=since, **extra),
     }
     return render(request, "tasks/monitor.html", context)
 
@@ -147,16 +156,19 @@ def task_page(request: HttpRequest, task_id: str) -> HttpResponse:
     if task is None:
         return render(request, "tasks/detail.html", context, status=404)
     document = task_document(task)
+    events = [event_document(event) for event in selectors.task_events(task)]
     since = int(time.time()) - SINCE_MARGIN_SECONDS
     context.update({
         "task": task,
         "document": document,
+        "events": events,
         "operation_label": Operation(task.operation).label,
         "status_word": status_word(task.status),
         "result_json": json.dumps(task.result, indent=2, ensure_ascii=False),
         "params_json": json.dumps(task.params, indent=2, ensure_ascii=False)
         if task.params else "",
         "can_run": can_run(request.user),
+        "can_run_again": can_run(request.user) and OPERATIONS[task.operation].available,
         "config": _page_config(request, hidden, since=since, taskId=str(task.task_id)),
     })
     return render(request, "tasks/detail.html", context)

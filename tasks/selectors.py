@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from django.db.models import Q, QuerySet
 
-from .models import TaskStatus
+from .models import TaskEvent, TaskStatus
 
 NOTHING_HIDDEN: frozenset[str] = frozenset()
 
@@ -33,6 +33,11 @@ def get_task(task_id: str, *, hidden: frozenset[str] = NOTHING_HIDDEN) -> TaskSt
         return visible_tasks(hidden=hidden).get(pk=key)
     except TaskStatus.DoesNotExist:
         return None
+
+
+def task_events(task: TaskStatus) -> list[TaskEvent]:
+    """A task's timeline, oldest first (read only for a task the reader may see)."""
+    return list(TaskEvent.objects.filter(task_id=task.task_id).order_by("version", "id"))
 
 
 def list_tasks(

@@ -12,7 +12,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from .models import Operation, Status, TaskStatus
+from .models import Operation, Status, TaskEvent, TaskStatus
 
 
 def task_document(task: TaskStatus) -> dict[str, Any]:
@@ -70,3 +70,28 @@ class LaunchSerializer(serializers.Serializer):
         },
     )
     params = serializers.DictField(required=False, default=dict)
+    rerun_of = serializers.UUIDField(
+        required=False, allow_null=True, default=None,
+        help_text="The finished task this launch repeats (\"Run again\"); same operation.")
+
+
+def event_document(event: TaskEvent) -> dict[str, Any]:
+    """One entry of a task's timeline (``GET /task-status/{id}/events``)."""
+    progress = None
+    if event.progress_current is not None:
+        progress = {"current": event.progress_current, "total": event.progress_total or 0,
+                    "message": event.progress_message}
+    return {"version": event.version, "at": int(event.at), "kind": event.kind,
+            "status": event.status, "progress": progress, "error": event.error, "by": event.by}
+
+
+class TaskEventSerializer(serializers.Serializer):
+    """The schema of a timeline entry (``event_document`` makes it)."""
+
+    version = serializers.IntegerField()
+    at = serializers.IntegerField(help_text="Unix seconds")
+    kind = serializers.ChoiceField(choices=TaskEvent.Kind.choices)
+    status = serializers.ChoiceField(choices=Status.choices)
+    progress = ProgressSerializer(allow_null=True)
+    error = serializers.CharField(allow_null=True)
+    by = serializers.CharField(help_text="who asked, for a cancel request")

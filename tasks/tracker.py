@@ -33,7 +33,7 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Q
 
 from . import broadcast, metrics, signals
-from .models import TERMINAL_STATUSES, Operation, Status, TaskStatus
+from .models import TERMINAL_STATUSES, Operation, Status, TaskEvent, TaskStatus
 
 logger = logging.getLogger(__name__)
 
@@ -117,18 +117,45 @@ def _change(
     if known is not None:
         task = copy.copy(known)
         previous_version = _apply(task, mutate, check_cancel)
-        if _write_row(task, previous_version):
-            metrics.TRACKER_WRITES.labels("update").inc()
-            _publish_after_commit(task)
-            return task
+        event = _event_of(known, task)
+        if event is None:  # plain progress: one statement, no transaction
+            if _write_row(task, previous_version):
+                metrics.TRACKER_WRITES.labels("update").inc()
+                _publish_after_commit(task)
+                return task
+        else:
+            with transaction.atomic():
+                if _write_row(task, previous_version):
+                    event.save()
+                    metrics.TRACKER_WRITES.labels("update").inc()
+                    _publish_after_commit(task)
+                    return task
     with transaction.atomic():
         task = _load(task_id, for_update=True)
+        before = copy.copy(task)
         previous_version = _apply(task, mutate, check_cancel)
         if not _write_row(task, previous_version):
             raise TrackerError(f"task {task_id} changed while locked; change not written")
         metrics.TRACKER_WRITES.labels("locked").inc()
+        event = _event_of(before, task)
+        if event is not None:
+            event.save()
         _publish_after_commit(task)
     return task
+
+
+def _event_of(before: TaskStatus, after: TaskStatus) -> TaskEvent | None:
+    """The timeline entry of a change: a new status, a new error, or a cancel request."""
+    if after.cancel_requested_by and not before.cancel_requested_by:
+        kind, by = TaskEvent.Kind.CANCEL_REQUESTED, after.cancel_requested_by
+    elif after.status != before.status or after.error_count != before.error_count:
+        kind, by = TaskEvent.Kind.STATUS, ""
+    else:
+        return None
+    return TaskEvent(task_id=after.task_id, version=after.version, at=after.updated_at,
+                     kind=kind, status=after.status, progress_current=after.progress_current,
+                     progress_total=after.progress_total,
+                     progress_message=after.progress_message, error=after.error, by=by)
 
 
 def _apply(task: TaskStatus, mutate: Mutation, check_cancel: bool) -> int:
@@ -195,6 +222,7 @@ def _create(
     request_id: str | None,
     params: dict | None,
     launched_by: str,
+    rerun_of: str | None = None,
 ) -> TaskStatus:
     if operation not in Operation.values:
         raise TrackerError(f"unknown operation {operation!r}")
@@ -215,8 +243,12 @@ def _create(
             request_id=(request_id or "")[:128],
             launched_by=launched_by[:150],
             params=params,
+            rerun_of=rerun_of,
         )
         metrics.TRACKER_WRITES.labels("create").inc()
+        TaskEvent.objects.create(task_id=task.task_id, version=1, at=now, status=task.status,
+                                 progress_current=task.progress_current,
+                                 progress_total=task.progress_total)
         _publish_after_commit(task)
     return task
 
@@ -485,10 +517,13 @@ def create_task(
     request_id: str | None = None,
     params: dict | None = None,
     launched_by: str = "",
+    rerun_of: str | None = None,
 ) -> TaskHandle:
-    """Create a task in ``started`` without running anything (a launch)."""
+    """Create a task in ``started`` without running anything (a launch); ``rerun_of`` names
+    the finished run it repeats."""
     task = _create(
-        operation, total=total, request_id=request_id, params=params, launched_by=launched_by
+        operation, total=total, request_id=request_id, params=params, launched_by=launched_by,
+        rerun_of=rerun_of,
     )
     return TaskHandle(task)
 
@@ -601,14 +636,17 @@ def purge_expired(*, batch_size: int = 10000, now: float | None = None) -> int:
     table = connection.ops.quote_name(TaskStatus._meta.db_table)
     if connection.vendor == "postgresql":
         return _purge_postgresql(table, cutoff, batch_size)
-    sql = (
-        f"DELETE FROM {table} WHERE task_id IN "
-        f"(SELECT task_id FROM {table} WHERE expires_at <= %s LIMIT %s)"
-    )
+    events = connection.ops.quote_name(TaskEvent._meta.db_table)
+    batch = f"SELECT task_id FROM {table} WHERE expires_at <= %s LIMIT %s"
     removed = 0
     while True:
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(sql, [cutoff, batch_size])
+            # The timeline goes with its task (the batch is read twice in one write
+            # transaction, which SQLite serialises: both see the same rows).
+            cursor.execute(f"DELETE FROM {events} WHERE task_id IN ({batch})",
+                           [cutoff, batch_size])
+            cursor.execute(f"DELETE FROM {table} WHERE task_id IN ({batch})",
+                           [cutoff, batch_size])
             count = cursor.rowcount
         removed += count
         if count < batch_size:
@@ -618,10 +656,13 @@ def purge_expired(*, batch_size: int = 10000, now: float | None = None) -> int:
 def _purge_postgresql(table: str, cutoff: float, batch_size: int) -> int:
     # ``expires_at <= cutoff`` is checked again on the deleted row itself, so a
     # row that a writer renewed between the two is left alone.
+    # The timeline goes with its task, in the same statement.
+    events = connection.ops.quote_name(TaskEvent._meta.db_table)
     sql = (
         f"WITH gone AS (DELETE FROM {table} WHERE ctid = ANY(ARRAY("
         f"SELECT ctid FROM {table} WHERE expires_at <= %s AND expires_at >= %s "
-        f"ORDER BY expires_at LIMIT %s)) AND expires_at <= %s RETURNING expires_at) "
+        f"ORDER BY expires_at LIMIT %s)) AND expires_at <= %s RETURNING task_id, expires_at), "
+        f"timeline AS (DELETE FROM {events} WHERE task_id IN (SELECT task_id FROM gone)) "
         f"SELECT count(*), max(expires_at) FROM gone"
     )
     removed, low = 0, float("-inf")

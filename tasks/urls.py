@@ -12,6 +12,11 @@ urlpatterns = [
         name="task-cancel",
     ),
     re_path(
+        r"^task-status/(?P<task_id>[^/]+)/events/?$",
+        views.TaskEventsView.as_view(),
+        name="task-events",
+    ),
+    re_path(
         r"^task-status/(?P<task_id>[^/]+)/?$", views.TaskDetailView.as_view(), name="task-detail"
     ),
     re_path(r"^healthz/?$", views.healthz, name="healthz"),

@@ -6,7 +6,7 @@ import hashlib
 import re
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import connection
 from django.http import JsonResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -17,13 +17,21 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from operations import services
+
 from . import selectors
 from .auth.permissions import CanRunTasks, hidden_for_request
-from .exceptions import BadParameter, Conflict, UnprocessableEntity
+from .exceptions import BadParameter
 from .filters import parse_list_query
-from .models import IdempotencyKey, Operation
+from .models import Operation
 from .pagination import KeysetLinkPagination
-from .serializers import LaunchSerializer, TaskStatusSerializer, task_document
+from .serializers import (
+    LaunchSerializer,
+    TaskEventSerializer,
+    TaskStatusSerializer,
+    event_document,
+    task_document,
+)
 
 
 def _etag(task) -> str:
@@ -75,85 +83,28 @@ class TaskListView(APIView):
     def post(self, request: Request) -> Response:
         body = LaunchSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        from operations.registry import OPERATIONS, launch
-
-        operation = body.validated_data["operation"]
-        spec = OPERATIONS.get(operation)
-        if spec is None or spec.job is None:
-            raise exceptions.ValidationError(
-                {"detail": f"operation {operation} is not available yet", "operation": operation}
-            )
-        hidden = hidden_for_request(request)
-        if operation in hidden:
-            raise exceptions.PermissionDenied(
-                f"{operation} handles personal data: launching it needs its reader role"
-            )
         key = request.headers.get("Idempotency-Key")
-        if key is not None:
-            if not _IDEMPOTENCY_KEY.fullmatch(key):
-                raise BadParameter("Idempotency-Key", "must be 1 to 200 printable ASCII characters")
-            claim = _claim_idempotency_key(request.user, key)
-            if claim.task_id is not None:
-                task = selectors.get_task(str(claim.task_id), hidden=hidden)
-                if task is not None:
-                    _same_launch_or_422(task, operation, body.validated_data["params"])
-                    response = Response(task_document(task), status=status.HTTP_200_OK)
-                    response["Location"] = _location(request, task.task_id)
-                    return response
-        try:
-            task_id = launch(
-                operation,
-                body.validated_data["params"],
-                request_id=getattr(request._request, "request_id", None),
-                user_label=request.user.get_username(),
-            )
-        except Exception:
-            if key is not None:
-                IdempotencyKey.objects.filter(pk=claim.pk, task_id__isnull=True).delete()
-            raise
-        if key is not None:
-            IdempotencyKey.objects.filter(pk=claim.pk).update(task_id=task_id)
-        task = selectors.get_task(task_id)
-        response = Response(task_document(task), status=status.HTTP_202_ACCEPTED)
-        response["Location"] = _location(request, task_id)
+        if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+            raise BadParameter("Idempotency-Key", "must be 1 to 200 printable ASCII characters")
+        launched = services.launch_task(
+            body.validated_data["operation"],
+            body.validated_data["params"],
+            launched_by=request.user.get_username(),
+            hidden=hidden_for_request(request),
+            request_id=getattr(request._request, "request_id", None),
+            idempotency_key=key,
+            key_owner=request.user.pk,
+            rerun_of=body.validated_data["rerun_of"],
+        )
+        response = Response(
+            task_document(launched.task),
+            status=status.HTTP_202_ACCEPTED if launched.created else status.HTTP_200_OK,
+        )
+        response["Location"] = request.build_absolute_uri(f"/task-status/{launched.task.task_id}")
         return response
 
 
 _IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,200}")
-
-
-def _location(request: Request, task_id) -> str:
-    return request.build_absolute_uri(f"/task-status/{task_id}")
-
-
-def _same_launch_or_422(task, operation: str, params: dict | None) -> None:
-    """A key names one request: reusing it for another launch is the client's bug.
-
-    Only the parameters the repeat names are compared: a default (yesterday's
-    business date) may have moved on since the first request.
-    """
-    from operations.registry import validate_params
-
-    stored = task.params or {}
-    given = validate_params(operation, params) if task.operation == operation else {}
-    if task.operation != operation or any(
-        stored.get(name) != given.get(name) for name in (params or {})
-    ):
-        raise UnprocessableEntity(
-            "this Idempotency-Key was used for a different launch; use a new key"
-        )
-
-
-def _claim_idempotency_key(user, key: str) -> IdempotencyKey:
-    """The row for (user, key); the first request to insert it is the one that launches."""
-    try:
-        with transaction.atomic():
-            return IdempotencyKey.objects.create(user_id=user.pk, key=key)
-    except IntegrityError:
-        claim = IdempotencyKey.objects.get(user_id=user.pk, key=key)
-        if claim.task_id is None:
-            raise Conflict("a launch with this Idempotency-Key is still in progress") from None
-        return claim
 
 
 class TaskDetailView(APIView):
@@ -173,6 +124,17 @@ class TaskDetailView(APIView):
         return response
 
 
+class TaskEventsView(APIView):
+    """``GET /task-status/{task_id}/events``: the timeline, same visibility as the task."""
+
+    @extend_schema(responses=TaskEventSerializer(many=True))
+    def get(self, request: Request, task_id: str) -> Response:
+        task = selectors.get_task(task_id, hidden=hidden_for_request(request))
+        if task is None:
+            raise exceptions.NotFound(f"no task {task_id}")
+        return Response([event_document(event) for event in selectors.task_events(task)])
+
+
 class TaskCancelView(APIView):
     """``POST /task-status/{task_id}/cancel``: a queued job ends now, a running one later."""
 
@@ -180,12 +142,8 @@ class TaskCancelView(APIView):
 
     @extend_schema(request=None, responses={202: TaskStatusSerializer})
     def post(self, request: Request, task_id: str) -> Response:
-        task = selectors.get_task(task_id, hidden=hidden_for_request(request))
-        if task is None:
-            raise exceptions.NotFound(f"no task {task_id}")
-        from operations.runner import cancel
-
-        task = cancel(str(task.task_id), by=request.user.get_username())
+        task = services.cancel_task(task_id, by=request.user.get_username(),
+                                    hidden=hidden_for_request(request))
         return Response(task_document(task), status=status.HTTP_202_ACCEPTED)
 
 

@@ -3,7 +3,8 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
-from operations.views import DocumentView
+from operations import pages as operation_pages
+from operations.views import DocumentView, OperationStatsView, OperationsView
 from tasks.metrics import metrics_view
 from tasks.views import ApiDocsView
 
@@ -14,6 +15,11 @@ urlpatterns = [
     re_path(r"^api/docs/?$", ApiDocsView.as_view(url_name="schema"), name="docs"),
     # Signed, expiring links of get_food_handler_links (operations/documents.py).
     path("documents/<str:token>", DocumentView.as_view(), name="document-download"),
+    # What runs next, what ran last, who is working (operations/overview.py).
+    re_path(r"^operations/?$", OperationsView.as_view(), name="operations"),
+    re_path(r"^operations/(?P<operation>[a-z_]+)/stats/?$", OperationStatsView.as_view(),
+            name="operation-stats"),
+    re_path(r"^schedule/?$", operation_pages.schedule_page, name="schedule-page"),
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -388,11 +388,11 @@ def alert_env(queue: str, smtp: Any, hook: Receiver, **extra: str) -> dict[str, 
 
 @pytest.mark.slow
 def test_a_job_failing_on_a_real_worker_alerts_through_it(smtp, hook, queue, tmp_path):
-    from operations import registry
+    from operations import services
 
     env = alert_env(queue, smtp, hook, SALES_SOURCE_URL=f"file://{tmp_path / 'nowhere'}")
     with celery_process("worker", env, tmp_path, "ready.") as worker:
-        task_id = registry.launch("daily_sales", {"business_date": "2025-06-05"},
+        task_id = services.launch("daily_sales", {"business_date": "2025-06-05"},
                                   request_id=f"alerts-{uuid.uuid4().hex[:6]}",
                                   user_label="alice")
         wait_for(lambda: smtp.received and hook.requests, 30, "the alerts")

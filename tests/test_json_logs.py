@@ -70,14 +70,14 @@ def test_a_server_logs_json_with_the_request_id_and_no_token(server, token, tmp_
 
 
 def test_a_worker_logs_json_lines_that_name_the_task_and_operation(tmp_path, settings):
-    from operations import registry
+    from operations import services
     from tests.test_operations_celery import celery_process, env_for, terminal
 
     queue = f"test-json-{uuid.uuid4().hex[:8]}"
     settings.CELERY_TASK_DEFAULT_QUEUE = queue
     with celery_process("worker", env_for(queue, LOG_FORMAT="json"), tmp_path,
                         '"message": "') as worker:
-        task_id = registry.launch("get_mpvs", {"business_date": "2025-06-10",
+        task_id = services.launch("get_mpvs", {"business_date": "2025-06-10",
                                                "locations": ["L01"]},
                                   request_id="json-worker-1", user_label="test")
         terminal(task_id)

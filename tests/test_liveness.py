@@ -157,7 +157,7 @@ def test_a_reporter_that_gives_up_is_failed_by_the_liveness_bound(proxy, tmp_pat
 
 def test_a_worker_job_that_loses_its_database_says_so_not_worker_lost(proxy, settings, tmp_path):
     """A real worker: the database goes away mid-job for longer than a change may wait."""
-    from operations import registry
+    from operations import services
     from tests.support.source_server import source_server
     from tests.test_operations_celery import celery_process, env_for, terminal
 
@@ -170,7 +170,7 @@ def test_a_worker_job_that_loses_its_database_says_so_not_worker_lost(proxy, set
         settings.TIMECLOCK_SOURCE_URL = f"{server.base}/timeclock"
         settings.SOURCE_TOKEN = server.token
         with celery_process("worker", env, tmp_path, "ready."):
-            task_id = registry.launch("get_mpvs", {"business_date": "2025-06-10",
+            task_id = services.launch("get_mpvs", {"business_date": "2025-06-10",
                                                     "locations": ["L01", "L02", "L03", "L04"]},
                                       request_id=None, user_label="test")
             _wait_for(lambda: any("location=L03" in path for _, path in server.requests), 30)

@@ -316,7 +316,7 @@ def celery(kind: str, env: dict[str, str], log: Path, ready: str) -> Iterator[su
 @pytest.mark.django_db(transaction=True)
 def test_a_job_on_a_prefork_worker_is_counted_by_the_worker_s_exporter(queue, sources,
                                                                         tmp_path):
-    from operations import registry
+    from operations import services
     from tasks.selectors import get_task
     from tests.test_operations_celery import env_for, terminal
 
@@ -326,7 +326,7 @@ def test_a_job_on_a_prefork_worker_is_counted_by_the_worker_s_exporter(queue, so
     with celery("worker", env, tmp_path / "worker.log", " ready."):
         assert_guarded(base)
         before = scrape(base)
-        task_id = registry.launch("daily_sales", {"business_date": "2025-06-05"},
+        task_id = services.launch("daily_sales", {"business_date": "2025-06-05"},
                                   request_id="metrics", user_label="test")
         task = terminal(task_id)
         after = wait_until(

@@ -23,9 +23,9 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 
-from operations import registry
-from operations.celery_tasks import enqueue
+from operations import registry, services
 from operations.models import DailySalesSummary, JobRun
+from operations.services import enqueue
 from tasks import tracker
 from tasks.selectors import get_task
 from tests.support.servers import ROOT, service_env
@@ -141,7 +141,7 @@ def test_killed_worker_ends_the_task_worker_lost_and_it_is_not_rerun(
         for n in range(1, 13):
             server.fail(f"location=L{n:02d}", "slow:1")
         env = env_for(queue, SOURCE_TOKEN="test-token", SOURCE_TIMEOUT_SECONDS="10")
-        task_id = registry.launch("daily_sales", {"business_date": "2025-06-04"},
+        task_id = services.launch("daily_sales", {"business_date": "2025-06-04"},
                                   request_id="kill-test", user_label="test")
         with celery_process("worker", env, tmp_path, "ready.") as worker:
             wait_for(lambda: (t := get_task(task_id)) and (t.progress_current or 0) >= 1, 30,
@@ -195,17 +195,16 @@ def test_expired_lease_on_redelivery_fails_worker_lost(queue, sources):
 
 
 def test_a_task_cancelled_in_the_queue_ends_now_and_never_runs(queue, sources, tmp_path):
-    from operations import runner
 
-    task_id = registry.launch("daily_sales", {"business_date": "2025-06-06"},
+    task_id = services.launch("daily_sales", {"business_date": "2025-06-06"},
                               request_id="cancel-queued", user_label="test")
     assert [m["headers"]["id"] for m in _queued(queue)] == [task_id]
-    task = runner.cancel(task_id, by="alice")
+    task = services.cancel_task(task_id, by="alice")
     assert task.status == "failed", "no worker has it: it ends at once, not at a next step"
     assert task.error == "cancelled by alice before it started"
     assert JobRun.objects.get(task_id=task_id).outcome == "cancelled"
     with pytest.raises(tracker.TaskAlreadyFinished):
-        runner.cancel(task_id, by="bob")
+        services.cancel_task(task_id, by="bob")
     with celery_process("worker", env_for(queue), tmp_path, "ready.") as worker:
         wait_for(lambda: "already ran (cancelled)" in worker.log_path.read_text(errors="replace"),
                  30, "the worker to receive the message and acknowledge it")
@@ -221,7 +220,7 @@ def test_a_running_task_cancelled_stops_at_its_next_step(queue, sources):
     clean = registry.validate_params("daily_sales", {"business_date": "2025-06-07"})
     handle = tracker.create_task("daily_sales", params=clean)
     runner.claim(handle.task_id, "daily_sales", "busy:1")
-    task = runner.cancel(handle.task_id, by="alice")
+    task = services.cancel_task(handle.task_id, by="alice")
     assert (task.status, task.cancel_requested_by) == ("started", "alice")
     assert JobRun.objects.get(task_id=handle.task_id).finished_at is None
     with pytest.raises(tracker.TaskCancelled), tracker.open_task(handle.task_id) as job:
@@ -276,7 +275,7 @@ def test_embedded_worker_runs_a_launched_job_without_redis(sources, tmp_path):
         "import django, json, time\n"
         "django.setup()\n"
         "from operations.embedded import start_embedded_worker, stop_embedded_worker\n"
-        "from operations.registry import launch\n"
+        "from operations.services import launch\n"
         "from tasks.selectors import get_task\n"
         "start_embedded_worker()\n"
         "tid = launch('daily_sales', {'business_date': '2025-06-08', 'locations': ['L05']},"

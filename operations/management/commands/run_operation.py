@@ -18,6 +18,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 
+from operations import registry, runner, services
+from operations.errors import ServiceError
 from tasks import tracker
 from tasks.selectors import get_task
 
@@ -65,35 +67,32 @@ class Command(BaseCommand):
                             help="operation parameters as --name value")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from operations import registry
-        from operations.celery_tasks import JOB_TASKS, enqueue
-
         operation = options["operation"]
         try:
             spec = registry.get_spec(operation)
             params = parse_params(options["params"], spec.params_serializer().fields)
-            clean = registry.validate_params(operation, params)
+            launched = services.launch_task(operation, params, launched_by="command line",
+                                            send=options["queue"])
         except ValidationError as exc:
             raise CommandError(f"{operation}: {exc.detail}") from exc
-        handle = tracker.create_task(operation, params=clean, launched_by="command line")
-        self.stdout.write(f"{operation} task {handle.task_id} {clean}")
-        kwargs = {"task_id": handle.task_id, "params": clean, "request_id": None}
-        if options["queue"]:
-            enqueue(operation, handle.task_id, clean)
-            runner = None
-        else:
-            runner = threading.Thread(target=JOB_TASKS[operation].apply,
-                                      kwargs={"kwargs": kwargs, "task_id": handle.task_id},
-                                      daemon=True)
-            runner.start()
+        except ServiceError as exc:
+            raise CommandError(f"{operation}: {exc}") from exc
+        started = launched.task
+        self.stdout.write(f"{operation} task {started.task_id} {started.params}")
+        job = None
+        if not options["queue"]:  # the same job the workers run, in this process
+            job = threading.Thread(
+                target=runner.run_task, args=(operation, str(started.task_id), started.params),
+                kwargs={"worker": runner.worker_label("command line")}, daemon=True)
+            job.start()
         try:
-            task = self.watch(handle.task_id)
+            task = self.watch(str(started.task_id))
         except KeyboardInterrupt:
-            tracker.request_cancel(handle.task_id, by="command line (Ctrl-C)")
+            tracker.request_cancel(str(started.task_id), by="command line (Ctrl-C)")
             self.stderr.write("\ncancel requested; waiting for the job to stop")
-            task = self.watch(handle.task_id)
-        if runner is not None:
-            runner.join(timeout=30)
+            task = self.watch(str(started.task_id))
+        if job is not None:
+            job.join(timeout=30)
         if task.status == "failed":
             raise CommandError(f"{operation} failed: {task.error}")
         self.stdout.write(f"\n{task.status}: {task.result}")

@@ -387,6 +387,7 @@ function initMonitor() {
   }, 5000);
 
   initRunDialogs(client);
+  if (config.rerun) openRerun(config.rerun);
   window.taskMonitor = { client };
 }
 
@@ -442,10 +443,13 @@ function initRunDialogs(client) {
       const submit = form.querySelector("[type=submit]");
       submit.disabled = true;
       const operation = form.dataset.operation;
-      const result = await api("POST", "/task-status", { operation, params: collectParams(form) });
+      const body = { operation, params: collectParams(form) };
+      if (form.dataset.rerunOf) body.rerun_of = form.dataset.rerunOf;
+      const result = await api("POST", "/task-status", body);
       submit.disabled = false;
       if (result.ok && result.data) {
         showErrors(form, null, "");
+        delete form.dataset.rerunOf;
         dialog.close();
         client.ingest(result.data);
         const id = result.data.task_id;
@@ -456,6 +460,22 @@ function initRunDialogs(client) {
       }
     });
   }
+}
+
+// "Run again": the Run form of the run's operation, filled with its parameters.
+function openRerun(rerun) {
+  const dialog = document.getElementById(`run-${rerun.operation}`);
+  if (!dialog) return;
+  const form = dialog.querySelector("form");
+  for (const input of form.querySelectorAll("[data-kind]")) {
+    if (!(input.name in rerun.params)) continue;
+    const value = rerun.params[input.name];
+    if (input.dataset.kind === "checkbox") input.checked = Boolean(value);
+    else if (Array.isArray(value)) input.value = value.join(", ");
+    else if (value !== null && value !== undefined) input.value = String(value);
+  }
+  form.dataset.rerunOf = rerun.taskId;
+  dialog.showModal();
 }
 
 // -- food handler links (get_food_handler_links' result) -----------------------
@@ -540,6 +560,37 @@ function renderLinks(container, result) {
   container.replaceChildren(...parts);
 }
 
+// -- one task's timeline -------------------------------------------------------
+
+// Every status change the task went through, errors included (GET .../events).
+function renderTimeline(list, events) {
+  const items = events.map((event) => {
+    const when = el("time", { datetime: new Date(event.at * 1000).toISOString(),
+                              text: EXACT.format(new Date(event.at * 1000)) });
+    const head = el("div", { class: "timeline-head" }, when, " ");
+    if (event.kind === "cancel_requested") {
+      head.append(el("span", { class: "timeline-cancel", text: `cancel requested by ${event.by || "someone"}` }));
+    } else {
+      const mark = el("span");
+      badge(mark, event.status);
+      head.append(mark);
+    }
+    head.append(el("span", { class: "muted", text: ` v${event.version}` }));
+    const item = el("li", { "data-status": event.status, "data-kind": event.kind }, head);
+    if (event.progress) {
+      const { current, total, message } = event.progress;
+      item.append(el("div", { class: "timeline-progress muted",
+                              text: `${current}/${total}${message ? ` · ${message}` : ""}` }));
+    }
+    if (event.error && (event.status === "error" || event.status === "failed"
+                        || event.status === "completed_with_errors")) {
+      item.append(el("div", { class: "timeline-error", text: String(event.error) }));
+    }
+    return item;
+  });
+  list.replaceChildren(...items);
+}
+
 // -- one task's page ----------------------------------------------------------
 
 function initDetail(root) {
@@ -554,8 +605,19 @@ function initDetail(root) {
   field("created").append(created, " · ", createdExact);
   field("updated").append(updated, " · ", updatedExact);
   const cancel = document.querySelector("[data-cancel]");
+  const runAgain = document.querySelector("[data-run-again]");
   let current = null;
   let linksVersion = null;
+  const timeline = field("timeline");
+  renderTimeline(timeline, readJson("initial-events") || []);
+  let timelineAsked = 0;
+  async function refreshTimeline() {
+    const asked = ++timelineAsked;
+    const result = await api("GET", `/task-status/${encodeURIComponent(config.taskId)}/events`);
+    if (asked === timelineAsked && result.ok && Array.isArray(result.data)) {
+      renderTimeline(timeline, result.data);
+    }
+  }
 
   function render(doc) {
     current = doc;
@@ -580,6 +642,7 @@ function initDetail(root) {
     field("result").hidden = !hasResult || asLinks;
     field("no-result").hidden = hasResult;
     if (cancel) cancel.hidden = TERMINAL.has(doc.status);
+    if (runAgain) runAgain.hidden = !TERMINAL.has(doc.status);
     document.title = `${statusWord(doc.status)} · ${operationLabel(doc.operation)} ${shortId(doc.task_id)}`;
   }
 
@@ -594,6 +657,10 @@ function initDetail(root) {
       if (doc.task_id !== config.taskId) return;
       render(doc);
       if (previous && previous.status !== doc.status) announce(describe(doc));
+      // A new status or a new error is a new timeline entry: read it as stored.
+      if (!previous || previous.status !== doc.status || previous.error !== doc.error) {
+        refreshTimeline();
+      }
     },
     onConnectionChange: connectionIndicator(),
   });

@@ -1,0 +1,231 @@
+"""What runs next, what ran last, who is working: the operations page and ``GET /operations``.
+
+Schedules come from the beat schedule (``operations.schedule``), in words and
+in ``TIME_ZONE``; the last run and the history from the task table (through
+``tasks.selectors``, so a user's hidden operations stay hidden); the job
+runners from the workers themselves (a Celery ``inspect``, bounded by a short
+timeout and cached a few seconds), their leases (``JobRun``: what each is
+running) and the broker's queue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import time
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import redis
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
+from django.utils import timezone
+
+from tasks import selectors
+from tasks.models import TERMINAL_STATUSES, Operation, TaskStatus
+from tasksite.celery import app
+
+from .models import JobRun
+from .registry import OPERATIONS
+from .schedule import cron, operation_schedules
+
+logger = logging.getLogger(__name__)
+
+HISTORY_RUNS = 30
+INSPECT_TIMEOUT = 0.5
+WORKERS_CACHE_SECONDS = 5
+DAYS = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"]
+
+
+def in_words(expression: str) -> str:
+    """A cron expression as staff say it ("every day at 04:30"); unusual ones as cron."""
+    minute, hour, dom, month, dow = expression.split()
+    at = f"{int(hour):02d}:{int(minute):02d}" if minute.isdigit() and hour.isdigit() else None
+    if at and dom == "*" and month == "*":
+        if dow == "*":
+            return f"every day at {at}"
+        if dow.isdigit():
+            return f"every {DAYS[int(dow) % 7]} at {at}"
+        if dow == "1-5":
+            return f"every weekday at {at}"
+    if minute.startswith("*/") and (hour, dom, month, dow) == ("*", "*", "*", "*"):
+        return f"every {minute[2:]} minutes"
+    return f"cron {expression}"
+
+
+def next_run(expression: str, now: datetime | None = None) -> datetime:
+    """When beat next sends it, in TIME_ZONE."""
+    zone = ZoneInfo(settings.TIME_ZONE)
+    now = (now or timezone.now()).astimezone(zone)
+    schedule = cron(expression)
+    schedule.app, schedule.nowfun = app, lambda: now
+    return (now + schedule.remaining_estimate(now)).astimezone(zone)
+
+
+def _run_summary(task: TaskStatus | None) -> dict[str, Any] | None:
+    if task is None:
+        return None
+    return {"task_id": str(task.task_id), "status": task.status,
+            "created_at": int(task.created_at), "updated_at": int(task.updated_at),
+            "duration": round(task.updated_at - task.created_at, 1)
+            if task.status in TERMINAL_STATUSES else None,
+            "url": f"/tasks/{task.task_id}"}
+
+
+def operations(hidden: frozenset[str], *, can_run: bool) -> list[dict[str, Any]]:
+    """The operations this reader may see: schedule, next run, last run, launchable."""
+    planned = operation_schedules()
+    out = []
+    for value, label in Operation.choices:
+        if value in hidden:
+            continue
+        spec = OPERATIONS[value]
+        schedule = planned.get(value)
+        last = selectors.list_tasks(operation=value, limit=1, hidden=hidden)
+        out.append({
+            "operation": value,
+            "label": label,
+            "description": spec.description,
+            "schedule": in_words(schedule) if schedule is not None else None,
+            "next_run": next_run(schedule).isoformat() if schedule is not None else None,
+            "last_run": _run_summary(last[0] if last else None),
+            "can_launch": bool(can_run and spec.available),
+        })
+    return out
+
+
+def runners() -> dict[str, Any]:
+    """Live workers, the queue's depth, the beat lock's holder, and what is wrong."""
+    snapshot = cache.get("operations.overview.runners")
+    if snapshot is None:
+        snapshot = _look_at_runners()
+        cache.set("operations.overview.runners", snapshot, WORKERS_CACHE_SECONDS)
+    return snapshot
+
+
+def _look_at_runners() -> dict[str, Any]:
+    workers: dict[str, dict[str, Any]] = {}
+    reachable = True
+    try:
+        stats = app.control.inspect(timeout=INSPECT_TIMEOUT).stats() or {}
+    except Exception as exc:  # the broker is down: say so, never fail the page
+        logger.warning("workers could not be asked: %s", exc.__class__.__name__)
+        stats, reachable = {}, False
+    now = time.time()
+    for name, info in sorted(stats.items()):
+        uptime = info.get("uptime") if isinstance(info, dict) else None
+        workers[name] = {"name": name, "since": int(now - uptime) if uptime else None,
+                         "running": []}
+    for run in JobRun.objects.filter(finished_at__isnull=True,
+                                     lease_until__gt=timezone.now()).order_by("started_at"):
+        owner = next((name for name in workers if run.worker.startswith(f"{name}:")), None)
+        entry = {"task_id": run.task_id, "operation": run.operation,
+                 "since": int(run.started_at.timestamp())}
+        if owner is not None:
+            workers[owner]["running"].append(entry)
+    depth = _queue_depth()
+    problems = []
+    if not reachable:
+        problems.append("The job queue cannot be reached: launches fail until it is back.")
+    elif not workers:
+        problems.append("No worker is running: a task that is started will not move until "
+                        "one starts.")
+    elif depth and not any(worker["running"] for worker in workers.values()):
+        problems.append(f"{depth} job(s) wait in the queue and no worker is taking them.")
+    return {"workers": list(workers.values()), "queue": {
+        "name": settings.CELERY_TASK_DEFAULT_QUEUE, "waiting": depth},
+        "beat": _beat_holder(), "problems": problems, "checked_at": int(now)}
+
+
+def _queue_depth() -> int | None:
+    if not settings.REDIS_URL:
+        return None  # the embedded default's in-memory broker has no queue to look at
+    try:
+        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
+        return int(client.llen(settings.CELERY_TASK_DEFAULT_QUEUE))
+    except redis.RedisError:
+        return None
+
+
+def _beat_holder() -> str | None:
+    if not settings.REDIS_URL:
+        return "embedded"
+    try:
+        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
+        holder = client.get(f"{settings.BEAT_LOCK_KEY}:lock")
+    except redis.RedisError:
+        return None
+    return holder.decode(errors="replace").rsplit(":", 1)[0] if holder else None
+
+
+def stats(operation: str, *, hidden: frozenset[str]) -> dict[str, Any] | None:
+    """The last runs of ``operation`` and their figures, computed in the database (one
+    query on PostgreSQL, over the ``operation, created_at`` index); None when hidden."""
+    if operation in hidden or operation not in Operation.values:
+        return None
+    if connection.vendor == "postgresql":
+        runs, median, p95 = _stats_postgresql(operation)
+    else:
+        runs = _recent_runs(operation)
+        durations = sorted(r["duration"] for r in runs)
+        median = statistics.median(durations) if durations else None
+        p95 = _percentile(durations, 0.95)
+    count = len(runs)
+    return {
+        "operation": operation,
+        "runs": runs,
+        "count": count,
+        "median_duration": round(median, 1) if median is not None else None,
+        "p95_duration": round(p95, 1) if p95 is not None else None,
+        "failed_share": round(sum(r["status"] == "failed" for r in runs) / count, 3)
+        if count else None,
+        "with_errors_share": round(
+            sum(r["status"] == "completed_with_errors" for r in runs) / count, 3)
+        if count else None,
+    }
+
+
+def _stats_postgresql(operation: str) -> tuple[list[dict[str, Any]], float | None,
+                                                float | None]:
+    table = connection.ops.quote_name(TaskStatus._meta.db_table)
+    terminal = sorted(TERMINAL_STATUSES)
+    sql = (
+        f"WITH recent AS (SELECT task_id, status, created_at, updated_at, "
+        f"updated_at - created_at AS duration FROM {table} "
+        f"WHERE operation = %s AND expires_at > %s AND status IN (%s, %s, %s) "
+        f"ORDER BY created_at DESC, task_id DESC LIMIT %s) "
+        f"SELECT coalesce(json_agg(json_build_object('task_id', task_id, 'status', status, "
+        f"'created_at', created_at, 'duration', duration) ORDER BY created_at DESC), '[]'), "
+        f"percentile_cont(0.5) WITHIN GROUP (ORDER BY duration), "
+        f"percentile_cont(0.95) WITHIN GROUP (ORDER BY duration) FROM recent"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [operation, time.time(), *terminal, HISTORY_RUNS])
+        rows, median, p95 = cursor.fetchone()
+    if isinstance(rows, str):
+        rows = json.loads(rows)
+    runs = [{"task_id": str(r["task_id"]), "status": r["status"],
+             "created_at": int(r["created_at"]), "duration": round(float(r["duration"]), 1),
+             "url": f"/tasks/{r['task_id']}"} for r in rows]
+    return runs, median, p95
+
+
+def _recent_runs(operation: str) -> list[dict[str, Any]]:
+    tasks = selectors.list_tasks(operation=operation, statuses=sorted(TERMINAL_STATUSES),
+                                 limit=HISTORY_RUNS)
+    return [{"task_id": str(t.task_id), "status": t.status, "created_at": int(t.created_at),
+             "duration": round(t.updated_at - t.created_at, 1), "url": f"/tasks/{t.task_id}"}
+            for t in tasks]
+
+
+def _percentile(ordered: list[float], q: float) -> float | None:
+    """Linear interpolation between closest ranks, as PostgreSQL's percentile_cont."""
+    if not ordered:
+        return None
+    position = (len(ordered) - 1) * q
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)

@@ -1,0 +1,128 @@
+"""What runs next, what ran last, who is working: GET /operations, /operations/{op}/stats
+and the schedule page, against real workers that come and go."""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+
+import pytest
+from django.core.cache import cache
+from playwright.sync_api import expect
+from rest_framework.test import APIClient
+
+from operations import overview
+from tasks import tracker
+from tasks.auth.identity import issue_local_token
+from tasks.models import TaskStatus
+from tests.support import browser as chromium
+from tests.support.browser import log_in, watch
+from tests.support.servers import Daphne, service_env
+from tests.test_operations_celery import celery_process, env_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+browser, context = chromium.browser, chromium.context
+
+
+@pytest.fixture(autouse=True)
+def fresh_runners():
+    cache.clear()  # the runners' snapshot is cached a few seconds
+    yield
+    cache.clear()
+
+
+def finished_run(operation: str, status: str, seconds: float) -> str:
+    handle = tracker.create_task(operation)
+    if status == "failed":
+        handle.fail("boom")
+    else:
+        if status == "completed_with_errors":
+            handle.error("one location")
+        handle.complete({})
+    TaskStatus.objects.filter(pk=handle.task_id).update(
+        updated_at=TaskStatus.objects.get(pk=handle.task_id).created_at + seconds)
+    return handle.task_id
+
+
+def test_schedules_in_words_and_the_next_run_in_the_time_zone(settings):
+    settings.TIME_ZONE = "America/New_York"
+    assert overview.in_words("30 4 * * *") == "every day at 04:30"
+    assert overview.in_words("0 5 * * 1") == "every Monday at 05:00"
+    assert overview.in_words("*/30 * * * *") == "every 30 minutes"
+    assert overview.in_words("0 3 1 * *") == "cron 0 3 1 * *"
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    now = datetime(2025, 6, 11, 4, 29, tzinfo=ZoneInfo("America/New_York"))
+    assert overview.next_run("30 4 * * *", now) == now.replace(minute=30)
+    monday = overview.next_run("0 5 * * 1", now)
+    assert (monday.weekday(), monday.hour, monday.day) == (0, 5, 16)
+
+
+def test_get_operations_lists_what_the_reader_may_see(api):
+    last = finished_run("daily_sales", "completed", 12)
+    tracker.create_task("transform_tips")  # personal data: not for a plain reader
+    body = api.get("/operations").json()
+    names = [op["operation"] for op in body["operations"]]
+    assert "daily_sales" in names and "transform_tips" not in names and "email_tips" not in names
+    sales = next(op for op in body["operations"] if op["operation"] == "daily_sales")
+    assert sales["schedule"] == "every day at 04:30" and sales["next_run"]
+    assert sales["last_run"]["task_id"] == last and sales["last_run"]["duration"] == 12
+    assert sales["can_launch"] is False  # a reader, not a runner
+    assert {"workers", "queue", "beat", "problems"} <= set(body)
+    assert any("No worker" in p for p in body["problems"])  # none runs in this test
+
+
+def test_stats_are_computed_in_the_database_and_hide_personal_data(api, django_user_model):
+    durations = [5, 7, 9, 11, 13, 100]
+    statuses = ["completed", "completed", "failed", "completed", "completed_with_errors",
+                "completed"]
+    for seconds, status in zip(durations, statuses, strict=True):
+        finished_run("invoice_sync", status, seconds)
+    tracker.create_task("invoice_sync")  # still running: not in the history
+    body = api.get("/operations/invoice_sync/stats").json()
+    assert body["count"] == 6 and len(body["runs"]) == 6
+    assert body["median_duration"] == statistics.median(durations)
+    assert body["p95_duration"] == pytest.approx(100 - 0.25 * 87, abs=0.1)  # percentile_cont
+    assert body["failed_share"] == round(1 / 6, 3)
+    assert body["with_errors_share"] == round(1 / 6, 3)
+    assert [r["duration"] for r in body["runs"]] == list(reversed([float(d) for d in durations]))
+    assert api.get("/operations/transform_tips/stats").status_code == 404
+    assert api.get("/operations/nope/stats").status_code == 404
+    staff = django_user_model.objects.create_user("boss", is_staff=True)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {issue_local_token(staff)}")
+    assert client.get("/operations/transform_tips/stats").json()["count"] == 0
+
+
+@pytest.mark.browser
+def test_the_schedule_page_shows_a_worker_that_starts_and_stops(context, tmp_path, settings):
+    from django.contrib.auth import get_user_model
+
+    for seconds, status in ((3, "completed"), (4, "failed"), (6, "completed")):
+        finished_run("daily_sales", status, seconds)
+    staff = get_user_model().objects.create_user("boss", password="pw", is_staff=True)
+    queue = f"test-overview-{uuid.uuid4().hex[:8]}"
+    server = Daphne(service_env(DEBUG="0", CELERY_QUEUE=queue)).start()
+    try:
+        log_in(context, server.http, staff)
+        page = watch(context.new_page()).page
+        page.goto(f"{server.http}/schedule")
+        expect(page.get_by_role("alert")).to_contain_text("No worker is running")
+        row = page.locator('tr[data-operation="daily_sales"]')
+        expect(row).to_contain_text("every day at 04:30")
+        expect(row.locator(".history-chart rect")).to_have_count(3)
+        expect(row.locator(".bar-failed")).to_have_count(1)
+        expect(row.locator('[data-field="figures"]')).to_contain_text("median 4.0 s")
+        with celery_process("worker", env_for(queue), tmp_path, "ready."):
+            time.sleep(6)  # past the page's few seconds of cached snapshot
+            page.reload()
+            expect(page.locator("tr[data-worker]")).to_have_count(1)
+            expect(page.get_by_role("alert")).to_have_count(0)
+        time.sleep(6)
+        page.reload()
+        expect(page.locator("tr[data-worker]")).to_have_count(0)
+        expect(page.get_by_role("alert")).to_contain_text("No worker is running")
+    finally:
+        server.stop()
