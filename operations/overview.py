@@ -35,7 +35,7 @@ from .schedule import cron, operation_schedules
 logger = logging.getLogger(__name__)
 
 HISTORY_RUNS = 30
-INSPECT_TIMEOUT = 0.5
+INSPECT_TIMEOUT = 1.0
 WORKERS_CACHE_SECONDS = 5
 DAYS = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"]
 
@@ -110,7 +110,14 @@ def _look_at_runners() -> dict[str, Any]:
     workers: dict[str, dict[str, Any]] = {}
     reachable = True
     try:
-        stats = app.control.inspect(timeout=INSPECT_TIMEOUT).stats() or {}
+        # Only the workers that take this deployment's queue: another deployment (or
+        # test run) sharing the broker answers an inspect too.
+        queues = app.control.inspect(timeout=INSPECT_TIMEOUT).active_queues() or {}
+        ours = sorted(name for name, taken in queues.items()
+                      if any(queue.get("name") == settings.CELERY_TASK_DEFAULT_QUEUE
+                             for queue in taken or []))
+        stats = (app.control.inspect(timeout=INSPECT_TIMEOUT, destination=ours).stats() or {}
+                 if ours else {})
     except Exception as exc:  # the broker is down: say so, never fail the page
         logger.warning("workers could not be asked: %s", exc.__class__.__name__)
         stats, reachable = {}, False
