@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-PARTS = ["fanout", "rest", "ingest", "purge", "proxy"]
+PARTS = ["fanout", "rest", "ingest", "purge", "proxy", "stats"]
 
 
 def main(argv: list[str] | None = None) -> int:
