@@ -1,4 +1,8 @@
-"""The WebSocket endpoint: a thin protocol adapter between a client and the hub."""
+"""The WebSocket endpoint: a thin protocol adapter between a client and the hub.
+
+Frames in, subscriptions and catch-up out; the live path itself (wire format,
+publishing, the hub, the socket writer) is ``tasks.live``.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +15,20 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qs
 
-from autobahn.exception import Disconnected
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from . import groups, metrics
+from . import metrics
 from .auth.permissions import can_read, hidden_operations
-from .hub import Delivery, Update, hub
+from .live import routes, wire
+from .live.delivery import ClientGone, Delivery
+from .live.hub import hub
+from .live.wire import Update
 from .models import Operation
 from .selectors import changed_since
-from .serializers import encode_status_message
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +71,7 @@ def _subscription_of(
         if operation in hidden:
             raise FrameError(f"{operation} handles personal data: watching it needs its "
                              "reader role")
-        return groups.operation_key(operation), {"operation": operation}
+        return routes.operation_key(operation), {"operation": operation}
     if task_id is not None:
         try:
             normalized = str(uuid.UUID(task_id)) if isinstance(task_id, str) else None
@@ -74,8 +79,8 @@ def _subscription_of(
             normalized = None
         if normalized is None:
             raise FrameError(f"task_id must be a UUID string, got {task_id!r}")
-        return groups.task_key(normalized), {"task_id": normalized}
-    return groups.ALL, {}
+        return routes.task_key(normalized), {"task_id": normalized}
+    return routes.ALL, {}
 
 
 def newer_than_floor(floor: dict[str, int], update: Update) -> bool:
@@ -118,8 +123,9 @@ def _since_of(value: Any) -> float | None:
 class TaskStatusConsumer(AsyncWebsocketConsumer):
     """Subscriptions, catch-up and heartbeats for one client.
 
-    Live updates do not pass through this consumer's channel-layer queue: the
-    hub calls ``deliver`` with the already-encoded frame. Nor does anything
+    To the hub it is a ``tasks.live.delivery.Client``: live updates do not pass
+    through this consumer's channel-layer queue, the hub calls ``deliver`` with
+    the already-encoded frame and ``self.delivery`` writes it to the socket. Nor does anything
     else, so the consumer takes no channel layer: one would cost every
     connection a receive task and a queue, and Redis a poll, for nothing.
     """
@@ -319,7 +325,7 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
             await hub.listening()
             tasks = await database_sync_to_async(changed_since)(
                 since,
-                everything=kind == groups.ALL[0],
+                everything=kind == routes.ALL[0],
                 operations=[value] if kind == "operation" else [],
                 task_ids=[value] if kind == "task" else [],
                 hidden=self.hidden,
@@ -328,13 +334,7 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
             buffered, self._catchup = self._catchup or [], None
         sent = self._floor if self._floor is not None else {}
         for task in tasks:
-            update = Update(
-                str(task.task_id),
-                task.operation,
-                task.version,
-                task.status,
-                encode_status_message(task),
-            )
+            update = wire.encode(task)
             if update.version > sent.get(update.task_id, 0):
                 sent[update.task_id] = update.version
                 self.delivery.offer(update)
@@ -387,5 +387,5 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
             return
         try:
             await self.send(text_data=json.dumps(message, separators=(",", ":")))
-        except Disconnected:  # the client left while its frame was handled: no one to answer
+        except ClientGone:  # the client left while its frame was handled: no one to answer
             self.delivery.closed = True

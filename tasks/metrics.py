@@ -23,7 +23,10 @@ after the project's modules (this one included) are imported.
 The hub is the hot path (docs/performance.md): it counts once per round
 (``inc(n)``), never per client per frame, and a consumer's deliver path makes no
 metric call. Updates a slow client's backlog conflates are counted in a plain int
-(``tasks.hub.client_conflated``), read at scrape time.
+(``tasks.live.delivery.client_conflated``), read at scrape time.
+
+This module imports nothing of the project, so that everything may count here;
+the ``/metrics`` view of gunicorn and daphne is ``tasks.views.metrics_view``.
 """
 
 from __future__ import annotations
@@ -174,11 +177,11 @@ class _ClientConflation:
     def collect(self):
         from prometheus_client.core import CounterMetricFamily
 
-        hub = sys.modules.get("tasks.hub")
+        delivery = sys.modules.get("tasks.live.delivery")
         family = CounterMetricFamily(
             "tasksite_websocket_updates_conflated",
             "Progress updates a slow client's backlog replaced by a newer one.")
-        family.add_metric([], float(getattr(hub, "client_conflated", 0)))
+        family.add_metric([], float(getattr(delivery, "client_conflated", 0)))
         yield family
 
 
@@ -297,29 +300,8 @@ def render(accept: str | None) -> tuple[bytes, str]:
     return encoder(registry), content_type
 
 
-_DETAILS = {404: "not found", 401: "invalid metrics token", 405: "method not allowed"}
-
-
-def metrics_view(request: Any) -> Any:
-    """``GET /metrics`` of gunicorn and daphne (never proxied by nginx)."""
-    from django.http import HttpResponse
-
-    from .exceptions import json_error
-
-    status = check_token(request.headers.get("Authorization"))
-    if status == 200 and request.method not in ("GET", "HEAD"):
-        status = 405
-    if status != 200:
-        response = json_error(status, _DETAILS[status])
-        if status == 401:
-            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
-        elif status == 405:
-            response["Allow"] = "GET, HEAD"
-        return response
-    body, content_type = render(request.headers.get("Accept"))
-    response = HttpResponse(body, content_type=content_type)
-    response["Cache-Control"] = "no-store"
-    return response
+# What a refused scrape is told (``tasks.views.metrics_view`` and the exporters alike).
+REFUSAL_DETAILS = {404: "not found", 401: "invalid metrics token", 405: "method not allowed"}
 
 
 # -- the exporters of worker and beat -----------------------------------------------
@@ -337,7 +319,8 @@ def _wsgi_app(environ: dict, start_response: Callable) -> list[bytes]:
         start_response("200 OK", headers + [("Content-Length", str(len(body)))])
         return [body]
     request_id = uuid.uuid4().hex
-    body = (json.dumps({"detail": _DETAILS[status], "request_id": request_id}) + "\n").encode()
+    detail = REFUSAL_DETAILS[status]
+    body = (json.dumps({"detail": detail, "request_id": request_id}) + "\n").encode()
     headers = [("Content-Type", "application/json"), ("X-Request-ID", request_id),
                ("Content-Length", str(len(body)))]
     if status == 401:

@@ -88,10 +88,3 @@ def changed_since(
             match |= Q(pk__in=ids)
         qs = qs.filter(match)
     return list(qs.order_by("updated_at", "task_id"))
-
-
-def changed_since_wire(since: float) -> list[str]:
-    """Wire messages of every task changed since ``since`` (the hub's gap repair)."""
-    from .broadcast import wire_message
-
-    return [wire_message(task) for task in changed_since(since, everything=True)]

@@ -1,5 +1,8 @@
 """The one TaskStatus document, for REST bodies and WebSocket payloads alike.
 
+The WebSocket frame around it is built in ``tasks.live.wire`` (the wire format's
+one home).
+
 Encoding is hand-rolled rather than a DRF ModelSerializer because the same
 document is built on every change in the tracker's hot path; the DRF
 serializer below only describes it for the OpenAPI schema.
@@ -7,7 +10,6 @@ serializer below only describes it for the OpenAPI schema.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from rest_framework import serializers
@@ -28,15 +30,6 @@ def task_document(task: TaskStatus) -> dict[str, Any]:
         "updated_at": int(task.updated_at),
         "version": task.version,
     }
-
-
-def encode_status_message(task: TaskStatus) -> str:
-    """The WebSocket frame for one change, encoded once for every client."""
-    return json.dumps(
-        {"type": "task_status", "payload": task_document(task)},
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
 
 
 class ProgressSerializer(serializers.Serializer):

@@ -32,7 +32,8 @@ from django.core.exceptions import ValidationError
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Q
 
-from . import broadcast, metrics, signals
+from . import metrics, signals
+from .live import broadcast
 from .models import TERMINAL_STATUSES, Operation, Status, TaskEvent, TaskStatus
 
 logger = logging.getLogger(__name__)

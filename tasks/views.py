@@ -7,7 +7,7 @@ import re
 
 from django.conf import settings
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from drf_spectacular.views import SpectacularSwaggerView
@@ -19,10 +19,11 @@ from rest_framework.views import APIView
 
 from operations import services
 
-from . import selectors
+from . import metrics, selectors
 from .auth.permissions import CanRunTasks, hidden_for_request
-from .exceptions import BadParameter
+from .exceptions import BadParameter, json_error
 from .filters import parse_list_query
+from .live import broadcast
 from .models import Operation
 from .pagination import KeysetLinkPagination
 from .serializers import (
@@ -170,9 +171,7 @@ def readyz(request) -> JsonResponse:
         checks["database"] = f"unavailable: {exc.__class__.__name__}"
     if settings.REDIS_URL:
         try:
-            from .broadcast import _redis
-
-            _redis().ping()
+            broadcast.redis_client().ping()
             checks["redis"] = "ok"
         except Exception as exc:
             checks["redis"] = f"unavailable: {exc.__class__.__name__}"
@@ -181,3 +180,21 @@ def readyz(request) -> JsonResponse:
         {"status": "ok" if ready else "unavailable", "checks": checks},
         status=200 if ready else 503,
     )
+
+
+def metrics_view(request) -> HttpResponse:
+    """``GET /metrics`` of gunicorn and daphne (never proxied by nginx; README, "Metrics")."""
+    code = metrics.check_token(request.headers.get("Authorization"))
+    if code == 200 and request.method not in ("GET", "HEAD"):
+        code = 405
+    if code != 200:
+        refusal = json_error(code, metrics.REFUSAL_DETAILS[code])
+        if code == 401:
+            refusal["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        elif code == 405:
+            refusal["Allow"] = "GET, HEAD"
+        return refusal
+    body, content_type = metrics.render(request.headers.get("Accept"))
+    response = HttpResponse(body, content_type=content_type)
+    response["Cache-Control"] = "no-store"
+    return response

@@ -5,8 +5,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from operations import pages as operation_pages
 from operations.views import DocumentView, OperationStatsView, OperationsView
-from tasks.metrics import metrics_view
-from tasks.views import ApiDocsView
+from tasks.views import ApiDocsView, metrics_view
 
 urlpatterns = [
     path("", include("tasks.urls")),

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from tasks.consumers import newer_than_floor
-from tasks.groups import ALL, task_key
-from tasks.hub import Hub, Update
+from tasks.live.hub import Hub
+from tasks.live.routes import ALL, task_key
+from tasks.live.wire import Update
 
 
 def update(task_id: str, version: int) -> Update:

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 #: The packages held to these rules (a package covers its subpackages).
-CHECKED_PACKAGES = ["tasks.auth", "accounts"]
+CHECKED_PACKAGES = ["tasks", "tasks.live", "tasks.auth", "accounts"]
 
 
 @dataclass(frozen=True)

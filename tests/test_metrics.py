@@ -24,8 +24,9 @@ import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
 from tasks import tracker
-from tasks.groups import ALL
-from tasks.hub import Hub, Update
+from tasks.live.hub import Hub
+from tasks.live.routes import ALL
+from tasks.live.wire import Update
 from tests.support.servers import ROOT, Daphne, free_port, service_env, wait_http
 
 METRICS_TOKEN = "metrics-test-token-" + uuid.uuid4().hex

@@ -226,7 +226,7 @@ def test_health_needs_no_credentials(client):
 
 
 def test_readyz_is_503_when_redis_is_unreachable(client):
-    from tasks import broadcast
+    from tasks.live import broadcast
 
     with override_settings(REDIS_URL="redis://127.0.0.1:1/0"):
         broadcast._client = None

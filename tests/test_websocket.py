@@ -457,7 +457,7 @@ def test_a_change_whose_publish_was_lost_is_resent_when_the_hub_reconnects(live,
             done = await loop.run_in_executor(None, lost, [["start", "get_mpvs"], ["complete"]])
             assert await quiet(ws, 0.5) == [], "nothing was published"
             assert await loop.run_in_executor(None, kill_hub_connection) == 1
-            return done, await statuses_until_terminal(ws, done["task_id"])
+            return done, await statuses_until_terminal(ws, done["task_id"], timeout=30)
 
     done, seen = run(scenario())
     assert seen[-1]["status"] == "completed"

@@ -120,7 +120,7 @@ class ServerSendMiddleware:
     """Keeps the server's own ``send`` in the scope, before the session layer wraps it.
 
     The hub writes update frames straight to daphne's protocol behind it (see
-    ``tasks.hub.Delivery``); the session wrapper only matters for HTTP cookies.
+    ``tasks.live.delivery``); the session wrapper only matters for HTTP cookies.
     """
 
     def __init__(self, inner: Any) -> None:

@@ -1,20 +1,21 @@
 """Per-process fan-out of task updates to this process's WebSocket clients.
 
 One hub per server process holds one subscription to the updates channel
-(Redis pub/sub, or the in-process hand-off when no ``REDIS_URL``), keeps an
-index of its clients' subscriptions, and hands each update, encoded once, to
-exactly the clients that want it. Under daphne the WebSocket frame is also
-built once and sent straight to each client's socket, so one more watcher
-costs one ``send``, not a trip through a channel layer, a consumer and the
-reactor. When the process falls behind its producers, what waits on the
-subscription is conflated once and sent to each client as one byte string.
+(Redis pub/sub, or the in-process hand-off it registers with ``broadcast``
+when there is no ``REDIS_URL``), keeps an index of its clients' subscriptions
+(``routes``), and hands each update, encoded once (``wire``), to exactly the
+clients that want it (``delivery.Client``). When the process falls behind its
+producers, what waits on the subscription is conflated once and sent to each
+client as one byte string. Rows it reads itself (gap repair after a dropped
+subscription, the embedded default's polling) come through ``tasks.selectors``
+and are encoded through ``wire`` like every other update.
 
 Invariants:
 - versions only rise per task on the live stream of a process (stale
   publications from racing writers are dropped here);
 - a client whose socket cannot keep up gets intermediate progress conflated
   (newest wins) while status transitions are kept in order; one that stays
-  behind is closed with 4013 (see ``Delivery``).
+  behind is closed with 4013 (see ``delivery.Delivery``).
 """
 
 from __future__ import annotations
@@ -26,18 +27,21 @@ import signal
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 
-from . import metrics
-from .groups import ALL, operation_key, task_key, updates_channel
-from .models import TERMINAL_STATUSES
+from .. import metrics
+from ..models import TERMINAL_STATUSES
+from ..selectors import changed_since
+from . import broadcast, wire
+from .delivery import Client
+from .routes import ALL, RouteKey, operation_key, task_key, updates_channel
+from .wire import Update, conflate
 
 logger = logging.getLogger(__name__)
 
-CLOSE_SLOW_CLIENT = 4013
 CLOSE_SHUTDOWN = 4001
 CLOSE_SERVER_ERROR = 1011
 LISTEN_WAIT_SECONDS = 5.0
@@ -49,296 +53,23 @@ _BATCH_MAX = 10_000
 # (docs/performance.md, "Paced rounds").
 _ROUND_PAUSE = 3.0
 _ROUND_PAUSE_MAX = 0.05
-# Updates a slow client's backlog replaced by newer ones: a plain int on that slow
-# path, read when metrics are scraped (tasks/metrics.py), never a metric call.
-client_conflated = 0
-_UPDATED_AT = '"updated_at":'
 
 
-class Update:
-    """One change as the hub routes it; its WebSocket frame is built at most once."""
-
-    __slots__ = ("task_id", "operation", "version", "status", "text", "conflatable", "_frame")
-
-    def __init__(self, task_id: str, operation: str, version: int, status: str, text: str):
-        self.task_id = task_id
-        self.operation = operation
-        self.version = version
-        self.status = status
-        self.text = text
-        self.conflatable = False
-        self._frame: bytes | None = None
-
-    @classmethod
-    def parse(cls, data: str | bytes) -> Update:
-        if isinstance(data, bytes):
-            data = data.decode("utf-8")
-        header, text = data.split("\n", 1)
-        task_id, operation, version, status = header.split(" ")
-        return cls(task_id, operation, int(version), status, text)
-
-    @property
-    def frame(self) -> bytes:
-        """The whole server-to-client text frame (unmasked, uncompressed), for every client.
-
-        An uncompressed frame is valid on every connection, permessage-deflate
-        negotiated or not, so one byte string serves them all.
-        """
-        if self._frame is None:
-            payload = self.text.encode("utf-8")
-            size = len(payload)
-            if size < 126:
-                head = bytes((0x81, size))
-            elif size < 65536:
-                head = b"\x81\x7e" + size.to_bytes(2, "big")
-            else:
-                head = b"\x81\x7f" + size.to_bytes(8, "big")
-            self._frame = head + payload
-        return self._frame
-
-
-def conflate(updates: list[Update]) -> list[Update]:
-    """Newest progress per task wins; transitions and final states keep their place.
-
-    A conflatable update (same status as the one before it, not terminal)
-    replaces the task's pending conflatable update if nothing of that task
-    came after it; anything else is kept, in order.
-    """
-    kept: list[Update] = []
-    replaceable: dict[str, int] = {}
-    for update in updates:
-        index = replaceable.get(update.task_id)
-        if update.conflatable and index is not None:
-            kept[index] = update
-            continue
-        if update.conflatable:
-            replaceable[update.task_id] = len(kept)
-        else:
-            replaceable.pop(update.task_id, None)
-        kept.append(update)
-    return kept
-
-
-def _daphne_protocol(send: Callable) -> Any | None:
-    """Daphne's protocol behind an ASGI ``send``, to write frames to its socket directly.
-
-    Also turns off autobahn's ``failByDrop`` (for this connection and those
-    after it): with it on, daphne answers an oversized frame by dropping TCP
-    (1006) instead of the close code 1009 that the contract promises.
-    """
-    protocol = getattr(send, "args", (None,))[0]
-    if protocol is not None and hasattr(protocol, "sendPreparedMessage"):
-        protocol.failByDrop = False
-        protocol.factory.failByDrop = False
-        return protocol
-    return None
-
-
-def _plain_socket(transport: Any) -> Any | None:
-    """The socket under a plain Twisted TCP transport (not TLS), else None."""
-    from twisted.internet import tcp
-
-    if isinstance(transport, tcp.Connection) and not getattr(transport, "TLS", False):
-        return getattr(transport, "socket", None)
-    return None
-
-
-def _buffered_bytes(transport: Any) -> int:
-    try:
-        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-    except AttributeError:
-        return 0
-
-
-class Delivery:
-    """Sends updates to one client, conflating while its socket is full.
-
-    Under daphne a frame goes straight to the socket with one ``send`` when
-    nothing is waiting before it (Twisted's own ``write`` would register the
-    socket with the reactor and send it on the next turn of the loop: two
-    ``epoll_ctl`` calls and a wake-up per client per message). What the kernel
-    does not take waits in Twisted's buffer, and from then on the client is
-    *behind*: updates queue in a backlog where newest progress replaces older
-    progress of the same task, while transitions and final states keep their
-    place, until the socket drains. A client whose unsent bytes stay above
-    ``WS_SEND_HIGH_WATER`` for ``WS_SLOW_CLIENT_SECONDS``, or whose backlog
-    passes ``WS_OUTBOX_LIMIT``, is closed with 4013.
-    """
-
-    __slots__ = ("_send", "_close", "_protocol", "_socket", "_backlog", "_replaceable",
-                 "_backlog_bytes", "_drainer", "_behind_since", "_refused", "closed")
-
-    def __init__(
-        self,
-        send: Callable[[dict], Awaitable[None]],
-        close: Callable[[int], Awaitable[None]],
-    ) -> None:
-        self._send = send
-        self._close = close
-        self._protocol = _daphne_protocol(send)
-        self._socket = None
-        if self._protocol is not None:
-            self._socket = _plain_socket(self._protocol.transport)
-        # made on first use: most clients never fall behind, and an idle
-        # connection should cost as little as possible
-        self._backlog: list[list] | None = None
-        self._replaceable: dict[str, list] | None = None
-        self._backlog_bytes = 0
-        self._drainer: asyncio.Task | None = None
-        self._behind_since = 0.0
-        self._refused = False
-        self.closed = False
-
-    def _behind(self) -> bool:
-        """The kernel refused part of what we sent and Twisted still holds it.
-
-        Bytes that daphne itself wrote (a ``subscribed`` reply, a pong) also
-        wait in Twisted's buffer until the next turn of the loop; that is not
-        being behind, and updates then queue after them in order.
-        """
-        protocol = self._protocol
-        if protocol is None or protocol.transport is None:
-            return False
-        buffered = _buffered_bytes(protocol.transport)
-        if buffered == 0:
-            self._refused = False
-            return False
-        return self._refused or buffered > settings.WS_SEND_HIGH_WATER
-
-    def _write(self, data: bytes, text: str | None = None) -> None:
-        protocol = self._protocol
-        if protocol is None:
-            asyncio.ensure_future(self._send({"type": "websocket.send", "text": text}))
-            return
-        transport = protocol.transport
-        if protocol.state != protocol.STATE_OPEN or transport is None:
-            return
-        if protocol.send_queue:
-            protocol.sendData(data)  # behind autobahn's own queued frames, in order
-            return
-        sock = self._socket
-        if sock is not None and _buffered_bytes(transport) == 0:
-            try:
-                sent = sock.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                return  # the connection is gone; Twisted notices on its next read
-            if sent == len(data):
-                return
-            data = data[sent:]
-            self._refused = True
-        transport.write(data)
-
-    def offer(self, update: Update) -> None:
-        if self.closed:
-            return
-        if not self._backlog and not self._behind():
-            self._write(update.frame, update.text)
-            return
-        self._queue(update)
-
-    def offer_many(self, updates: list[Update], blob: bytes | None) -> None:
-        """Several updates at once: one ``send`` of their frames when the socket is free."""
-        if self.closed:
-            return
-        if self._protocol is not None and not self._backlog and not self._behind():
-            self._write(blob if blob is not None else b"".join(u.frame for u in updates))
-            return
-        for update in updates:
-            self.offer(update)
-
-    def _queue(self, update: Update) -> None:
-        global client_conflated
-        if self._backlog is None:
-            self._backlog, self._replaceable = [], {}
-        entry = self._replaceable.get(update.task_id)
-        if update.conflatable and entry is not None:
-            client_conflated += 1
-            self._backlog_bytes += len(update.frame) - len(entry[1].frame)
-            entry[1] = update
-            return
-        entry = [update.task_id, update]
-        self._backlog.append(entry)
-        self._backlog_bytes += len(update.frame)
-        if update.conflatable:
-            self._replaceable[update.task_id] = entry
-        else:
-            self._replaceable.pop(update.task_id, None)
-        if len(self._backlog) > settings.WS_OUTBOX_LIMIT:
-            self.cut_off("backlog over limit")
-            return
-        if self._drainer is None:
-            self._behind_since = time.monotonic()
-            self._drainer = asyncio.ensure_future(self._drain())
-
-    def _unsent_bytes(self) -> int:
-        transport = self._protocol.transport if self._protocol is not None else None
-        return self._backlog_bytes + (_buffered_bytes(transport) if transport else 0)
-
-    async def _drain(self) -> None:
-        """Write the whole backlog at once each time the socket has drained."""
-        try:
-            while self._backlog and not self.closed:
-                if self._behind():
-                    now = time.monotonic()
-                    if self._unsent_bytes() <= settings.WS_SEND_HIGH_WATER:
-                        self._behind_since = now
-                    elif now - self._behind_since > settings.WS_SLOW_CLIENT_SECONDS:
-                        self.cut_off("too slow to read")
-                        return
-                    await asyncio.sleep(0.02)
-                    continue
-                self._behind_since = time.monotonic()
-                updates = [update for _, update in self._backlog]
-                self._backlog = self._replaceable = None
-                self._backlog_bytes = 0
-                if self._protocol is not None:
-                    self._write(b"".join(u.frame for u in updates))
-                else:
-                    for update in updates:
-                        self._write(update.frame, update.text)
-        finally:
-            self._drainer = None
-
-    def cut_off(self, reason: str) -> None:
-        if self.closed:
-            return
-        logger.warning("closing a WebSocket client with %s: %s", CLOSE_SLOW_CLIENT, reason)
-        metrics.WS_SLOW_CLOSED.labels("backlog" if "backlog" in reason else "slow").inc()
-        if self._backlog:
-            metrics.WS_DROPPED.inc(len(self._backlog))
-        self.closed = True
-        self._backlog = self._replaceable = None
-        self._backlog_bytes = 0
-        asyncio.ensure_future(self._close_behind_backlog())
-
-    async def _close_behind_backlog(self) -> None:
-        """Close with 4013 after what is already buffered, and buffer nothing more.
-
-        The close frame sits behind the data the client has not read; autobahn's
-        close-handshake timeout would abort the socket and discard it all, so the
-        client could never learn why. Instead the socket is half-closed once the
-        buffer drains, and a client that reads at last sees 4013.
-        """
-        protocol = self._protocol
-        if protocol is not None:
-            protocol.closeHandshakeTimeout = 0
-        await self._close(CLOSE_SLOW_CLIENT)
-        if protocol is not None and protocol.transport is not None:
-            protocol.transport.loseConnection()
+def _changed_since(since: float) -> list[Update]:
+    """Updates of every task changed since ``since``, read and encoded off the loop."""
+    return [wire.encode(task) for task in changed_since(since, everything=True)]
 
 
 class Hub:
     """The process's one subscription and its routing index."""
 
     def __init__(self) -> None:
-        self._routes: dict[tuple[str, str], set[Any]] = {}
+        self._routes: dict[RouteKey, set[Client]] = {}
         self._versions: OrderedDict[str, tuple[int, str]] = OrderedDict()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reader: asyncio.Task | None = None
-        self._connected: set[Any] = set()
-        self._failed: set[Any] = set()  # clients being closed after a failed delivery
+        self._connected: set[Client] = set()
+        self._failed: set[Client] = set()  # clients being closed after a failed delivery
         self._shutdown_hooked = False
         # paced rounds (see ``_arrived``)
         self._waiting: list[str | bytes] = []
@@ -350,17 +81,17 @@ class Hub:
 
     # -- connections and subscriptions ---------------------------------------
 
-    def connect(self, client: Any) -> None:
+    def connect(self, client: Client) -> None:
         self._connected.add(client)
 
-    def disconnect(self, client: Any) -> None:
+    def disconnect(self, client: Client) -> None:
         self._connected.discard(client)
         self._failed.discard(client)
 
-    def add(self, client: Any, key: tuple[str, str]) -> None:
+    def add(self, client: Client, key: RouteKey) -> None:
         self._routes.setdefault(key, set()).add(client)
 
-    def discard(self, client: Any, key: tuple[str, str]) -> None:
+    def discard(self, client: Client, key: RouteKey) -> None:
         clients = self._routes.get(key)
         if clients is not None:
             clients.discard(client)
@@ -412,7 +143,7 @@ class Hub:
             metrics.HUB_FRAMES.inc(delivered)
         if len(accepted) != len(updates):
             metrics.HUB_CONFLATED.inc(len(accepted) - len(updates))
-        lag = _age(updates[0])
+        lag = wire.age(updates[0])
         if lag is not None:
             metrics.HUB_LAG.observe(lag)
 
@@ -438,7 +169,7 @@ class Hub:
         routes = self._routes
         if len(routes) <= (1 if everyone else 0):
             return delivered
-        wanted: dict[Any, list[Update]] = {}
+        wanted: dict[Client, list[Update]] = {}
         for update in updates:
             by_operation = routes.get(operation_key(update.operation), ())
             for clients in (by_operation, routes.get(task_key(update.task_id), ())):
@@ -457,7 +188,7 @@ class Hub:
                 self._delivery_failed(client)
         return delivered + sum(map(len, wanted.values()))
 
-    def _delivery_failed(self, client: Any) -> None:
+    def _delivery_failed(self, client: Client) -> None:
         """One client's failure must not cost the others their update: close it (1011)."""
         if client in self._failed:
             return
@@ -521,11 +252,27 @@ class Hub:
         self._loop = loop
         self._listening = asyncio.Event()
         self._hook_shutdown()
+        # publish_change hands this process's changes over directly when there is no Redis
+        broadcast.register_hand_off(self.hand_off)
         if settings.REDIS_URL:
             self._reader = loop.create_task(self._read_redis())
         else:
             self._listening.set()  # the in-process hand-off cannot miss anything
             self._reader = loop.create_task(self._poll_database())
+
+    def hand_off(self, data: str) -> None:
+        """In-process hand-off (no Redis): deliver on the hub's loop, from any thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self.dispatch_raw(data)
+        else:
+            loop.call_soon_threadsafe(self.dispatch_raw, data)
 
     async def listening(self, timeout: float = LISTEN_WAIT_SECONDS) -> bool:
         """Wait until the subscription is live (False if it is not within ``timeout``).
@@ -640,8 +387,6 @@ class Hub:
         """
         from channels.db import database_sync_to_async
 
-        from .selectors import changed_since_wire
-
         since = time.time()
         while True:
             await asyncio.sleep(EMBEDDED_POLL_SECONDS)
@@ -651,56 +396,22 @@ class Hub:
             started = time.time()
             try:
                 # a change commits a moment after its updated_at is taken
-                messages = await database_sync_to_async(changed_since_wire)(since - 2.0)
+                updates = await database_sync_to_async(_changed_since)(since - 2.0)
             except Exception:
                 logger.warning("could not read changed tasks from the database", exc_info=True)
                 continue
             since = started
-            if messages:
-                self.dispatch_raw_many(messages)
+            if updates:
+                self.dispatch_many(updates)
 
     async def _repair_gap(self, since: float) -> None:
         """Re-send what changed while the subscription was down, from the database."""
         from channels.db import database_sync_to_async
 
-        from .selectors import changed_since_wire
-
-        messages = await database_sync_to_async(changed_since_wire)(since - 1.0)
-        self.dispatch_raw_many(messages)
-        logger.info("updates subscription restored; re-sent %d changed tasks", len(messages))
-
-
-def _age(update: Update) -> float | None:
-    """Seconds since the task's ``updated_at`` (whole seconds in the payload).
-
-    The wire format carries no publish time; ``updated_at`` is the last key but
-    ``version`` of the frame, so it is found from the end without parsing the JSON.
-    """
-    text = update.text
-    at = text.rfind(_UPDATED_AT)
-    if at < 0:
-        return None
-    start = at + len(_UPDATED_AT)
-    end = text.find(",", start)
-    try:
-        return max(0.0, time.time() - int(text[start:end if end > 0 else None]))
-    except ValueError:
-        return None
+        updates = await database_sync_to_async(_changed_since)(since - 1.0)
+        self.dispatch_many(updates)
+        logger.info("updates subscription restored; re-sent %d changed tasks", len(updates))
 
 
 hub = Hub()
 
-
-def local_publish(data: str) -> None:
-    """In-process hand-off (no Redis): deliver on the hub's loop, from any thread."""
-    loop = hub._loop
-    if loop is None or loop.is_closed():
-        return
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is loop:
-        hub.dispatch_raw(data)
-    else:
-        loop.call_soon_threadsafe(hub.dispatch_raw, data)
