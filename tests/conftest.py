@@ -12,8 +12,13 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import redis
+
+from tests.support.source_server import SAMPLE
 
 
 def _worker_suffix() -> str:
@@ -51,8 +56,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     from django.conf import settings
 
     if settings.REDIS_URL:
-        import redis
-
         try:
             redis.Redis.from_url(settings.REDIS_URL).delete(settings.CELERY_TASK_DEFAULT_QUEUE)
         except redis.RedisError:
@@ -112,3 +115,45 @@ def live(transactional_db):
 
     with running_daphne() as server:
         yield server
+
+
+# -- shared by the operations tests ------------------------------------------------
+
+
+@pytest.fixture
+def sample_sources(settings, tmp_path):
+    """The committed sample data as the sources; AP batches land in a temporary directory."""
+    settings.SALES_SOURCE_URL = f"file://{SAMPLE / 'sales'}"
+    settings.TIMECLOCK_SOURCE_URL = f"file://{SAMPLE / 'timeclock'}"
+    settings.INVOICE_SOURCE_URL = f"file://{SAMPLE / 'invoices'}"
+    settings.ACCOUNTING_TARGET_URL = f"file://{tmp_path / 'accounting'}"
+    return tmp_path / "accounting"
+
+
+@pytest.fixture
+def queue(settings) -> Iterator[str]:
+    name = f"test-ops-{uuid.uuid4().hex[:10]}"
+    settings.CELERY_TASK_DEFAULT_QUEUE = name
+    yield name
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.delete(name, f"{name}-beat:lock", f"{name}-beat:last-run")
+
+
+@pytest.fixture
+def doc_storage(settings, tmp_path) -> Path:
+    """Document storage in a temporary directory (Django resets its storage cache)."""
+    folder = tmp_path / "documents"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "documents": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(folder)},
+        },
+    }
+    return folder
+
+
+@pytest.fixture
+def sample_roster(settings, doc_storage) -> Path:
+    settings.ROSTER_SOURCE_URL = f"file://{SAMPLE / 'roster'}"
+    return doc_storage

@@ -13,9 +13,9 @@ from django.conf import settings
 from playwright.sync_api import expect
 
 from operations.models import FoodHandlerCertificate, FoodHandlerPacket
-from tests.conftest_operations import run_job
 from tests.support import browser as chromium
 from tests.support.browser import log_in, watch
+from tests.support.jobs import run_job
 from tests.support.servers import Daphne, service_env
 from tests.test_operations_food_handlers import AS_OF, ROSTER, food_handlers_by_id
 

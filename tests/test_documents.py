@@ -16,14 +16,8 @@ from rest_framework.test import APIClient
 from operations import documents
 from operations.models import FoodHandlerCertificate, FoodHandlerPacket
 from tasks.auth.identity import issue_local_token
-from tests.conftest_operations import run_job
-from tests.test_operations_food_handlers import (  # noqa: F401
-    AS_OF,
-    ROSTER,
-    doc_storage,
-    food_handlers_by_id,
-    sample_roster,
-)
+from tests.support.jobs import run_job
+from tests.test_operations_food_handlers import AS_OF, ROSTER, food_handlers_by_id
 
 pytestmark = pytest.mark.django_db(transaction=True)
 READER_ROLE = "TaskStatus.FoodHandler.Read"
@@ -31,7 +25,7 @@ LOCATIONS = ["L01", "L08"]  # L01: a certificate missing at the source; L08: an 
 
 
 @pytest.fixture
-def checked(sample_roster):  # noqa: F811
+def checked(sample_roster):
     task = run_job("update_food_handler_pdfs", {"as_of": AS_OF.isoformat(), "locations": LOCATIONS})
     assert task.status == "completed_with_errors", task.error
     return sample_roster
@@ -240,7 +234,7 @@ def test_a_document_gone_from_storage_is_410_json(links, checked, reader_client)
     assert_json_error(reader_client.head(line["url"]), 410)
 
 
-def test_links_need_records_and_known_locations(sample_roster):  # noqa: F811
+def test_links_need_records_and_known_locations(sample_roster):
     none = run_job("get_food_handler_links")
     assert none.status == "failed"
     assert none.error == "no food handler records yet; run update_food_handler_pdfs first"

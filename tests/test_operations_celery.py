@@ -34,15 +34,6 @@ from tests.support.source_server import SAMPLE, source_server
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
-@pytest.fixture
-def queue(settings) -> str:
-    name = f"test-ops-{uuid.uuid4().hex[:10]}"
-    settings.CELERY_TASK_DEFAULT_QUEUE = name
-    yield name
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    client.delete(name, f"{name}-beat:lock", f"{name}-beat:last-run")
-
-
 def env_for(queue: str, **extra: str) -> dict[str, str]:
     values = dict(
         CELERY_QUEUE=queue,

@@ -15,7 +15,7 @@ from rest_framework.exceptions import ValidationError
 
 from operations import registry
 from operations.models import DailySalesSummary
-from tests.conftest_operations import run_job, sample_sources  # noqa: F401
+from tests.support.jobs import run_job
 from tests.support.source_server import SAMPLE, source_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -74,7 +74,7 @@ def assert_summary_matches(row: DailySalesSummary, exp: dict) -> None:
     assert {c: cents(v) for c, v in row.net_sales_by_revenue_center.items()} == exp["centers"]
 
 
-def test_daily_sales_figures_match_the_raw_checks(sample_sources):  # noqa: F811
+def test_daily_sales_figures_match_the_raw_checks(sample_sources):
     task = run_job("daily_sales", {"business_date": DAY.isoformat()})
     assert task.status == "completed", task.error
     assert task.progress == {"current": 12, "total": 12, "message": task.progress_message}
@@ -86,7 +86,7 @@ def test_daily_sales_figures_match_the_raw_checks(sample_sources):  # noqa: F811
     assert cents(task.result["net_sales"]) == total
 
 
-def test_rerun_replaces_and_never_duplicates(sample_sources):  # noqa: F811
+def test_rerun_replaces_and_never_duplicates(sample_sources):
     run_job("daily_sales", {"business_date": DAY.isoformat(), "locations": ["L02"]})
     DailySalesSummary.objects.filter(location_id="L02").update(net_sales=Decimal("1.00"))
     second = run_job("daily_sales", {"business_date": DAY.isoformat(), "locations": ["L02"]})
@@ -101,7 +101,7 @@ def test_rerun_replaces_and_never_duplicates(sample_sources):  # noqa: F811
     (date(2025, 6, 12), "L03", "items[0].qty: not a number ('two')"),
     (date(2025, 6, 13), "L11", "missing data"),
 ])
-def test_bad_location_is_an_error_and_the_job_goes_on(sample_sources, day, location,  # noqa: F811
+def test_bad_location_is_an_error_and_the_job_goes_on(sample_sources, day, location,
                                                       reason):
     task = run_job("daily_sales", {"business_date": day.isoformat()})
     assert task.status == "completed_with_errors"
@@ -111,13 +111,13 @@ def test_bad_location_is_an_error_and_the_job_goes_on(sample_sources, day, locat
     assert DailySalesSummary.objects.filter(business_date=day).count() == 11
 
 
-def test_date_without_any_data_fails_clearly(sample_sources):  # noqa: F811
+def test_date_without_any_data_fails_clearly(sample_sources):
     task = run_job("daily_sales", {"business_date": "2025-01-01"})
     assert task.status == "failed"
     assert task.error == "no sales data for 2025-01-01"
 
 
-def test_bad_parameters_are_refused_before_launch(sample_sources):  # noqa: F811
+def test_bad_parameters_are_refused_before_launch(sample_sources):
     future = (timezone.localdate() + timedelta(days=2)).isoformat()
     for params, field in (({"business_date": future}, "business_date"),
                           ({"business_date": "yesterday"}, "business_date"),
@@ -130,13 +130,13 @@ def test_bad_parameters_are_refused_before_launch(sample_sources):  # noqa: F811
         registry.validate_params("nope", {})
 
 
-def test_default_business_date_is_yesterday_in_time_zone(sample_sources):  # noqa: F811
+def test_default_business_date_is_yesterday_in_time_zone(sample_sources):
     clean = registry.validate_params("daily_sales", {})
     assert clean == {"business_date": (timezone.localdate() - timedelta(days=1)).isoformat(),
                      "locations": []}
 
 
-def test_cancel_stops_the_job_and_names_who(sample_sources):  # noqa: F811
+def test_cancel_stops_the_job_and_names_who(sample_sources):
     from operations import runner
     from tasks import tracker
     from tasks.selectors import get_task
@@ -150,7 +150,7 @@ def test_cancel_stops_the_job_and_names_who(sample_sources):  # noqa: F811
     assert not DailySalesSummary.objects.exists()
 
 
-def test_daily_sales_over_http_source_equals_file_source(settings, sample_sources):  # noqa: F811
+def test_daily_sales_over_http_source_equals_file_source(settings, sample_sources):
     with source_server() as server:
         settings.SALES_SOURCE_URL = f"{server.base}/sales"
         settings.SOURCE_TOKEN = "test-token"
@@ -165,7 +165,7 @@ def test_daily_sales_over_http_source_equals_file_source(settings, sample_source
         assert_summary_matches(row, expected(DAY, location))
 
 
-def test_unreachable_source_fails_with_a_clear_message(settings, sample_sources):  # noqa: F811
+def test_unreachable_source_fails_with_a_clear_message(settings, sample_sources):
     settings.SALES_SOURCE_URL = "http://127.0.0.1:9/sales"
     settings.SOURCE_MAX_RETRIES = 1
     settings.SOURCE_BACKOFF_SECONDS = 0.01

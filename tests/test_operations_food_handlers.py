@@ -22,9 +22,9 @@ from operations import pdfs
 from operations.jobs import food_handlers
 from operations.models import FoodHandlerCertificate, FoodHandlerPacket
 from tasks import tracker
-from tests.conftest_operations import run_job
+from tests.support.jobs import run_job
 from tests.support.source_server import SAMPLE, Handler, SourceServer
-from tests.test_operations_celery import celery_process, env_for, queue  # noqa: F401
+from tests.test_operations_celery import celery_process, env_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 AS_OF = date(2025, 6, 15)
@@ -89,26 +89,6 @@ def expected_counts(statuses: dict[str, str], root: Path = ROSTER) -> dict[str, 
     for emp_id, status in statuses.items():
         counts[handlers[emp_id]["location_id"]][status] += 1
     return counts
-
-
-@pytest.fixture
-def doc_storage(settings, tmp_path) -> Path:
-    """Document storage in a temporary directory (Django resets its storage cache)."""
-    folder = tmp_path / "documents"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "documents": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(folder)},
-        },
-    }
-    return folder
-
-
-@pytest.fixture
-def sample_roster(settings, doc_storage) -> Path:
-    settings.ROSTER_SOURCE_URL = f"file://{ROSTER}"
-    return doc_storage
 
 
 def stored_files(folder: Path) -> dict[str, tuple[int, int]]:
@@ -540,7 +520,7 @@ def test_the_packet_is_reproducible_and_survives_any_name():
 
 @pytest.mark.slow
 def test_launched_over_rest_run_by_a_worker_and_watched_over_websocket(
-    queue,  # noqa: F811 (the fixture imported above)
+    queue,
     runner,
     doc_storage,
     tmp_path,

@@ -15,7 +15,7 @@ import pytest
 from django.db import connection
 
 from operations.models import AccountingExport, Invoice
-from tests.conftest_operations import run_job, sample_sources  # noqa: F401
+from tests.support.jobs import run_job
 from tests.support.source_server import SAMPLE, source_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -64,7 +64,7 @@ def exported_keys(target: Path) -> Counter:
     return keys
 
 
-def test_first_sync_counts_match_the_raw_invoices(sample_sources):  # noqa: F811
+def test_first_sync_counts_match_the_raw_invoices(sample_sources):
     raw = raw_invoices()
     valid = [i for i in raw if is_valid(i, vendor_ids())]
     task = run_job("invoice_sync")
@@ -83,7 +83,7 @@ def test_first_sync_counts_match_the_raw_invoices(sample_sources):  # noqa: F811
     assert task.progress_message == f"exported {len(valid)} invoice(s)"
 
 
-def test_second_sync_reads_nothing_and_full_resync_changes_nothing(sample_sources):  # noqa: F811
+def test_second_sync_reads_nothing_and_full_resync_changes_nothing(sample_sources):
     run_job("invoice_sync")
     again = run_job("invoice_sync")
     assert again.status == "completed"
@@ -94,7 +94,7 @@ def test_second_sync_reads_nothing_and_full_resync_changes_nothing(sample_source
     assert AccountingExport.objects.count() == 1
 
 
-def test_changed_invoice_is_updated_and_exported_once_more(settings, sample_sources,  # noqa: F811
+def test_changed_invoice_is_updated_and_exported_once_more(settings, sample_sources,
                                                            tmp_path):
     folder = tmp_path / "invoices"
     shutil.copytree(SAMPLE / "invoices", folder)
@@ -113,7 +113,7 @@ def test_changed_invoice_is_updated_and_exported_once_more(settings, sample_sour
     assert sum(1 for k in keys if k[:2] == (target["vendor_id"], target["invoice_number"])) == 2
 
 
-def test_two_syncs_at_once_never_export_an_invoice_twice(sample_sources):  # noqa: F811
+def test_two_syncs_at_once_never_export_an_invoice_twice(sample_sources):
     assert connection.vendor == "postgresql", "this race needs real row locks"
     results: list = []
 
@@ -137,7 +137,7 @@ def test_two_syncs_at_once_never_export_an_invoice_twice(sample_sources):  # noq
 
 
 def test_export_over_http_retries_and_failed_export_is_retried_next_sync(
-        settings, sample_sources):  # noqa: F811
+        settings, sample_sources):
     settings.SOURCE_TOKEN = "test-token"
     settings.SOURCE_BACKOFF_SECONDS = 0.01
     settings.SOURCE_MAX_RETRIES = 1

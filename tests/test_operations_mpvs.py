@@ -12,7 +12,7 @@ from rest_framework.exceptions import ValidationError
 
 from operations import registry
 from operations.models import MealPeriodViolation
-from tests.conftest_operations import run_job, sample_sources  # noqa: F401
+from tests.support.jobs import run_job
 from tests.support.source_server import SAMPLE, source_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -79,7 +79,7 @@ def stored(day: date, location: str) -> dict:
                                                         location_id=location)}
 
 
-def test_violations_match_the_raw_punches(sample_sources):  # noqa: F811
+def test_violations_match_the_raw_punches(sample_sources):
     task = run_job("get_mpvs", {"business_date": DAY.isoformat()})
     assert task.status == "completed", task.error
     assert task.progress == {"current": 12, "total": 12, "message": task.progress_message}
@@ -96,7 +96,7 @@ def test_violations_match_the_raw_punches(sample_sources):  # noqa: F811
     assert kinds["missing_first_meal"]
 
 
-def test_whole_sample_totals_and_bad_records(sample_sources):  # noqa: F811
+def test_whole_sample_totals_and_bad_records(sample_sources):
     """Every date of the sample: totals match, and exactly the documented records fail."""
     shifts = hours = pay = 0
     kinds: Counter = Counter()
@@ -122,7 +122,7 @@ def test_whole_sample_totals_and_bad_records(sample_sources):  # noqa: F811
     assert MealPeriodViolation.objects.count() == sum(len(e["rows"]) for e in exp)
 
 
-def test_rerun_replaces_and_never_duplicates(sample_sources):  # noqa: F811
+def test_rerun_replaces_and_never_duplicates(sample_sources):
     params = {"business_date": DAY.isoformat(), "locations": ["L02"]}
     run_job("get_mpvs", params)
     first = stored(DAY, "L02")
@@ -141,13 +141,13 @@ def test_rerun_replaces_and_never_duplicates(sample_sources):  # noqa: F811
         str(second.task_id)}
 
 
-def test_date_without_any_data_fails_clearly(sample_sources):  # noqa: F811
+def test_date_without_any_data_fails_clearly(sample_sources):
     task = run_job("get_mpvs", {"business_date": "2025-01-01"})
     assert task.status == "failed"
     assert task.error == "no timeclock data for 2025-01-01"
 
 
-def test_bad_parameters_are_refused_before_launch(sample_sources):  # noqa: F811
+def test_bad_parameters_are_refused_before_launch(sample_sources):
     future = (timezone.localdate() + timedelta(days=2)).isoformat()
     for params, field in (({"business_date": future}, "business_date"),
                           ({"business_date": "yesterday"}, "business_date"),
@@ -161,7 +161,7 @@ def test_bad_parameters_are_refused_before_launch(sample_sources):  # noqa: F811
                      "locations": []}
 
 
-def test_bad_parameters_are_400_over_the_api(client, runner, sample_sources):  # noqa: F811
+def test_bad_parameters_are_400_over_the_api(client, runner, sample_sources):
     client.force_login(runner)
     for params in ({"business_date": "not-a-date"}, {"business_date": "2999-01-01"},
                    {"locations": ["NOPE"]}):
@@ -171,7 +171,7 @@ def test_bad_parameters_are_400_over_the_api(client, runner, sample_sources):  #
         assert next(iter(params)) in json.dumps(response.json())
 
 
-def test_over_http_source_equals_file_source(settings, sample_sources):  # noqa: F811
+def test_over_http_source_equals_file_source(settings, sample_sources):
     with source_server() as server:
         settings.TIMECLOCK_SOURCE_URL = f"{server.base}/timeclock"
         settings.SOURCE_TOKEN = "test-token"
@@ -191,7 +191,7 @@ def test_over_http_source_equals_file_source(settings, sample_sources):  # noqa:
     assert gone.status == "failed" and gone.error == "no timeclock data for 2025-06-14 at L04"
 
 
-def test_unreachable_source_fails_with_a_clear_message(settings, sample_sources):  # noqa: F811
+def test_unreachable_source_fails_with_a_clear_message(settings, sample_sources):
     settings.TIMECLOCK_SOURCE_URL = "http://127.0.0.1:9/timeclock"
     settings.SOURCE_MAX_RETRIES = 1
     settings.SOURCE_BACKOFF_SECONDS = 0.01
@@ -201,7 +201,7 @@ def test_unreachable_source_fails_with_a_clear_message(settings, sample_sources)
 
 
 def test_violations_are_browsable_read_only_in_the_admin(client, django_user_model,
-                                                         sample_sources):  # noqa: F811
+                                                         sample_sources):
     run_job("get_mpvs", {"business_date": DAY.isoformat(), "locations": ["L01"]})
     row = MealPeriodViolation.objects.filter(location_id="L01").first()
     django_user_model.objects.create_user("boss", password="pw", is_staff=True,

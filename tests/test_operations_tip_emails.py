@@ -13,7 +13,7 @@ import pytest
 from django.conf import settings as django_settings
 
 from operations.models import TipShare, TipStatementDelivery
-from tests.conftest_operations import run_job, sample_sources  # noqa: F401
+from tests.support.jobs import run_job
 from tests.support.smtp_server import smtp_server
 from tests.support.source_server import SAMPLE
 
@@ -35,7 +35,7 @@ BAD_ADDRESSES = {  # sample_data/README.md
 
 
 @pytest.fixture
-def tip_sources(sample_sources, settings):  # noqa: F811
+def tip_sources(sample_sources, settings):
     settings.ROSTER_SOURCE_URL = f"file://{SAMPLE / 'roster'}"
     settings.TIP_POLICY_FILE = SAMPLE / "tips" / "policies.json"
     return sample_sources

@@ -16,9 +16,8 @@ import pytest
 
 from operations.jobs.tips import distribute
 from operations.models import TipPool, TipShare
-from tests.conftest_operations import run_job, sample_sources  # noqa: F401
+from tests.support.jobs import run_job
 from tests.support.source_server import SAMPLE
-from tests.test_operations_celery import queue  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 START, END = date(2025, 6, 2), date(2025, 6, 15)
@@ -37,7 +36,7 @@ POLICIES = json.loads((SAMPLE / "tips" / "policies.json").read_text())["policies
 
 
 @pytest.fixture
-def tip_sources(sample_sources, settings):  # noqa: F811
+def tip_sources(sample_sources, settings):
     settings.ROSTER_SOURCE_URL = f"file://{SAMPLE / 'roster'}"
     settings.TIP_POLICY_FILE = SAMPLE / "tips" / "policies.json"
     return sample_sources
@@ -458,7 +457,7 @@ def test_launched_over_rest_run_by_a_worker_watched_over_websocket(
     settings,
     runner,
     tmp_path,
-    queue,  # noqa: F811
+    queue,
 ):
     import asyncio
     import urllib.request

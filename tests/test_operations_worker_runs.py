@@ -19,11 +19,11 @@ from django.contrib.auth.models import Group
 
 from operations.models import TipShare, TipStatementDelivery
 from tasks.auth.identity import issue_local_token
-from tests.conftest_operations import run_job, sample_sources  # noqa: F401
+from tests.support.jobs import run_job
 from tests.support.servers import Daphne
 from tests.support.smtp_server import smtp_server
 from tests.support.source_server import SAMPLE
-from tests.test_operations_celery import celery_process, env_for, queue  # noqa: F401
+from tests.test_operations_celery import celery_process, env_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 WEEK1 = {"period_start": "2025-06-02", "period_end": "2025-06-08"}
@@ -69,7 +69,7 @@ def reader_runner(runner):
 
 
 def test_email_tips_on_a_worker_sends_each_statement_and_a_client_watches(
-        sample_sources, settings, reader_runner, queue, tmp_path):  # noqa: F811
+        sample_sources, settings, reader_runner, queue, tmp_path):
     settings.ROSTER_SOURCE_URL = f"file://{SAMPLE / 'roster'}"
     settings.TIP_POLICY_FILE = SAMPLE / "tips" / "policies.json"
     assert run_job("transform_tips", {**WEEK1, "locations": ["L01"]}).status == "completed"
@@ -95,7 +95,7 @@ def test_email_tips_on_a_worker_sends_each_statement_and_a_client_watches(
 
 
 def test_food_handler_links_on_a_worker_link_to_the_stored_pdfs(
-        settings, reader_runner, queue, tmp_path, client):  # noqa: F811
+        settings, reader_runner, queue, tmp_path, client):
     documents = tmp_path / "documents"
     settings.ROSTER_SOURCE_URL = f"file://{SAMPLE / 'roster'}"
     settings.STORAGES = {**settings.STORAGES, "documents": {
