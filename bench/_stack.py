@@ -13,18 +13,16 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from bench.common import ROOT
+from bench.common import ROOT, wait_http
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/bench_store"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/8"
@@ -179,37 +177,6 @@ def settle(conn) -> None:
     """Vacuum, analyze and checkpoint, so every measured run starts from the same state."""
     conn.execute(f"VACUUM ANALYZE {TABLE}")
     conn.execute("CHECKPOINT")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The q-th percentile (0..100) by nearest rank; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
-
-
-def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before answering {url}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"server at {url} did not come up in {timeout:.0f} s")
-        time.sleep(0.1)
 
 
 @contextlib.contextmanager

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import shutil
 import signal
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench.common import ROOT, header, ratio, record, table
+from bench.common import ROOT, free_port, header, percentile, ratio, record, table
 from bench.fanout_client import raise_open_files
 
 TERMINAL_WAIT = 10.0
@@ -64,12 +63,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # -- processes -----------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def stop(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
@@ -366,13 +359,6 @@ def redis_calls(url: str) -> dict[str, int]:
     finally:
         client.close()
     return {name: value["calls"] for name, value in stats.items()}
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 def summarize(

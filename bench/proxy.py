@@ -42,7 +42,16 @@ from pathlib import Path
 from typing import Any
 
 from bench import _load, _stack, fanout
-from bench.common import ROOT, busy, header, ratio, record, rerun_command, table
+from bench.common import (
+    ROOT,
+    busy,
+    free_port,
+    header,
+    ratio,
+    record,
+    rerun_command,
+    table,
+)
 from bench.fanout_client import raise_open_files
 from deploy.stack import GUNICORN_CONF, NGINX_SITE, find_nginx, render_main, render_site
 
@@ -171,7 +180,7 @@ def nginx_front(nginx: str, *, web: int, ws: int) -> Iterator[Front]:
     if os.geteuid() == 0:  # its workers run as nobody, as deploy/stack.py arranges
         for path in (workdir, workdir / "temp"):
             path.chmod(0o755)
-    port = _stack.free_port()
+    port = free_port()
     site = workdir / "tasksite.conf"
     site.write_text(render_site(NGINX_SITE.read_text(), listen=f"{HOST}:{port}",
                                 web=[f"{HOST}:{web}"], ws=[f"{HOST}:{ws}"], log_dir=log_dir))
@@ -246,13 +255,13 @@ def _rest(args: argparse.Namespace, nginx: str, order: list[str]) -> dict[str, A
     env = _stack.stack_env(args.database_url, args.redis_url, WEB_WORKERS=str(args.web_workers))
     auth = {"Authorization": f"Bearer {_api_token(env)}"}
     paths = [f"/task-status/{i}" for i in ids]
-    web = _stack.free_port()
+    web = free_port()
     command = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF),
                "--bind", f"{HOST}:{web}", "tasksite.wsgi:application"]
     runs: list[dict[str, Any]] = []
     with _stack.running(command, env, health=f"http://{HOST}:{web}/healthz",
                         log=ROOT / "var" / f"bench-proxy-gunicorn-{web}.log"), \
-            nginx_front(nginx, web=web, ws=_stack.free_port()) as front:
+            nginx_front(nginx, web=web, ws=free_port()) as front:
         ports = {"direct": web, "nginx": front.port}
         for layout in LAYOUTS:
             _check(ports[layout], paths[0], auth)
@@ -345,7 +354,7 @@ def _fanout_once(bench: fanout.Bench, nginx: str, layout: str, args: argparse.Na
             if layout == "nginx":
                 # No gunicorn behind it here: only /ws/ is used.
                 front = stack.enter_context(
-                    nginx_front(nginx, web=_stack.free_port(), ws=bench.port))
+                    nginx_front(nginx, web=free_port(), ws=bench.port))
                 url = bench.url_for(front.port)
             began = time.monotonic()
             connected = bench.start_clients(args.ws_clients, url=url)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench import _stack
-from bench.common import busy, header, record, table
+from bench.common import busy, header, percentile, record, table
 
 BATCH = 10_000
 METHODS = ("project purge (Celery task)", "plain DELETE", "plain SQL batches of 10,000")
@@ -158,12 +158,12 @@ def _reads(samples: list[tuple[float, float]], since: float, started: float,
     """The reader's latency in the seconds before a delete against during it."""
     pre = [lat for at, lat in samples if since <= at < started]
     during = [lat for at, lat in samples if started <= at <= finished]
-    p99_before = _stack.percentile(pre, 99)
-    p99_during = _stack.percentile(during, 99)
+    p99_before = percentile(pre, 0.99)
+    p99_during = percentile(during, 0.99)
     return {
-        "p50_before_ms": _stack.ms(_stack.percentile(pre, 50)),
+        "p50_before_ms": _stack.ms(percentile(pre, 0.5)),
         "p99_before_ms": _stack.ms(p99_before),
-        "p50_during_ms": _stack.ms(_stack.percentile(during, 50)),
+        "p50_during_ms": _stack.ms(percentile(during, 0.5)),
         "p99_during_ms": _stack.ms(p99_during),
         "max_during_ms": _stack.ms(max(during) if during else None),
         "p99_ratio": round(p99_during / p99_before, 2) if p99_before and p99_during else None,

@@ -22,7 +22,7 @@ import urllib.request
 from typing import Any
 
 from bench import _load, _stack
-from bench.common import ROOT, busy, header, ratio, record, table
+from bench.common import ROOT, busy, free_port, header, ratio, record, table
 
 # The documented production layout (README, "Running in production"): chosen by
 # these figures, see docs/performance.md.
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"{name}: skipped, {', '.join(_missing(modules))} not installed "
                   "(pip install it into the venv to measure this layout)")
             continue
-        port = _stack.free_port()
+        port = free_port()
         with _stack.running(command(port), {**env, **extra},
                             health=f"http://127.0.0.1:{port}/healthz",
                             log=ROOT / "var" / f"bench-rest-{port}.log"):

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import _load, _stack
-from bench.common import ROOT, busy, header, record, rerun_command, table
+from bench.common import ROOT, busy, free_port, header, percentile, record, rerun_command, table
 from deploy.stack import GUNICORN_CONF
 
 HOST = "127.0.0.1"
@@ -282,8 +282,8 @@ def _sql_loop(conn, query: dict[str, Any], count: int) -> dict[str, Any]:
     total = time.perf_counter() - began
     cursor.close()
     return {"queries": count, "runs": runs, "qps": round(count / total, 1) if total else None,
-            "p50_ms": _stack.ms(_stack.percentile(times, 50)),
-            "p99_ms": _stack.ms(_stack.percentile(times, 99)),
+            "p50_ms": _stack.ms(percentile(times, 0.5)),
+            "p99_ms": _stack.ms(percentile(times, 0.99)),
             "max_ms": _stack.ms(max(times) if times else None)}
 
 
@@ -313,7 +313,7 @@ def _explain(conn, query: dict[str, Any]) -> dict[str, Any]:
 def _http(env: dict[str, str], token: str, operations: list[str], connections: list[int],
           args: argparse.Namespace) -> list[dict[str, Any]]:
     auth = {"Authorization": f"Bearer {token}"}
-    port = _stack.free_port()
+    port = free_port()
     command = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF),
                "--bind", f"{HOST}:{port}", "tasksite.wsgi:application"]
     runs: list[dict[str, Any]] = []

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import email
-import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +19,8 @@ from email.policy import default
 from typing import Any
 
 from aiosmtpd.controller import Controller
+
+from tests.support.servers import free_port
 
 REFUSED_DOMAIN = "refused.example.com"
 
@@ -126,12 +127,6 @@ class SmtpServer:
         settings.EMAIL_RATE_PER_SECOND = rate
         settings.EMAIL_BACKOFF_SECONDS = backoff
         settings.EMAIL_MAX_RETRIES = retries
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager
