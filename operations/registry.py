@@ -15,7 +15,7 @@ from typing import Any
 from rest_framework import serializers
 
 from tasks import tracker
-from tasks.models import Operation
+from tasks.models import Operation, unknown_operation
 
 from . import params as p
 from .jobs import (
@@ -81,9 +81,7 @@ def get_spec(operation: str) -> OperationSpec:
     """The spec of an available operation, else a DRF ValidationError naming the problem."""
     spec = OPERATIONS.get(operation)
     if spec is None:
-        raise serializers.ValidationError(
-            {"operation": [f"unknown operation {operation!r}; valid: "
-                           f"{', '.join(sorted(OPERATIONS))}"]})
+        raise serializers.ValidationError({"operation": [unknown_operation(operation)]})
     if spec.job is None:
         raise serializers.ValidationError({"operation": [f"{operation} is not available"]})
     return spec

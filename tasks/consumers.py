@@ -27,7 +27,7 @@ from .live import routes, wire
 from .live.delivery import ClientGone, Delivery
 from .live.hub import hub
 from .live.wire import Update
-from .models import Operation
+from .models import Operation, unknown_operation
 from .selectors import changed_since
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def _subscription_of(
     if operation is not None:
         if not isinstance(operation, str) or operation not in Operation.values:
             raise FrameError(
-                f"unknown operation {operation!r}; valid: {', '.join(Operation.values)}"
+                unknown_operation(operation)
             )
         if operation in hidden:
             raise FrameError(f"{operation} handles personal data: watching it needs its "

@@ -13,7 +13,7 @@ from typing import Any
 from rest_framework import serializers
 
 from .exceptions import BadParameter
-from .models import Operation, Status
+from .models import Operation, Status, unknown_operation
 from .pagination import read_cursor
 
 MAX_LIMIT = 1000
@@ -44,7 +44,7 @@ class TaskListFilters(serializers.Serializer):
     def validate_operation(self, raw: str) -> str:
         if raw not in Operation.values:
             raise serializers.ValidationError(
-                f"unknown operation {raw!r}; valid: {', '.join(Operation.values)}")
+                unknown_operation(raw))
         return raw
 
     def validate_status(self, raw: str) -> list[str]:

@@ -27,6 +27,14 @@ class Status(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+# The one wording of an unknown operation, wherever one is refused ({input}: what was sent).
+UNKNOWN_OPERATION = "unknown operation {input!r}; valid: " + ", ".join(Operation.values)
+
+
+def unknown_operation(value: object) -> str:
+    return UNKNOWN_OPERATION.format(input=value)
+
+
 TERMINAL_STATUSES = frozenset({Status.COMPLETED, Status.COMPLETED_WITH_ERRORS, Status.FAILED})
 
 
@@ -83,10 +91,6 @@ class TaskStatus(models.Model):
             "total": self.progress_total if self.progress_total is not None else 0,
             "message": self.progress_message,
         }
-
-
-def default_ttl() -> int:
-    return settings.TASK_STATUS_TTL
 
 
 class ApiToken(models.Model):

@@ -14,7 +14,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from .models import Operation, Status, TaskEvent, TaskStatus
+from .models import UNKNOWN_OPERATION, Operation, Status, TaskEvent, TaskStatus
 
 
 def task_document(task: TaskStatus) -> dict[str, Any]:
@@ -59,7 +59,7 @@ class LaunchSerializer(serializers.Serializer):
     operation = serializers.ChoiceField(
         choices=Operation.choices,
         error_messages={
-            "invalid_choice": f"unknown operation {{input!r}}; valid: {', '.join(Operation.values)}"
+            "invalid_choice": UNKNOWN_OPERATION
         },
     )
     params = serializers.DictField(required=False, default=dict)

@@ -34,7 +34,14 @@ from django.db.models import Q
 
 from . import metrics, signals
 from .live import broadcast
-from .models import TERMINAL_STATUSES, Operation, Status, TaskEvent, TaskStatus
+from .models import (
+    TERMINAL_STATUSES,
+    Operation,
+    Status,
+    TaskEvent,
+    TaskStatus,
+    unknown_operation,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -226,7 +233,7 @@ def _create(
     rerun_of: str | None = None,
 ) -> TaskStatus:
     if operation not in Operation.values:
-        raise TrackerError(f"unknown operation {operation!r}")
+        raise TrackerError(unknown_operation(operation))
     if total is not None and (not isinstance(total, int) or total < 0):
         raise InvalidProgress(f"total must be a non-negative integer, got {total!r}")
     now = _now()
