@@ -7,6 +7,8 @@ PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/tasks
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 PYTEST_WORKERS ?= 2
+# mypy.ini names the packages; django-stubs imports the settings (quietly: no dev-key warning).
+MYPY := TASKSITE_QUIET_DEV_WARNING=1 $(VENV)/bin/mypy
 
 .PHONY: run test lint install bench migrate worker beat stack
 
@@ -30,12 +32,14 @@ run: migrate
 # always), stopped afterwards; as root it first installs the Debian packages missing.
 test: install
 	$(VENV)/bin/ruff check .
+	$(MYPY)
 	$(PY) scripts/test_services.py --default-database-url $(TEST_DATABASE_URL) \
 		--default-redis-url $(TEST_REDIS_URL) -- \
 		$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(MYPY)
 
 bench: install
 	$(PY) -m bench $(BENCH_ARGS)

@@ -24,7 +24,7 @@ import logging
 import threading
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from celery.beat import ScheduleEntry, Scheduler
 from django.conf import settings
@@ -51,6 +51,9 @@ return 0
 
 class LockedScheduler(Scheduler):
     """In-memory schedule (from settings) + a Redis leader lock + shared last-run times."""
+
+    # Seconds between ticks at most: Celery's class default, or beat_max_interval.
+    max_interval: float
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.lock_key = f"{settings.BEAT_LOCK_KEY}:lock"
@@ -149,7 +152,8 @@ class LockedScheduler(Scheduler):
         if self.redis is None:
             return
         try:
-            stored = self.redis.hgetall(self.state_key)
+            # The synchronous client: a dict (of bytes, no decode_responses), not an awaitable.
+            stored = cast("dict[bytes, bytes]", self.redis.hgetall(self.state_key))
         except Exception:
             logger.warning("beat: could not read last-run times", exc_info=True)
             return

@@ -15,7 +15,7 @@ import logging
 import statistics
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import redis
@@ -152,7 +152,9 @@ def _queue_depth() -> int | None:
         return None  # the embedded default's in-memory broker has no queue to look at
     try:
         client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
-        return int(client.llen(settings.CELERY_TASK_DEFAULT_QUEUE))
+        # redis.Redis is the synchronous client: its commands return values, never the
+        # awaitables that redis-py's shared annotations also allow for.
+        return int(cast(int, client.llen(settings.CELERY_TASK_DEFAULT_QUEUE)))
     except redis.RedisError:
         return None
 
@@ -162,7 +164,8 @@ def _beat_holder() -> str | None:
         return "embedded"
     try:
         client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
-        holder = client.get(f"{settings.BEAT_LOCK_KEY}:lock")
+        # The synchronous client (no decode_responses): bytes or None, never an awaitable.
+        holder = cast("bytes | None", client.get(f"{settings.BEAT_LOCK_KEY}:lock"))
     except redis.RedisError:
         return None
     return holder.decode(errors="replace").rsplit(":", 1)[0] if holder else None

@@ -105,13 +105,15 @@ class PayPeriodParams(StrictParams):
         required=False, help_text="Last business date; default the Sunday after period_start.")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        start, end = attrs.get("period_start"), attrs.get("period_end")
-        if start is None and end is None:
-            start, end = previous_pay_week()
+        start: date | None = attrs.get("period_start")
+        end: date | None = attrs.get("period_end")
+        if end is None:
+            if start is None:
+                start, end = previous_pay_week()
+            else:
+                end = start + timedelta(days=6)
         elif start is None:
             start = end - timedelta(days=6)
-        elif end is None:
-            end = start + timedelta(days=6)
         if end < start:
             raise serializers.ValidationError({"period_end": ["is before period_start"]})
         if (end - start).days + 1 > MAX_PERIOD_DAYS:

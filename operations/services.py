@@ -72,6 +72,8 @@ def launch_task(operation: str, params: dict[str, Any] | None, *, launched_by: s
                               f"not {operation}"]})
     claim = None
     if idempotency_key is not None:
+        if key_owner is None:  # keys are scoped to a user: there is no anonymous scope
+            raise ValueError("an idempotency_key needs its key_owner")
         claim = _claim_key(key_owner, idempotency_key)
         if claim.task_id is not None:
             earlier = selectors.get_task(str(claim.task_id), hidden=hidden)
@@ -136,7 +138,7 @@ def _create(operation: str, params: dict[str, Any] | None, *, launched_by: str,
     return handle.task_id
 
 
-def _claim_key(owner: int | None, key: str) -> IdempotencyKey:
+def _claim_key(owner: int, key: str) -> IdempotencyKey:
     """The row for (owner, key); the first request to insert it is the one that launches."""
     try:
         with transaction.atomic():

@@ -245,7 +245,7 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
                 if isinstance(action, str)
                 else None
             )
-            if handler is None:
+            if handler is None or not isinstance(action, str):  # a handler: a str action
                 raise FrameError(f"unknown action {action!r}; valid: subscribe, unsubscribe, ping")
             unknown = sorted(set(message) - _FIELDS[action]) if action in _FIELDS else []
             if unknown:

@@ -101,11 +101,11 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, TaskNotFound):
         exc = exceptions.NotFound("no such task")
     elif isinstance(exc, TaskAlreadyFinished):
-        response = Response(
+        conflict = Response(
             {"detail": str(exc), "status": exc.status}, status=status.HTTP_409_CONFLICT
         )
-        response.data["request_id"] = request_id_var.get()
-        return response
+        conflict.data["request_id"] = request_id_var.get()
+        return conflict
     response = drf_exception_handler(exc, context)
     if response is None:
         logger.exception("unhandled error in %s", context.get("view").__class__.__name__)

@@ -69,10 +69,12 @@ class TaskListFilters(serializers.Serializer):
 
 def parse_list_query(query: Any) -> ListQuery:
     """The validated query of ``GET /task-status``, or a 400 naming the first bad parameter."""
-    raw = {name: query.get(name) for name in TaskListFilters().fields if name in query}
+    # .keys(): the names, as iterating does (the DRF stubs type that as the fields).
+    names = TaskListFilters().fields.keys()
+    raw = {name: query.get(name) for name in names if name in query}
     checked = TaskListFilters(data=raw)
     if not checked.is_valid():
-        name = next(name for name in TaskListFilters().fields if name in checked.errors)
+        name = next(name for name in names if name in checked.errors)
         raise BadParameter(name, str(checked.errors[name][0]))
     data = checked.validated_data
     filters = {"operation": raw.get("operation"), "status": raw.get("status"),

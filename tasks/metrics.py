@@ -339,6 +339,10 @@ class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
 
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 def start_exporter(port: int, what: str) -> WSGIServer | None:
     """Serve ``/metrics`` on ``METRICS_ADDR:port`` from a thread; None when off or busy."""
     if not port:
@@ -348,8 +352,7 @@ def start_exporter(port: int, what: str) -> WSGIServer | None:
                        "port %s", what, port)
         return None
     addr = settings.METRICS_ADDR
-    server_class = type("_MetricsServer", (_Server,), {
-        "address_family": socket.AF_INET6 if ":" in addr else socket.AF_INET})
+    server_class = _Server6 if ":" in addr else _Server
     try:
         server = make_server(addr, port, _wsgi_app, server_class=server_class,
                              handler_class=_QuietHandler)
@@ -383,8 +386,9 @@ def use_multiprocess_dir() -> None:
     if defined():
         logger.warning("metrics were made before multiprocess mode was chosen; "
                        "children's counts may be missing")
-    values = sys.modules.get("prometheus_client.values")
-    if values is not None:  # imported already: choose the file-backed values now
+    if "prometheus_client.values" in sys.modules:  # imported: choose file-backed values now
+        from prometheus_client import values
+
         values.ValueClass = values.get_value_class()
 
 

@@ -17,6 +17,12 @@ from .logging import request_id_var, sane_request_id
 access_logger = logging.getLogger("tasks.access")
 
 
+class RequestWithID(HttpRequest):
+    """For the type checker: a request this middleware has seen carries ``request_id``."""
+
+    request_id: str
+
+
 class RequestIDMiddleware:
     """Outermost middleware, so errors, redirects and 304s carry the header too."""
 
@@ -29,7 +35,7 @@ class RequestIDMiddleware:
         if self.is_async:
             markcoroutinefunction(self)
 
-    def _begin(self, request: HttpRequest) -> float:
+    def _begin(self, request: RequestWithID) -> float:
         # Not reset on the way out: Django logs the response ("django.request")
         # after the middleware chain returns, and that line must carry the id.
         # Each ASGI request runs in its own context; a WSGI thread sets it anew.
@@ -38,7 +44,7 @@ class RequestIDMiddleware:
         request_id_var.set(request_id)
         return time.perf_counter()
 
-    def _end(self, request: HttpRequest, response: HttpResponse, began: float) -> HttpResponse:
+    def _end(self, request: RequestWithID, response: HttpResponse, began: float) -> HttpResponse:
         response["X-Request-ID"] = request.request_id
         # One access line per request, carrying the request id (daphne's own
         # access log cannot); the logging filter redacts tokens in the query.
@@ -56,12 +62,12 @@ class RequestIDMiddleware:
             return json_error(503, DATABASE_DOWN)
         return None
 
-    def __call__(self, request: HttpRequest):
+    def __call__(self, request: RequestWithID):
         if self.is_async:
             return self.__acall__(request)
         began = self._begin(request)
         return self._end(request, self.get_response(request), began)
 
-    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+    async def __acall__(self, request: RequestWithID) -> HttpResponse:
         began = self._begin(request)
         return self._end(request, await self.get_response(request), began)

@@ -24,13 +24,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import Q
+from django.db.models import Field, Q
 
 from . import metrics, signals
 from .live import broadcast
@@ -180,8 +180,17 @@ def _apply(task: TaskStatus, mutate: Mutation, check_cancel: bool) -> int:
     return previous_version
 
 
+def _column(name: str) -> tuple[Field[Any, Any], str]:
+    """A field of TaskStatus that is a column of its table, and the column's name."""
+    field = TaskStatus._meta.get_field(name)
+    if not isinstance(field, Field) or field.column is None:
+        raise TypeError(f"TaskStatus.{name} is not a column")
+    return field, field.column
+
+
+# (field, column) of what a change writes, and of the primary key.
 _CHANGED_FIELDS = tuple(
-    TaskStatus._meta.get_field(name)
+    _column(name)
     for name in (
         "status",
         "progress_current",
@@ -196,6 +205,7 @@ _CHANGED_FIELDS = tuple(
         "cancel_requested_by",
     )
 )
+_PRIMARY_KEY = _column(TaskStatus._meta.pk.name)
 
 
 def _write_row(task: TaskStatus, previous_version: int) -> bool:
@@ -207,15 +217,15 @@ def _write_row(task: TaskStatus, previous_version: int) -> bool:
     """
     ops = connection.ops
     table = ops.quote_name(TaskStatus._meta.db_table)
-    assignments = ", ".join(f"{ops.quote_name(field.column)} = %s" for field in _CHANGED_FIELDS)
-    pk = TaskStatus._meta.pk
+    assignments = ", ".join(f"{ops.quote_name(column)} = %s" for _, column in _CHANGED_FIELDS)
+    pk, pk_column = _PRIMARY_KEY
     sql = (
         f"UPDATE {table} SET {assignments} "
-        f"WHERE {ops.quote_name(pk.column)} = %s AND {ops.quote_name('version')} = %s"
+        f"WHERE {ops.quote_name(pk_column)} = %s AND {ops.quote_name('version')} = %s"
     )
     params = [
         field.get_db_prep_save(getattr(task, field.attname), connection)
-        for field in _CHANGED_FIELDS
+        for field, _ in _CHANGED_FIELDS
     ]
     params += [pk.get_db_prep_value(task.pk, connection), previous_version]
     with connection.cursor() as cursor:
@@ -542,12 +552,12 @@ def start_task(
     total: int | None = None,
     request_id: str | None = None,
     params: dict | None = None,
-) -> contextmanager:
+) -> AbstractContextManager[TaskHandle]:
     """Create a task and report on it; an exception escaping the block fails it."""
     return _running(create_task(operation, total=total, request_id=request_id, params=params))
 
 
-def open_task(task_id: str) -> contextmanager:
+def open_task(task_id: str) -> AbstractContextManager[TaskHandle]:
     """Re-open a created task for the job that runs it."""
     return _running(TaskHandle(_load(task_id)))
 

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 import dj_email_url
@@ -199,7 +200,7 @@ if ENTRA_MODE:
     # The token decides: staff pages sign in through Entra ID only (accounts/entra/tokens.py).
     AUTHENTICATION_BACKENDS = ["accounts.entra.tokens.EntraAuthCodeBackend"]
 # django-auth-adfs checks AUTH_ADFS at import, so it is always defined.
-AUTH_ADFS = {
+AUTH_ADFS: dict[str, Any] = {
     "TENANT_ID": AZURE_TENANT_ID or "local-mode",
     "CLIENT_ID": AZURE_CLIENT_ID or "local-mode",
     "CLIENT_SECRET": AZURE_CLIENT_SECRET or None,

@@ -11,10 +11,10 @@ every authentication).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 
 from accounts.entra.config import EntraConfig
 from accounts.models import EntraIdentity
@@ -24,6 +24,10 @@ logger = logging.getLogger(__name__)
 
 class EntraUserMixin:
     """User sync for a django-auth-adfs backend (its ``update_user_groups`` mirrors roles)."""
+
+    if TYPE_CHECKING:  # provided by the django-auth-adfs backend this is mixed into
+
+        def update_user_groups(self, user: Any, claim_groups: list[str]) -> None: ...
 
     def entra_config(self) -> EntraConfig:
         return EntraConfig.from_settings()
@@ -56,7 +60,10 @@ class EntraUserMixin:
         ):
             value = claims.get(claim)
             if isinstance(value, str) and value and getattr(user, field) != value:
-                setattr(user, field, value[: user._meta.get_field(field).max_length])
+                model_field = user._meta.get_field(field)
+                if isinstance(model_field, models.Field):  # not a relation: it has a length
+                    value = value[: model_field.max_length]
+                setattr(user, field, value)
                 changed.append(field)
         is_staff = config.admin_role in roles
         if user.is_staff != is_staff:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, Literal, overload
 
 from django.db import transaction
 
@@ -79,6 +79,10 @@ class LocationOutcome:
     failed: dict[str, str] = field(default_factory=dict)
 
 
+@overload
+def _date(value: Any, where: str, *, required: Literal[True] = ...) -> date: ...
+@overload
+def _date(value: Any, where: str, *, required: bool) -> date | None: ...
 def _date(value: Any, where: str, *, required: bool = True) -> date | None:
     if value in (None, "") and not required:
         return None
@@ -167,15 +171,17 @@ def fetch_certificate(source: Connector, handler: FoodHandler,
     card number stays on file)."""
     card = handler.card
     assert card is not None
-    same_card = stored is not None and stored.card_number == card.number
+    # The stored row, when it is of this card.
+    same_card = stored if stored is not None and stored.card_number == card.number else None
     kept = Certificate()
-    if same_card and stored.document and documents.exists(stored.document):
-        kept = Certificate(stored.document, stored.content_hash, stored.source_url,
-                           stored.source_etag)
+    if same_card is not None and same_card.document and documents.exists(same_card.document):
+        kept = Certificate(same_card.document, same_card.content_hash, same_card.source_url,
+                           same_card.source_etag)
     # The stored ETag names what we hold: an accepted PDF still in storage, or a refused one.
     etag = ""
-    if same_card and stored.source_url == card.url and (kept.document or not stored.document):
-        etag = stored.source_etag
+    if (same_card is not None and same_card.source_url == card.url
+            and (kept.document or not same_card.document)):
+        etag = same_card.source_etag
     try:
         fetched = source.fetch_document(card.url, etag=etag)
     except SourceError as exc:
@@ -183,20 +189,21 @@ def fetch_certificate(source: Connector, handler: FoodHandler,
                   else f"could not be fetched: {exc}")
         return Certificate(kept.document, kept.content_hash, kept.source_url, kept.source_etag,
                            refused=reason)
-    if fetched.not_modified:
+    content = fetched.content
+    if content is None:  # not modified since ``etag``
         if kept.document:
             return Certificate(kept.document, kept.content_hash, card.url, etag)
         # The version we refused last time, still the same: refused again, not downloaded.
         return Certificate(source_url=card.url, source_etag=etag,
                            refused="unchanged at the source since it was refused")
     try:
-        pdfs.check_pdf(fetched.content)
+        pdfs.check_pdf(content)
     except pdfs.InvalidPdf as exc:
         if kept.document:  # keep the accepted PDF, and fetch again next time
             return Certificate(kept.document, kept.content_hash, kept.source_url,
                                kept.source_etag, refused=str(exc))
         return Certificate(source_url=card.url, source_etag=fetched.etag, refused=str(exc))
-    name, digest = documents.store("certificates", fetched.content)
+    name, digest = documents.store("certificates", content)
     return Certificate(name, digest, card.url, fetched.etag)
 
 

@@ -29,6 +29,7 @@ import csv
 import io
 import math
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -116,7 +117,7 @@ class LocationOutcome:
     missing_days: int = 0
 
 
-def distribute(pool: Decimal, weights: dict[str, Fraction | Decimal]) -> dict[str, Decimal]:
+def distribute(pool: Decimal, weights: Mapping[str, Fraction | Decimal]) -> dict[str, Decimal]:
     """Split ``pool`` (whole cents) by weight so that the shares add up to it exactly.
 
     Largest remainder; ties go to the larger weight, then the smaller key.
@@ -451,8 +452,8 @@ def run(task: TaskHandle, params: dict[str, Any]) -> dict[str, Any]:
     if not done:
         if only_missing:
             raise JobFailed(f"no sales or timeclock data for {period}")
-        first = "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:3])
-        raise JobFailed(f"no location could be transformed ({first})")
+        reasons = "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:3])
+        raise JobFailed(f"no location could be transformed ({reasons})")
     name = f"tips-{start.isoformat()}-{end.isoformat()}.csv"
     try:
         payroll_file: str | None = accounting_target().send_file(

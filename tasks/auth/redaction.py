@@ -110,5 +110,5 @@ def install_daphne_access_log_redaction() -> None:
             return _write_json_entry(self, *args, **kwargs)
         return original(self, *args, **kwargs)
 
-    AccessLogGenerator.write_entry = write_entry  # type: ignore[method-assign]
-    AccessLogGenerator._redacts_tokens = True  # type: ignore[attr-defined]
+    AccessLogGenerator.write_entry = write_entry
+    AccessLogGenerator._redacts_tokens = True

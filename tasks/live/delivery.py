@@ -218,7 +218,7 @@ class Delivery:
 
     def _queue(self, update: Update) -> None:
         global client_conflated
-        if self._backlog is None:
+        if self._backlog is None or self._replaceable is None:  # both are, or neither
             self._backlog, self._replaceable = [], {}
         entry = self._replaceable.get(update.task_id)
         if update.conflatable and entry is not None:

@@ -225,20 +225,24 @@ class Hub:
         self._waiting.extend(items)
         if self._round_due is not None:
             return
-        delay = self._next_round - self._loop.time()
+        loop = self._loop
+        assert loop is not None  # set by ensure_started before the reader that calls this
+        delay = self._next_round - loop.time()
         if delay > 0:
-            self._round_due = self._loop.call_later(delay, self._round)
+            self._round_due = loop.call_later(delay, self._round)
         else:
             self._round()
 
     def _round(self) -> None:
         self._round_due = None
         items, self._waiting = self._waiting, []
-        started = self._loop.time()
+        loop = self._loop
+        assert loop is not None  # run on it by _arrived
+        started = loop.time()
         try:
             self.dispatch_raw_many(items)
         finally:
-            now = self._loop.time()
+            now = loop.time()
             pause = min((now - started) * _ROUND_PAUSE, _ROUND_PAUSE_MAX) if len(items) > 1 else 0
             self._next_round = now + pause
             metrics.HUB_ROUND_SECONDS.observe(now - started)
@@ -251,7 +255,7 @@ class Hub:
             return
         self._loop = loop
         self._listening = asyncio.Event()
-        self._hook_shutdown()
+        self._hook_shutdown(loop)
         # publish_change hands this process's changes over directly when there is no Redis
         broadcast.register_hand_off(self.hand_off)
         if settings.REDIS_URL:
@@ -290,7 +294,7 @@ class Hub:
         except TimeoutError:
             return False
 
-    def _hook_shutdown(self) -> None:
+    def _hook_shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
         """On SIGTERM, close every client with 4001 (reconnect) before the server stops.
 
         daphne (Twisted) stops on SIGTERM and would drop sockets without a close
@@ -301,7 +305,6 @@ class Hub:
         previous = signal.getsignal(signal.SIGTERM)
         if not callable(previous):
             return
-        loop = self._loop
 
         def on_term(signum: int, frame: Any) -> None:
             loop.call_soon_threadsafe(self._shut_down, previous, signum, frame)
@@ -314,7 +317,9 @@ class Hub:
         logger.info("shutting down: closing %d WebSocket clients with %s", len(clients), 4001)
         for client in clients:
             client.shut_down(CLOSE_SHUTDOWN)
-        self._loop.call_later(0.3 if clients else 0, previous, signum, frame)
+        loop = self._loop
+        assert loop is not None  # on_term scheduled this on it
+        loop.call_later(0.3 if clients else 0, previous, signum, frame)
 
     async def _read_redis(self) -> None:
         import redis.asyncio as aioredis
@@ -331,6 +336,7 @@ class Hub:
             try:
                 await pubsub.subscribe(updates_channel())
                 await self._confirmed(pubsub)
+                assert self._listening is not None  # made by ensure_started, before this reader
                 self._listening.set()
                 if gap_since is not None:
                     metrics.HUB_RECONNECTS.inc()
@@ -353,7 +359,8 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis down or the connection dropped
-                self._listening.clear()
+                if self._listening is not None:
+                    self._listening.clear()
                 metrics.HUB_SUBSCRIPTION_LOST.inc()
                 if gap_since is None:
                     gap_since = time.time()

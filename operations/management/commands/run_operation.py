@@ -12,6 +12,7 @@ import argparse
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -27,7 +28,7 @@ BAR = 30
 TERMINAL = {"completed", "completed_with_errors", "failed"}
 
 
-def parse_params(argv: list[str], fields: dict[str, serializers.Field]) -> dict[str, Any]:
+def parse_params(argv: list[str], fields: Mapping[str, serializers.Field]) -> dict[str, Any]:
     """``--business-date 2025-06-03 --locations L01,L02 --full`` -> a params dict."""
     params: dict[str, Any] = {}
     i = 0
@@ -99,7 +100,7 @@ class Command(BaseCommand):
 
     def watch(self, task_id: str) -> Any:
         tty = sys.stdout.isatty()
-        seen = (None, None)
+        seen: tuple[int | None, str | None] = (None, None)  # (version, status) last drawn
         last_error = None
         while True:
             task = get_task(task_id)
