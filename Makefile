@@ -32,6 +32,7 @@ run: migrate
 # always), stopped afterwards; as root it first installs the Debian packages missing.
 test: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(MYPY)
 	$(PY) scripts/test_services.py --default-database-url $(TEST_DATABASE_URL) \
 		--default-redis-url $(TEST_REDIS_URL) -- \
@@ -39,6 +40,7 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(MYPY)
 
 bench: install

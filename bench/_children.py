@@ -120,10 +120,15 @@ def purge(params: dict[str, Any]) -> None:
     finished = time.time()
     removed = result.get()
     gc.collect()
-    _say({
-        "removed": removed, "started": started, "finished": finished,
-        "rss_before_kib": before["rss_kib"], **{f"after_{k}": v for k, v in rss_kib().items()},
-    })
+    _say(
+        {
+            "removed": removed,
+            "started": started,
+            "finished": finished,
+            "rss_before_kib": before["rss_kib"],
+            **{f"after_{k}": v for k, v in rss_kib().items()},
+        }
+    )
 
 
 ROLES = {"producer": producer, "reader": reader, "purge": purge}

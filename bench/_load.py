@@ -34,16 +34,29 @@ def generator() -> str:
     return "wrk"
 
 
-def measure(host: str, port: int, paths: list[str], headers: dict[str, str], *,
-            connections: int, seconds: float) -> dict[str, Any]:
+def measure(
+    host: str,
+    port: int,
+    paths: list[str],
+    headers: dict[str, str],
+    *,
+    connections: int,
+    seconds: float,
+) -> dict[str, Any]:
     """Load ``paths`` (chosen at random per request) and return rps, p50, p99, errors."""
     if generator() == "wrk":
         return _wrk(host, port, paths, headers, connections, seconds)
     return _python(host, port, paths, headers, connections, seconds)
 
 
-def _wrk(host: str, port: int, paths: list[str], headers: dict[str, str],
-         connections: int, seconds: float) -> dict[str, Any]:
+def _wrk(
+    host: str,
+    port: int,
+    paths: list[str],
+    headers: dict[str, str],
+    connections: int,
+    seconds: float,
+) -> dict[str, Any]:
     script = "local paths = " + json.dumps(paths).replace("[", "{").replace("]", "}") + "\n"
     script += "".join(
         f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n" for k, v in headers.items()
@@ -53,9 +66,23 @@ def _wrk(host: str, port: int, paths: list[str], headers: dict[str, str],
         lua.write(script)
     try:
         out = subprocess.run(
-            ["wrk", "-t", str(min(2, connections)), "-c", str(connections),
-             "-d", f"{max(1, round(seconds))}s", "--latency", "-s", lua.name, f"http://{host}:{port}{paths[0]}"],
-            capture_output=True, text=True, check=True, timeout=seconds + 30,
+            [
+                "wrk",
+                "-t",
+                str(min(2, connections)),
+                "-c",
+                str(connections),
+                "-d",
+                f"{max(1, round(seconds))}s",
+                "--latency",
+                "-s",
+                lua.name,
+                f"http://{host}:{port}{paths[0]}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=seconds + 30,
         ).stdout
     finally:
         Path(lua.name).unlink()
@@ -81,15 +108,22 @@ def _latency(out: str, label: str) -> float:
     return round(float(value) * _UNITS[unit] * 1000, 2)
 
 
-def _python(host: str, port: int, paths: list[str], headers: dict[str, str],
-            connections: int, seconds: float) -> dict[str, Any]:
+def _python(
+    host: str,
+    port: int,
+    paths: list[str],
+    headers: dict[str, str],
+    connections: int,
+    seconds: float,
+) -> dict[str, Any]:
     processes = min(2, connections)
     share = [connections // processes + (i < connections % processes) for i in range(processes)]
     deadline = time.time() + 0.5 + seconds
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        parts = pool.starmap(_client_process, [
-            (host, port, paths, headers, n, deadline - seconds, deadline) for n in share
-        ])
+        parts = pool.starmap(
+            _client_process,
+            [(host, port, paths, headers, n, deadline - seconds, deadline) for n in share],
+        )
     latencies = sorted(lat for part in parts for lat in part["latencies"])
     errors = sum(part["errors"] for part in parts)
 
@@ -98,12 +132,24 @@ def _python(host: str, port: int, paths: list[str], headers: dict[str, str],
             return None
         return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 2)
 
-    return {"rps": round(len(latencies) / seconds, 1), "p50_ms": pick(0.50),
-            "p99_ms": pick(0.99), "requests": len(latencies), "errors": errors}
+    return {
+        "rps": round(len(latencies) / seconds, 1),
+        "p50_ms": pick(0.50),
+        "p99_ms": pick(0.99),
+        "requests": len(latencies),
+        "errors": errors,
+    }
 
 
-def _client_process(host: str, port: int, paths: list[str], headers: dict[str, str],
-                    threads: int, start: float, deadline: float) -> dict[str, Any]:
+def _client_process(
+    host: str,
+    port: int,
+    paths: list[str],
+    headers: dict[str, str],
+    threads: int,
+    start: float,
+    deadline: float,
+) -> dict[str, Any]:
     results: list[dict[str, Any]] = []
 
     def client() -> None:
@@ -135,5 +181,7 @@ def _client_process(host: str, port: int, paths: list[str], headers: dict[str, s
         worker.start()
     for worker in workers:
         worker.join()
-    return {"latencies": [lat for r in results for lat in r["latencies"]],
-            "errors": sum(r["errors"] for r in results)}
+    return {
+        "latencies": [lat for r in results for lat in r["latencies"]],
+        "errors": sum(r["errors"] for r in results),
+    }

@@ -28,38 +28,48 @@ DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/bench_store"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/8"
 TABLE = "tasks_taskstatus"
 OPERATIONS = (
-    "daily_sales", "invoice_sync", "update_food_handler_pdfs", "transform_tips",
-    "get_mpvs", "get_food_handler_links", "email_tips",
+    "daily_sales",
+    "invoice_sync",
+    "update_food_handler_pdfs",
+    "transform_tips",
+    "get_mpvs",
+    "get_food_handler_links",
+    "email_tips",
 )
 MIGRATING_APPS = ("tasks", "operations", "accounts")
 _migrated: set[str] = set()
 
 
 def add_stack_arguments(parser: Any) -> None:
-    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL",
-                                                                 DEFAULT_DATABASE_URL))
-    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL",
-                                                              DEFAULT_REDIS_URL))
-    parser.add_argument("--no-record", action="store_true",
-                        help="print only, write no results file (the smoke tests)")
+    parser.add_argument(
+        "--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
+    )
+    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL))
+    parser.add_argument(
+        "--no-record",
+        action="store_true",
+        help="print only, write no results file (the smoke tests)",
+    )
 
 
 def stack_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
     """The environment of every child: the bench's own database, Redis db and channel."""
     env = dict(os.environ)
-    env.update({
-        "DJANGO_SETTINGS_MODULE": "tasksite.settings",
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "TASK_UPDATES_CHANNEL": f"bench:{uuid.uuid4().hex[:10]}",
-        "CELERY_QUEUE": f"bench-{uuid.uuid4().hex[:10]}",
-        # A SECRET_KEY turns DEBUG off, as in production (DEBUG keeps every query).
-        "SECRET_KEY": "bench-" + "k" * 50,
-        "TASKSITE_QUIET_DEV_WARNING": "1",
-        "LOG_LEVEL": "WARNING",
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONPATH": str(ROOT),
-    })
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "tasksite.settings",
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "TASK_UPDATES_CHANNEL": f"bench:{uuid.uuid4().hex[:10]}",
+            "CELERY_QUEUE": f"bench-{uuid.uuid4().hex[:10]}",
+            # A SECRET_KEY turns DEBUG off, as in production (DEBUG keeps every query).
+            "SECRET_KEY": "bench-" + "k" * 50,
+            "TASKSITE_QUIET_DEV_WARNING": "1",
+            "LOG_LEVEL": "WARNING",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
     env.update(extra)
     return env
 
@@ -90,7 +100,9 @@ def prepare_database(database_url: str, redis_url: str) -> None:
     if not _migrations_applied(database_url):
         subprocess.run(
             [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-            cwd=ROOT, env=stack_env(database_url, redis_url), check=True,
+            cwd=ROOT,
+            env=stack_env(database_url, redis_url),
+            check=True,
         )
     _migrated.add(database_url)
 
@@ -152,14 +164,20 @@ def api_token(conn, username: str = "bench-reader") -> str:
     user = conn.execute(
         "INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, email,"
         " is_staff, is_active, date_joined) VALUES ('!', false, %s, '', '', '', false, true, now())"
-        " ON CONFLICT (username) DO UPDATE SET is_active = true RETURNING id", [username],
+        " ON CONFLICT (username) DO UPDATE SET is_active = true RETURNING id",
+        [username],
     ).fetchone()[0]
     for role in sorted(set(settings.PERSONAL_DATA_READER_ROLES.values())):
         group = conn.execute(
             "INSERT INTO auth_group (name) VALUES (%s) ON CONFLICT (name) DO UPDATE "
-            "SET name = EXCLUDED.name RETURNING id", [role]).fetchone()[0]
-        conn.execute("INSERT INTO auth_user_groups (user_id, group_id) VALUES (%s, %s) "
-                     "ON CONFLICT DO NOTHING", [user, group])
+            "SET name = EXCLUDED.name RETURNING id",
+            [role],
+        ).fetchone()[0]
+        conn.execute(
+            "INSERT INTO auth_user_groups (user_id, group_id) VALUES (%s, %s) "
+            "ON CONFLICT DO NOTHING",
+            [user, group],
+        )
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     conn.execute(
         "INSERT INTO tasks_apitoken (user_id, name, key_hash, created)"
@@ -180,12 +198,14 @@ def settle(conn) -> None:
 
 
 @contextlib.contextmanager
-def running(command: list[str], env: dict[str, str], *, health: str | None = None,
-            log: Path | None = None) -> Iterator[subprocess.Popen]:
+def running(
+    command: list[str], env: dict[str, str], *, health: str | None = None, log: Path | None = None
+) -> Iterator[subprocess.Popen]:
     """Start ``command`` in its own process group and always stop the whole group."""
     out = open(log, "wb") if log else subprocess.DEVNULL
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         if health:
             wait_http(health, proc=proc)
@@ -215,7 +235,11 @@ def child(role: str, env: dict[str, str], **params: Any) -> subprocess.Popen:
     """Start ``python -m bench._children <role>``; its parameters go as a JSON line on stdin."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench._children", role],
-        cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
         start_new_session=True,
     )
     proc.stdin.write(json.dumps(params) + "\n")

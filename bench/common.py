@@ -25,8 +25,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 PACKAGES = (
-    "django", "channels", "channels-redis", "daphne", "djangorestframework",
-    "celery", "redis", "psycopg", "websockets", "uvicorn", "gunicorn",
+    "django",
+    "channels",
+    "channels-redis",
+    "daphne",
+    "djangorestframework",
+    "celery",
+    "redis",
+    "psycopg",
+    "websockets",
+    "uvicorn",
+    "gunicorn",
 )
 
 

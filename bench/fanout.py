@@ -95,8 +95,14 @@ class Lines:
     def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
         self.log = open(log, "ab")
         self.proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=self.log, text=True, bufsize=1,
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            bufsize=1,
         )
 
     def send(self, message: dict) -> None:
@@ -110,8 +116,10 @@ class Lines:
         reader.start()
         reader.join(timeout)
         if not result or not result[0]:
-            raise RuntimeError(f"{self.proc.args[2] if len(self.proc.args) > 2 else 'child'} "
-                               f"gave no answer (see {self.log.name})")
+            raise RuntimeError(
+                f"{self.proc.args[2] if len(self.proc.args) > 2 else 'child'} "
+                f"gave no answer (see {self.log.name})"
+            )
         return json.loads(result[0])
 
     def ask(self, message: dict, timeout: float = 120.0) -> dict:
@@ -181,14 +189,24 @@ class Bench:
         log = open(self.tmp / f"server-{kind}.log", "ab")
         if kind == "ours":
             argv = [
-                sys.executable, "-m", "daphne",
-                "-e", f"tcp:port={self.port}:interface=127.0.0.1:backlog=4096",
-                "--websocket-max-message-size", "65536",
+                sys.executable,
+                "-m",
+                "daphne",
+                "-e",
+                f"tcp:port={self.port}:interface=127.0.0.1:backlog=4096",
+                "--websocket-max-message-size",
+                "65536",
                 "tasksite.asgi:application",
             ]
         else:
-            argv = [sys.executable, "-m", "bench.fanout_limit", str(self.port),
-                    self.args.redis_url, self.channel]
+            argv = [
+                sys.executable,
+                "-m",
+                "bench.fanout_limit",
+                str(self.port),
+                self.args.redis_url,
+                self.channel,
+            ]
         self.server = subprocess.Popen(
             argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
         )
@@ -200,9 +218,7 @@ class Bench:
                 raise RuntimeError(f"{kind} server exited; see {self.tmp}/server-{kind}.log")
             try:
                 if kind == "ours":
-                    with urllib.request.urlopen(
-                        f"http://127.0.0.1:{self.port}/healthz", timeout=1
-                    ):
+                    with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1):
                         pass
                     self._warm_up()
                 else:
@@ -248,11 +264,19 @@ class Bench:
         shares = [count // procs + (1 if i < count % procs else 0) for i in range(procs)]
         start = 0
         for index, share in enumerate(shares):
-            argv = [sys.executable, "-m", "bench.fanout_client", url or self.url,
-                    "--connections", str(share), "--sampled", str(min(share, 25))]
+            argv = [
+                sys.executable,
+                "-m",
+                "bench.fanout_client",
+                url or self.url,
+                "--connections",
+                str(share),
+                "--sampled",
+                str(min(share, 25)),
+            ]
             if task_ids is not None:
                 ids_path = self.tmp / f"ids-{len(self.clients)}.txt"
-                ids_path.write_text("\n".join(task_ids[start:start + share]) + "\n")
+                ids_path.write_text("\n".join(task_ids[start : start + share]) + "\n")
                 argv += ["--task-ids", str(ids_path)]
             start += share
             self.clients.append(
@@ -304,8 +328,16 @@ class Bench:
         for client in self.clients:
             reports.append(client.read(timeout=300))
         truth.unlink(missing_ok=True)
-        row = summarize(label, done, drained, reports, cpu_after - cpu_before,
-                        sampler, redis_before, redis_after)
+        row = summarize(
+            label,
+            done,
+            drained,
+            reports,
+            cpu_after - cpu_before,
+            sampler,
+            redis_before,
+            redis_after,
+        )
         row["clients_cpu_s"] = round(clients_cpu, 2)
         return row
 
@@ -362,8 +394,14 @@ def redis_calls(url: str) -> dict[str, int]:
 
 
 def summarize(
-    label: dict, done: dict, drained: bool, reports: list[dict], cpu: float,
-    sampler: RssSampler, redis_before: dict[str, int], redis_after: dict[str, int],
+    label: dict,
+    done: dict,
+    drained: bool,
+    reports: list[dict],
+    cpu: float,
+    sampler: RssSampler,
+    redis_before: dict[str, int],
+    redis_after: dict[str, int],
 ) -> dict[str, Any]:
     latency = [v for r in reports for v in r["latency"]]
     freshness = [v for r in reports for v in r["freshness"]]
@@ -436,24 +474,39 @@ def fan_out(
         time.sleep(0.2 if args.smoke else 1.0)
         rss_idle = rss_bytes(bench.server.pid)
         idle = {
-            "server": kind, "clients": clients, "connected": connected["ok"],
-            "failed": connected["failed"], "connect_s": round(connect_seconds, 1),
-            "rss_before_mib": rss_before / 2**20, "rss_idle_mib": rss_idle / 2**20,
+            "server": kind,
+            "clients": clients,
+            "connected": connected["ok"],
+            "failed": connected["failed"],
+            "connect_s": round(connect_seconds, 1),
+            "rss_before_mib": rss_before / 2**20,
+            "rss_idle_mib": rss_idle / 2**20,
             "kib_per_conn": (rss_idle - rss_before) / 1024 / max(1, connected["ok"]),
         }
-        print(f"  {kind}: {connected['ok']} of {clients} connected in {connect_seconds:.1f}s, "
-              f"{idle['kib_per_conn']:.1f} KiB per idle connection", flush=True)
+        print(
+            f"  {kind}: {connected['ok']} of {clients} connected in {connect_seconds:.1f}s, "
+            f"{idle['kib_per_conn']:.1f} KiB per idle connection",
+            flush=True,
+        )
         rows = []
         for rate in rates:
             seconds = 0.5 if args.smoke else PHASE_SECONDS.get(int(rate), 4.0)
             row = bench.phase(
-                {"cmd": "lifecycles", "rate": rate, "seconds": seconds,
-                 "slots": args.slots, "steps": args.steps},
+                {
+                    "cmd": "lifecycles",
+                    "rate": rate,
+                    "seconds": seconds,
+                    "slots": args.slots,
+                    "steps": args.steps,
+                },
                 {"server": kind, "clients": connected["ok"], "rate": rate or "max"},
             )
-            print(f"    rate {row['rate']}: {row['delivered']:,} delivered, "
-                  f"p99 {_fmt(row['latency_p99_ms'])} ms, fresh p99 {_fmt(row['fresh_p99_ms'])} "
-                  f"ms, lost transitions {row['lost_transitions']}", flush=True)
+            print(
+                f"    rate {row['rate']}: {row['delivered']:,} delivered, "
+                f"p99 {_fmt(row['latency_p99_ms'])} ms, fresh p99 {_fmt(row['fresh_p99_ms'])} "
+                f"ms, lost transitions {row['lost_transitions']}",
+                flush=True,
+            )
             rows.append(row)
         bench.stop_clients()
         return rows, idle, filtered(bench, kind) if then_filtered else None
@@ -469,8 +522,10 @@ def filtered(bench: Bench, kind: str) -> dict[str, Any]:
     """
     args = bench.args
     per_task, everything = (10, 3) if args.smoke else (args.filtered, args.filtered_all)
-    print(f"  filtered on {kind}: {per_task} clients on one task each, {everything} on all",
-          flush=True)
+    print(
+        f"  filtered on {kind}: {per_task} clients on one task each, {everything} on all",
+        flush=True,
+    )
     try:
         ids_path = bench.tmp / "filtered-ids.txt"
         bench.producer.ask({"cmd": "create", "count": per_task, "out": str(ids_path)})
@@ -480,8 +535,12 @@ def filtered(bench: Bench, kind: str) -> dict[str, Any]:
         time.sleep(0.1 if args.smoke else 0.5)
         row = bench.phase(
             {"cmd": "random", "rate": args.filtered_rate, "seconds": 0.5 if args.smoke else 5.0},
-            {"server": kind, "one_task_clients": one["ok"], "all_clients": all_["ok"],
-             "rate": args.filtered_rate},
+            {
+                "server": kind,
+                "one_task_clients": one["ok"],
+                "all_clients": all_["ok"],
+                "rate": args.filtered_rate,
+            },
         )
         row["deliveries_per_change"] = row["delivered"] / row["changes"] if row["changes"] else 0
         return row
@@ -506,8 +565,9 @@ def with_ratios(ours: list[dict], limit: list[dict], keys: list[str]) -> list[di
     return out
 
 
-def targets(rows: list[dict], limit_rows: list[dict], idle: list[dict],
-            filtered_rows: list[dict]) -> list[dict]:
+def targets(
+    rows: list[dict], limit_rows: list[dict], idle: list[dict], filtered_rows: list[dict]
+) -> list[dict]:
     """Each target of the brief, met or not, with the measured figures."""
 
     def find(source: list[dict], clients: int, rate: Any) -> dict:
@@ -523,51 +583,98 @@ def targets(rows: list[dict], limit_rows: list[dict], idle: list[dict],
     out = []
 
     def add(name: str, value: Any, goal: str, met: bool | None) -> None:
-        out.append({"target": name, "measured": value, "goal": goal,
-                    "met": "-" if met is None else ("yes" if met else "NO")})
+        out.append(
+            {
+                "target": name,
+                "measured": value,
+                "goal": goal,
+                "met": "-" if met is None else ("yes" if met else "NO"),
+            }
+        )
 
     cpu_x = ratio(ours_max.get("cpu_us_per_msg"), limit_max.get("cpu_us_per_msg"))
-    add(f"CPU/msg at {big} clients, flat out (x limit)", cpu_x, "<= 2",
-        None if cpu_x is None else cpu_x <= 2)
+    add(
+        f"CPU/msg at {big} clients, flat out (x limit)",
+        cpu_x,
+        "<= 2",
+        None if cpu_x is None else cpu_x <= 2,
+    )
     rate_x = ratio(ours_max.get("delivered_per_s"), limit_max.get("delivered_per_s"))
-    add(f"delivered/s at {big} clients, flat out (x limit)", rate_x, ">= 0.5",
-        None if rate_x is None else rate_x >= 0.5)
+    add(
+        f"delivered/s at {big} clients, flat out (x limit)",
+        rate_x,
+        ">= 0.5",
+        None if rate_x is None else rate_x >= 0.5,
+    )
     p99_x = ratio(ours_20.get("latency_p99_ms"), limit_20.get("latency_p99_ms"))
-    add(f"p99 latency at 20/s, {big} clients (x limit)", p99_x, "<= 2",
-        None if p99_x is None else p99_x <= 2)
+    add(
+        f"p99 latency at 20/s, {big} clients (x limit)",
+        p99_x,
+        "<= 2",
+        None if p99_x is None else p99_x <= 2,
+    )
     lost = ours_20.get("not_delivered")
     add(f"messages lost at 20/s, {big} clients", lost, "0", None if lost is None else lost == 0)
     overload = [r for r in rows if r["rate"] in (500, "max")]
     worst = max((r["fresh_p99_ms"] or 0 for r in overload), default=None)
-    add("freshness p99 under overload, worst (ms)", worst, "< 250",
-        None if worst is None else worst < 250)
+    add(
+        "freshness p99 under overload, worst (ms)",
+        worst,
+        "< 250",
+        None if worst is None else worst < 250,
+    )
     dropped = sum(r["lost_transitions"] + r["lost_finals"] for r in overload)
     add("transitions + finals lost under overload", dropped, "0", dropped == 0)
     growth = max((r["rss_max_mib"] - r["rss_start_mib"] for r in overload), default=None)
     add("memory growth during overload, worst (MiB)", growth, "flat", None)
     per_change = {r["clients"]: r["redis_cmds_per_change"] for r in rows if r["rate"] == 100}
-    add("Redis commands per change at 100/s by clients",
+    add(
+        "Redis commands per change at 100/s by clients",
         ", ".join(f"{c}: {v:.2f}" for c, v in sorted(per_change.items()) if v is not None),
-        "constant", None)
+        "constant",
+        None,
+    )
     ours_idle = {r["clients"]: r for r in idle if r["server"] == "ours"}
     limit_idle = {r["clients"]: r for r in idle if r["server"] == "limit"}
     most = max(ours_idle, default=None)
     if most is not None and most in limit_idle:
         mem_x = ratio(ours_idle[most]["kib_per_conn"], limit_idle[most]["kib_per_conn"])
-        add(f"memory per idle connection at {most} (x limit)", mem_x, "<= 2",
-            None if mem_x is None else mem_x <= 2)
+        add(
+            f"memory per idle connection at {most} (x limit)",
+            mem_x,
+            "<= 2",
+            None if mem_x is None else mem_x <= 2,
+        )
     for row in filtered_rows:
         if row["server"] == "ours":
-            add("filtered: deliveries per change (wanted: 1 + all-clients)",
-                row["deliveries_per_change"], f"~{1 + row['all_clients']}", None)
+            add(
+                "filtered: deliveries per change (wanted: 1 + all-clients)",
+                row["deliveries_per_change"],
+                f"~{1 + row['all_clients']}",
+                None,
+            )
     return out
 
 
 FANOUT_COLUMNS = [
-    "server", "clients", "rate", "changes", "delivered_per_s", "latency_p50_ms",
-    "latency_p99_ms", "latency_max_ms", "fresh_p50_ms", "fresh_p99_ms", "fresh_max_ms",
-    "lost_transitions", "lost_finals", "not_delivered", "cpu_us_per_msg", "rss_start_mib",
-    "rss_max_mib", "redis_cmds_per_change",
+    "server",
+    "clients",
+    "rate",
+    "changes",
+    "delivered_per_s",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "latency_max_ms",
+    "fresh_p50_ms",
+    "fresh_p99_ms",
+    "fresh_max_ms",
+    "lost_transitions",
+    "lost_finals",
+    "not_delivered",
+    "cpu_us_per_msg",
+    "rss_start_mib",
+    "rss_max_mib",
+    "redis_cmds_per_change",
 ]
 RATIO_KEYS = ["delivered_per_s", "latency_p99_ms", "fresh_p99_ms", "cpu_us_per_msg"]
 
@@ -580,8 +687,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rates = [20.0, 0.0] if args.smoke else [float(r) for r in args.rates.split(",") if r]
     rates = [int(r) if r == int(r) else r for r in rates]
     kinds = [k for k in args.servers.split(",") if k]
-    print("Clients, server and producer share this machine's cores; the producer runs with "
-          "TASK_PROGRESS_MIN_INTERVAL=0 so every tracker call is a published change.")
+    print(
+        "Clients, server and producer share this machine's cores; the producer runs with "
+        "TASK_PROGRESS_MIN_INTERVAL=0 so every tracker call is a published change."
+    )
     bench = Bench(args)
     rows: dict[str, list[dict]] = {kind: [] for kind in kinds}
     idle: list[dict] = []
@@ -603,23 +712,48 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bench.close()
     ours, limit = rows.get("ours", []), rows.get("limit", [])
     print("\nFan-out (ours; *_x = ratio to the limit of the same run)")
-    print(table(with_ratios(ours, limit, RATIO_KEYS),
-                FANOUT_COLUMNS[1:] + [f"{k}_x" for k in RATIO_KEYS]))
+    print(
+        table(
+            with_ratios(ours, limit, RATIO_KEYS),
+            FANOUT_COLUMNS[1:] + [f"{k}_x" for k in RATIO_KEYS],
+        )
+    )
     print("\nFan-out (limit: bare websockets + one Redis subscription)")
     print(table(limit, FANOUT_COLUMNS[1:]))
     print("\nIdle connections")
     print(table(idle))
     print("\nFiltered fan-out (clients on one task each, plus clients on everything)")
-    print(table(filtered_rows, ["server", "one_task_clients", "all_clients", "rate", "changes",
-                                "delivered", "deliveries_per_change", "cpu_us_per_change",
-                                "cpu_us_per_msg", "latency_p99_ms", "not_delivered", "unwanted",
-                                "redis_cmds_per_change"]))
+    print(
+        table(
+            filtered_rows,
+            [
+                "server",
+                "one_task_clients",
+                "all_clients",
+                "rate",
+                "changes",
+                "delivered",
+                "deliveries_per_change",
+                "cpu_us_per_change",
+                "cpu_us_per_msg",
+                "latency_p99_ms",
+                "not_delivered",
+                "unwanted",
+                "redis_cmds_per_change",
+            ],
+        )
+    )
     verdicts = targets(ours, limit, idle, filtered_rows)
     print("\nTargets")
     print(table(verdicts))
     print(f"\nfan-out bench took {time.monotonic() - started:.0f}s")
-    figures = {"fanout": ours + limit, "idle": idle, "filtered": filtered_rows,
-               "targets": verdicts, "seconds": round(time.monotonic() - started)}
+    figures = {
+        "fanout": ours + limit,
+        "idle": idle,
+        "filtered": filtered_rows,
+        "targets": verdicts,
+        "seconds": round(time.monotonic() - started),
+    }
     record("fanout", figures, smoke=args.smoke)
     if not args.smoke and not args.no_plot:
         with contextlib.suppress(ImportError):
@@ -645,16 +779,24 @@ def plot(figures: dict[str, Any], path: Path) -> None:
                 continue
             xs = [r["clients"] for r in rows]
             ax.plot(xs, [r["latency_p99_ms"] for r in rows], style, label=f"{kind} latency p99")
-            ax.plot(xs, [r["fresh_p99_ms"] for r in rows], style, alpha=0.6,
-                    label=f"{kind} freshness p99")
+            ax.plot(
+                xs,
+                [r["fresh_p99_ms"] for r in rows],
+                style,
+                alpha=0.6,
+                label=f"{kind} freshness p99",
+            )
         if rate == "max":
             ax.axhline(250, color="grey", linestyle=":", label="freshness target 250 ms")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("clients")
         ax.set_ylabel("ms")
-        ax.set_title(f"{rate} changes a second" if rate != "max"
-                     else "producer flat out (limit at 5,000: nothing delivered)")
+        ax.set_title(
+            f"{rate} changes a second"
+            if rate != "max"
+            else "producer flat out (limit at 5,000: nothing delivered)"
+        )
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

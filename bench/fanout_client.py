@@ -227,8 +227,18 @@ def report(connections: list[Connection], truth_path: str) -> dict[str, Any]:
             finals[task_id] = rows[-1][0]
         called[task_id] = {version: t_call for version, _, t_call in rows}
     totals = dict.fromkeys(
-        ("expected", "received", "lost_messages", "lost_transitions", "lost_finals",
-         "expected_transitions", "out_of_order", "never_fresh", "unwanted"), 0
+        (
+            "expected",
+            "received",
+            "lost_messages",
+            "lost_transitions",
+            "lost_finals",
+            "expected_transitions",
+            "out_of_order",
+            "never_fresh",
+            "unwanted",
+        ),
+        0,
     )
     latency: list[float] = []
     freshness: list[float] = []
@@ -295,7 +305,8 @@ async def _connect(
         try:
             _, conn = await loop.create_connection(
                 lambda: Connection(pool, parts.netloc, path, task_id, sampled),
-                parts.hostname, parts.port,
+                parts.hostname,
+                parts.port,
             )
             await asyncio.wait_for(conn.ready, 30)
             return conn
@@ -334,9 +345,14 @@ async def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     results = await asyncio.gather(*(one(i) for i in range(args.connections)))
     connections = [c for c in results if c is not None]
-    emit({"event": "connected", "ok": len(connections),
-          "failed": args.connections - len(connections),
-          "seconds": round(time.monotonic() - started, 2)})
+    emit(
+        {
+            "event": "connected",
+            "ok": len(connections),
+            "failed": args.connections - len(connections),
+            "seconds": round(time.monotonic() - started, 2),
+        }
+    )
 
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=2**20)
@@ -354,9 +370,15 @@ async def main(argv: list[str] | None = None) -> None:
             pool.last_recv = 0.0
             emit({"event": "reset"})
         elif cmd == "stats":
-            emit({"event": "stats", "count": pool.count, "last_recv": pool.last_recv,
-                  "open": sum(1 for c in connections if not c.transport.is_closing()),
-                  "closed": pool.closed})
+            emit(
+                {
+                    "event": "stats",
+                    "count": pool.count,
+                    "last_recv": pool.last_recv,
+                    "open": sum(1 for c in connections if not c.transport.is_closing()),
+                    "closed": pool.closed,
+                }
+            )
         elif cmd == "report":
             figures = report(connections, command["truth"])
             figures["last_recv"] = pool.last_recv

@@ -41,9 +41,7 @@ async def main(port: int, redis_url: str, channel: str) -> None:
             for task_id in tasks:
                 by_task.get(task_id, set()).discard(ws)
 
-    async with serve(
-        handler, "127.0.0.1", port, compression=None, max_size=65536, backlog=4096
-    ):
+    async with serve(handler, "127.0.0.1", port, compression=None, max_size=65536, backlog=4096):
         client = aioredis.Redis.from_url(redis_url)
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         await pubsub.subscribe(channel)

@@ -34,8 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="window per run")
     parser.add_argument("--tasks", type=int, default=2000, help="tasks per producer")
     parser.add_argument("--modes", default="progress,error,progress-async")
-    parser.add_argument("--profile", action="store_true",
-                        help="cProfile the first producer (to stderr); figures then lower")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="cProfile the first producer (to stderr); figures then lower",
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -50,18 +53,40 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for mode in args.modes.split(","):
             for k in (int(value) for value in args.producers.split(",")):
                 rows.append(_one_run(conn, args, mode, k))
-    print(f"PostgreSQL + Redis, {args.seconds:g} s a run, {args.tasks:,} tasks per producer; "
-          "stored = version increments in the database, published = PUBLISHes heard")
-    print(table(rows, ["mode", "producers", "calls", "stored", "published", "stored_per_s",
-                       "per_producer_per_s", "held"]))
+    print(
+        f"PostgreSQL + Redis, {args.seconds:g} s a run, {args.tasks:,} tasks per producer; "
+        "stored = version increments in the database, published = PUBLISHes heard"
+    )
+    print(
+        table(
+            rows,
+            [
+                "mode",
+                "producers",
+                "calls",
+                "stored",
+                "published",
+                "stored_per_s",
+                "per_producer_per_s",
+                "held",
+            ],
+        )
+    )
     one = [row for row in rows if row["producers"] == 1 and not row["mode"].endswith("-async")]
     best_one = max((row["stored_per_s"] for row in one), default=0)
-    figures = {"runs": rows, "target_one_producer": TARGET_ONE_PRODUCER,
-               "one_producer_stored_per_s": best_one,
-               "target_met": all(row["stored_per_s"] >= TARGET_ONE_PRODUCER for row in one)}
-    print(f"target >= {TARGET_ONE_PRODUCER:,}/s from one producer: "
-          + ("met" if figures["target_met"] else "MISSED")
-          + " (" + ", ".join(f"{row['mode']} {row['stored_per_s']:,}/s" for row in one) + ")")
+    figures = {
+        "runs": rows,
+        "target_one_producer": TARGET_ONE_PRODUCER,
+        "one_producer_stored_per_s": best_one,
+        "target_met": all(row["stored_per_s"] >= TARGET_ONE_PRODUCER for row in one),
+    }
+    print(
+        f"target >= {TARGET_ONE_PRODUCER:,}/s from one producer: "
+        + ("met" if figures["target_met"] else "MISSED")
+        + " ("
+        + ", ".join(f"{row['mode']} {row['stored_per_s']:,}/s" for row in one)
+        + ")"
+    )
     if not args.no_record:
         record("ingest", figures, smoke=args.smoke)
     return figures
@@ -75,8 +100,14 @@ def _one_run(conn, args: argparse.Namespace, mode: str, k: int) -> dict[str, Any
     tag = f"bench-ingest-{uuid.uuid4().hex[:8]}"
     heard = _Subscriber(args.redis_url, channel)
     procs = [
-        _stack.child("producer", env, tasks=args.tasks, mode=mode.removesuffix("-async"), tag=tag,
-                     profile=args.profile and i == 0)
+        _stack.child(
+            "producer",
+            env,
+            tasks=args.tasks,
+            mode=mode.removesuffix("-async"),
+            tag=tag,
+            profile=args.profile and i == 0,
+        )
         for i in range(k)
     ]
     try:
@@ -99,9 +130,14 @@ def _one_run(conn, args: argparse.Namespace, mode: str, k: int) -> dict[str, Any
     calls = sum(answer["calls"] for answer in answers)
     seconds = max(answer["seconds"] for answer in answers)
     return {
-        "mode": mode, "producers": k, "calls": calls, "stored": int(stored),
-        "published": published, "stored_per_s": round(int(stored) / seconds),
-        "per_producer_per_s": round(int(stored) / seconds / k), "held": calls - int(stored),
+        "mode": mode,
+        "producers": k,
+        "calls": calls,
+        "stored": int(stored),
+        "published": published,
+        "stored_per_s": round(int(stored) / seconds),
+        "per_producer_per_s": round(int(stored) / seconds / k),
+        "held": calls - int(stored),
         "seconds": round(seconds, 2),
     }
 

@@ -63,12 +63,17 @@ LAYOUTS = ("direct", "nginx")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--database-url", default=os.environ.get(
-        "BENCH_DATABASE_URL", _stack.DEFAULT_DATABASE_URL))
-    parser.add_argument("--redis-url", default=os.environ.get(
-        "BENCH_PROXY_REDIS_URL", DEFAULT_REDIS_URL))
-    parser.add_argument("--no-record", action="store_true",
-                        help="print only, write no results file (the smoke test)")
+    parser.add_argument(
+        "--database-url", default=os.environ.get("BENCH_DATABASE_URL", _stack.DEFAULT_DATABASE_URL)
+    )
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("BENCH_PROXY_REDIS_URL", DEFAULT_REDIS_URL)
+    )
+    parser.add_argument(
+        "--no-record",
+        action="store_true",
+        help="print only, write no results file (the smoke test)",
+    )
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--connections", type=int, default=32, help="REST load connections")
     parser.add_argument("--seconds", type=float, default=6.0, help="per REST measurement")
@@ -78,10 +83,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ws-seconds", type=float, default=10.0, help="per fan-out phase")
     parser.add_argument("--slots", type=int, default=10, help="tasks live at once")
     parser.add_argument("--steps", type=int, default=25, help="changes in one task's life")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="measurements per layout, alternating direct/nginx (ABBA)")
-    parser.add_argument("--only", choices=("rest", "fanout"), default=None,
-                        help="measure one of the two halves")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="measurements per layout, alternating direct/nginx (ABBA)",
+    )
+    parser.add_argument(
+        "--only", choices=("rest", "fanout"), default=None, help="measure one of the two halves"
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -94,13 +104,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     nginx = find_nginx()
     if nginx is None:
         raise RuntimeError("nginx is not installed: apt-get install -y nginx-light")
-    print(f"nginx: {_nginx_version(nginx)}, the shipped site ({NGINX_SITE.relative_to(ROOT)}), "
-          f"worker_processes auto ({os.cpu_count()}), worker_connections 4096")
+    print(
+        f"nginx: {_nginx_version(nginx)}, the shipped site ({NGINX_SITE.relative_to(ROOT)}), "
+        f"worker_processes auto ({os.cpu_count()}), worker_connections 4096"
+    )
     raise_open_files()  # nginx and the clients inherit it
     started = time.monotonic()
     order = _order(args.rounds)
-    figures: dict[str, Any] = {"load_before": load_before, "nginx": _nginx_version(nginx),
-                               "order": order}
+    figures: dict[str, Any] = {
+        "load_before": load_before,
+        "nginx": _nginx_version(nginx),
+        "order": order,
+    }
     _stack.prepare_database(args.database_url, args.redis_url)
     if args.only in (None, "rest"):
         figures.update(_rest(args, nginx, order))
@@ -118,8 +133,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.no_record:
         # From ``python -m bench`` its own command line; from elsewhere (the smoke test) the part.
         from_cli = Path(sys.argv[0]).resolve() == ROOT / "bench" / "__main__.py"
-        print("rerun: " + (rerun_command("proxy") if from_cli
-                           else "python -m bench proxy" + (" --smoke" if args.smoke else "")))
+        print(
+            "rerun: "
+            + (
+                rerun_command("proxy")
+                if from_cli
+                else "python -m bench proxy" + (" --smoke" if args.smoke else "")
+            )
+        )
     else:
         record("proxy", figures, smoke=args.smoke)
     return figures
@@ -182,8 +203,15 @@ def nginx_front(nginx: str, *, web: int, ws: int) -> Iterator[Front]:
             path.chmod(0o755)
     port = free_port()
     site = workdir / "tasksite.conf"
-    site.write_text(render_site(NGINX_SITE.read_text(), listen=f"{HOST}:{port}",
-                                web=[f"{HOST}:{web}"], ws=[f"{HOST}:{ws}"], log_dir=log_dir))
+    site.write_text(
+        render_site(
+            NGINX_SITE.read_text(),
+            listen=f"{HOST}:{port}",
+            web=[f"{HOST}:{web}"],
+            ws=[f"{HOST}:{ws}"],
+            log_dir=log_dir,
+        )
+    )
     main = workdir / "nginx.conf"
     main.write_text(_main_conf(workdir, site, log_dir))
     argv = [nginx, "-p", f"{workdir}/", "-c", str(main)]
@@ -192,8 +220,14 @@ def nginx_front(nginx: str, *, web: int, ws: int) -> Iterator[Front]:
         raise RuntimeError(f"nginx -t failed:\n{checked.stderr}")
     failed = True
     with open(log_dir / "nginx.log", "wb") as log:
-        proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     try:
         _wait_listening(port, proc, log_dir / "nginx.log")
         yield Front(proc, port, workdir)
@@ -228,10 +262,13 @@ def _nginx_version(nginx: str) -> str:
 
 def _api_token(env: dict[str, str]) -> str:
     """``_stack.api_token`` in a child with Django set up (this process never sets it up)."""
-    code = ("import os, django; django.setup(); from bench import _stack; "
-            "conn = _stack.connect(os.environ['DATABASE_URL']); print(_stack.api_token(conn))")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+    code = (
+        "import os, django; django.setup(); from bench import _stack; "
+        "conn = _stack.connect(os.environ['DATABASE_URL']); print(_stack.api_token(conn))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     if done.returncode != 0 or not done.stdout.strip():
         raise RuntimeError(f"no API token: {done.stderr[-2000:]}")
     return done.stdout.split()[-1]
@@ -239,56 +276,119 @@ def _api_token(env: dict[str, str]) -> str:
 
 def _rest(args: argparse.Namespace, nginx: str, order: list[str]) -> dict[str, Any]:
     tool = _load.generator()
-    print(f"\nREST GET by id: gunicorn (deploy/gunicorn.conf.py, {args.web_workers} sync "
-          f"workers), {args.rows:,} tasks, {args.connections} connections, {args.seconds:g} s "
-          f"each, load by {tool}", flush=True)
+    print(
+        f"\nREST GET by id: gunicorn (deploy/gunicorn.conf.py, {args.web_workers} sync "
+        f"workers), {args.rows:,} tasks, {args.connections} connections, {args.seconds:g} s "
+        f"each, load by {tool}",
+        flush=True,
+    )
     if tool != "wrk":
-        print("  (wrk is not installed: apt-get install -y wrk; the Python generator shares the "
-              "cores with the servers, so its figures are lower bounds)")
+        print(
+            "  (wrk is not installed: apt-get install -y wrk; the Python generator shares the "
+            "cores with the servers, so its figures are lower bounds)"
+        )
     with _stack.connect(args.database_url) as conn:
         if conn.execute(f"SELECT count(*) FROM {_stack.TABLE}").fetchone()[0] != args.rows:
             _stack.reset_table(conn)
             _stack.load_tasks(conn, args.rows)
             _stack.settle(conn)
-        ids = [str(r[0]) for r in conn.execute(
-            f"SELECT task_id FROM {_stack.TABLE} ORDER BY random() LIMIT 1000")]
+        ids = [
+            str(r[0])
+            for r in conn.execute(
+                f"SELECT task_id FROM {_stack.TABLE} ORDER BY random() LIMIT 1000"
+            )
+        ]
     env = _stack.stack_env(args.database_url, args.redis_url, WEB_WORKERS=str(args.web_workers))
     auth = {"Authorization": f"Bearer {_api_token(env)}"}
     paths = [f"/task-status/{i}" for i in ids]
     web = free_port()
-    command = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF),
-               "--bind", f"{HOST}:{web}", "tasksite.wsgi:application"]
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        str(GUNICORN_CONF),
+        "--bind",
+        f"{HOST}:{web}",
+        "tasksite.wsgi:application",
+    ]
     runs: list[dict[str, Any]] = []
-    with _stack.running(command, env, health=f"http://{HOST}:{web}/healthz",
-                        log=ROOT / "var" / f"bench-proxy-gunicorn-{web}.log"), \
-            nginx_front(nginx, web=web, ws=free_port()) as front:
+    with (
+        _stack.running(
+            command,
+            env,
+            health=f"http://{HOST}:{web}/healthz",
+            log=ROOT / "var" / f"bench-proxy-gunicorn-{web}.log",
+        ),
+        nginx_front(nginx, web=web, ws=free_port()) as front,
+    ):
         ports = {"direct": web, "nginx": front.port}
         for layout in LAYOUTS:
             _check(ports[layout], paths[0], auth)
             if not args.smoke:  # warm every worker and its connection up, both ways
-                _load.measure(HOST, ports[layout], paths[:50], auth,
-                              connections=args.connections, seconds=1)
+                _load.measure(
+                    HOST, ports[layout], paths[:50], auth, connections=args.connections, seconds=1
+                )
         for index, layout in enumerate(order):
             cpu = front.cpu_seconds()
-            got = _load.measure(HOST, ports[layout], paths, auth,
-                                connections=args.connections, seconds=args.seconds)
+            got = _load.measure(
+                HOST, ports[layout], paths, auth, connections=args.connections, seconds=args.seconds
+            )
             cpu = front.cpu_seconds() - cpu
-            runs.append({
-                "layout": layout, "round": index // 2 + 1, "rps": got["rps"],
-                "p50_ms": got["p50_ms"], "p99_ms": got["p99_ms"], "requests": got["requests"],
-                "errors": got["errors"],
-                "nginx_cpu_us_per_req": (cpu * 1e6 / got["requests"]
-                                         if layout == "nginx" and got["requests"] else None),
-            })
-            print(f"  {layout}: {got['rps']:,.0f} req/s, p50 {got['p50_ms']} ms, "
-                  f"p99 {got['p99_ms']} ms, {got['errors']} errors", flush=True)
-    summary = [_mean_row(runs, layout, ["rps", "p50_ms", "p99_ms", "nginx_cpu_us_per_req"],
-                         ["requests", "errors"]) for layout in LAYOUTS]
-    print(table(runs, ["layout", "round", "rps", "p50_ms", "p99_ms", "requests", "errors",
-                       "nginx_cpu_us_per_req"]))
-    return {"load_generator": tool, "rows": args.rows, "connections": args.connections,
-            "rest_seconds": args.seconds, "web_workers": args.web_workers,
-            "rest_runs": runs, "rest": summary}
+            runs.append(
+                {
+                    "layout": layout,
+                    "round": index // 2 + 1,
+                    "rps": got["rps"],
+                    "p50_ms": got["p50_ms"],
+                    "p99_ms": got["p99_ms"],
+                    "requests": got["requests"],
+                    "errors": got["errors"],
+                    "nginx_cpu_us_per_req": (
+                        cpu * 1e6 / got["requests"]
+                        if layout == "nginx" and got["requests"]
+                        else None
+                    ),
+                }
+            )
+            print(
+                f"  {layout}: {got['rps']:,.0f} req/s, p50 {got['p50_ms']} ms, "
+                f"p99 {got['p99_ms']} ms, {got['errors']} errors",
+                flush=True,
+            )
+    summary = [
+        _mean_row(
+            runs,
+            layout,
+            ["rps", "p50_ms", "p99_ms", "nginx_cpu_us_per_req"],
+            ["requests", "errors"],
+        )
+        for layout in LAYOUTS
+    ]
+    print(
+        table(
+            runs,
+            [
+                "layout",
+                "round",
+                "rps",
+                "p50_ms",
+                "p99_ms",
+                "requests",
+                "errors",
+                "nginx_cpu_us_per_req",
+            ],
+        )
+    )
+    return {
+        "load_generator": tool,
+        "rows": args.rows,
+        "connections": args.connections,
+        "rest_seconds": args.seconds,
+        "web_workers": args.web_workers,
+        "rest_runs": runs,
+        "rest": summary,
+    }
 
 
 def _check(port: int, path: str, headers: dict[str, str]) -> None:
@@ -305,13 +405,21 @@ def _check(port: int, path: str, headers: dict[str, str]) -> None:
 
 def _fanout(args: argparse.Namespace, nginx: str, order: list[str]) -> dict[str, Any]:
     rate = int(args.ws_rate) if args.ws_rate == int(args.ws_rate) else args.ws_rate
-    print(f"\nFan-out: {args.ws_clients:,} WebSocket clients, {rate} changes a second for "
-          f"{args.ws_seconds:g} s, daphne directly and through nginx (a fresh daphne each "
-          "time); clients, servers, nginx and the producer share the cores", flush=True)
-    bench = fanout.Bench(argparse.Namespace(
-        smoke=args.smoke, database_url=args.database_url, redis_url=args.redis_url,
-        slots=args.slots, steps=args.steps,
-    ))
+    print(
+        f"\nFan-out: {args.ws_clients:,} WebSocket clients, {rate} changes a second for "
+        f"{args.ws_seconds:g} s, daphne directly and through nginx (a fresh daphne each "
+        "time); clients, servers, nginx and the producer share the cores",
+        flush=True,
+    )
+    bench = fanout.Bench(
+        argparse.Namespace(
+            smoke=args.smoke,
+            database_url=args.database_url,
+            redis_url=args.redis_url,
+            slots=args.slots,
+            steps=args.steps,
+        )
+    )
     runs: list[dict[str, Any]] = []
     began = time.time()
     try:
@@ -319,8 +427,16 @@ def _fanout(args: argparse.Namespace, nginx: str, order: list[str]) -> dict[str,
         # Unmeasured: the producer's first changes pay for its connections and caches,
         # which would count against whichever layout came first.
         warm = bench.tmp / "warm-up.json"
-        bench.producer.ask({"cmd": "lifecycles", "rate": rate, "seconds": 0.5,
-                            "slots": args.slots, "steps": args.steps, "out": str(warm)})
+        bench.producer.ask(
+            {
+                "cmd": "lifecycles",
+                "rate": rate,
+                "seconds": 0.5,
+                "slots": args.slots,
+                "steps": args.steps,
+                "out": str(warm),
+            }
+        )
         for index, layout in enumerate(order):
             row = _fanout_once(bench, nginx, layout, args, rate)
             row["round"] = index // 2 + 1
@@ -330,22 +446,58 @@ def _fanout(args: argparse.Namespace, nginx: str, order: list[str]) -> dict[str,
         # The producer's tasks go, so that the REST table keeps the rows it was loaded with.
         with _stack.connect(args.database_url) as conn:
             conn.execute(f"DELETE FROM {_stack.TABLE} WHERE created_at >= %s", [began - 1])
-    columns = ["layout", "round", "clients", "failed", "connect_s", "changes", "delivered",
-               "delivered_per_s", "latency_p50_ms", "latency_p99_ms", "fresh_p50_ms",
-               "fresh_p99_ms", "fresh_max_ms", "lost_transitions", "lost_finals",
-               "not_delivered", "cpu_us_per_msg", "nginx_cpu_us_per_msg"]
+    columns = [
+        "layout",
+        "round",
+        "clients",
+        "failed",
+        "connect_s",
+        "changes",
+        "delivered",
+        "delivered_per_s",
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "fresh_p50_ms",
+        "fresh_p99_ms",
+        "fresh_max_ms",
+        "lost_transitions",
+        "lost_finals",
+        "not_delivered",
+        "cpu_us_per_msg",
+        "nginx_cpu_us_per_msg",
+    ]
     print(table(runs, columns))
-    keys = ["delivered_per_s", "latency_p50_ms", "latency_p99_ms", "fresh_p50_ms",
-            "fresh_p99_ms", "cpu_us_per_msg", "nginx_cpu_us_per_msg"]
-    counts = ["delivered", "expected", "failed", "lost_transitions", "lost_finals",
-              "not_delivered", "out_of_order"]
+    keys = [
+        "delivered_per_s",
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "fresh_p50_ms",
+        "fresh_p99_ms",
+        "cpu_us_per_msg",
+        "nginx_cpu_us_per_msg",
+    ]
+    counts = [
+        "delivered",
+        "expected",
+        "failed",
+        "lost_transitions",
+        "lost_finals",
+        "not_delivered",
+        "out_of_order",
+    ]
     summary = [_mean_row(runs, layout, keys, counts) for layout in LAYOUTS]
-    return {"clients": args.ws_clients, "rate": rate, "fanout_seconds": args.ws_seconds,
-            "fanout_runs": runs, "fanout": summary}
+    return {
+        "clients": args.ws_clients,
+        "rate": rate,
+        "fanout_seconds": args.ws_seconds,
+        "fanout_runs": runs,
+        "fanout": summary,
+    }
 
 
-def _fanout_once(bench: fanout.Bench, nginx: str, layout: str, args: argparse.Namespace,
-                 rate: float) -> dict[str, Any]:
+def _fanout_once(
+    bench: fanout.Bench, nginx: str, layout: str, args: argparse.Namespace, rate: float
+) -> dict[str, Any]:
     bench.start_server("ours")
     try:
         with contextlib.ExitStack() as stack:
@@ -353,8 +505,7 @@ def _fanout_once(bench: fanout.Bench, nginx: str, layout: str, args: argparse.Na
             url = bench.url
             if layout == "nginx":
                 # No gunicorn behind it here: only /ws/ is used.
-                front = stack.enter_context(
-                    nginx_front(nginx, web=free_port(), ws=bench.port))
+                front = stack.enter_context(nginx_front(nginx, web=free_port(), ws=bench.port))
                 url = bench.url_for(front.port)
             began = time.monotonic()
             connected = bench.start_clients(args.ws_clients, url=url)
@@ -362,19 +513,31 @@ def _fanout_once(bench: fanout.Bench, nginx: str, layout: str, args: argparse.Na
             time.sleep(0.2 if args.smoke else 1.0)
             cpu = front.cpu_seconds() if front else 0.0
             row = bench.phase(
-                {"cmd": "lifecycles", "rate": rate, "seconds": args.ws_seconds,
-                 "slots": args.slots, "steps": args.steps},
+                {
+                    "cmd": "lifecycles",
+                    "rate": rate,
+                    "seconds": args.ws_seconds,
+                    "slots": args.slots,
+                    "steps": args.steps,
+                },
                 {"layout": layout, "clients": connected["ok"], "rate": rate},
             )
             cpu = front.cpu_seconds() - cpu if front else None
-            row.update(failed=connected["failed"], connect_s=round(connect_seconds, 1),
-                       nginx_cpu_s=None if cpu is None else round(cpu, 2),
-                       nginx_cpu_us_per_msg=(cpu * 1e6 / row["delivered"]
-                                             if cpu is not None and row["delivered"] else None))
-            print(f"  {layout}: {connected['ok']} of {args.ws_clients} connected in "
-                  f"{connect_seconds:.1f}s; {row['delivered']:,} delivered, latency p99 "
-                  f"{_fmt(row['latency_p99_ms'])} ms, freshness p99 {_fmt(row['fresh_p99_ms'])}"
-                  f" ms, lost transitions {row['lost_transitions']}", flush=True)
+            row.update(
+                failed=connected["failed"],
+                connect_s=round(connect_seconds, 1),
+                nginx_cpu_s=None if cpu is None else round(cpu, 2),
+                nginx_cpu_us_per_msg=(
+                    cpu * 1e6 / row["delivered"] if cpu is not None and row["delivered"] else None
+                ),
+            )
+            print(
+                f"  {layout}: {connected['ok']} of {args.ws_clients} connected in "
+                f"{connect_seconds:.1f}s; {row['delivered']:,} delivered, latency p99 "
+                f"{_fmt(row['latency_p99_ms'])} ms, freshness p99 {_fmt(row['fresh_p99_ms'])}"
+                f" ms, lost transitions {row['lost_transitions']}",
+                flush=True,
+            )
             bench.stop_clients()
             return row
     finally:
@@ -385,8 +548,9 @@ def _fanout_once(bench: fanout.Bench, nginx: str, layout: str, args: argparse.Na
 # -- summary and targets ----------------------------------------------------------------------
 
 
-def _mean_row(runs: list[dict[str, Any]], layout: str, means: list[str],
-              sums: list[str]) -> dict[str, Any]:
+def _mean_row(
+    runs: list[dict[str, Any]], layout: str, means: list[str], sums: list[str]
+) -> dict[str, Any]:
     mine = [run for run in runs if run["layout"] == layout]
     row: dict[str, Any] = {"layout": layout, "rounds": len(mine)}
     for key in means:
@@ -400,8 +564,9 @@ def _mean_row(runs: list[dict[str, Any]], layout: str, means: list[str],
 def _targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
 
-    def add(name: str, direct: float | None, proxied: float | None, throughput: bool,
-            faults: str) -> None:
+    def add(
+        name: str, direct: float | None, proxied: float | None, throughput: bool, faults: str
+    ) -> None:
         measured = ratio(proxied, direct)
         if throughput:
             goal = f"> {1 - MAX_THROUGHPUT_COST:g} (cost < {MAX_THROUGHPUT_COST:.0%})"
@@ -412,28 +577,56 @@ def _targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
         verdict = "-" if met is None else ("yes" if met else "NO")
         if faults:
             verdict = f"NO ({faults})"
-        out.append({"target": name, "direct": direct, "nginx": proxied,
-                    "measured": None if measured is None else round(measured, 3),
-                    "goal": goal, "met": verdict})
+        out.append(
+            {
+                "target": name,
+                "direct": direct,
+                "nginx": proxied,
+                "measured": None if measured is None else round(measured, 3),
+                "goal": goal,
+                "met": verdict,
+            }
+        )
 
     rest = {row["layout"]: row for row in figures.get("rest", [])}
     if rest:
         errors = sum(row["errors"] for row in rest.values())
         faults = f"{errors} errors" if errors else ""
-        add("REST GET by id: requests/s (nginx x direct)", rest["direct"]["rps"],
-            rest["nginx"]["rps"], True, faults)
-        add("REST GET by id: latency p99 ms (nginx x direct)", rest["direct"]["p99_ms"],
-            rest["nginx"]["p99_ms"], False, faults)
+        add(
+            "REST GET by id: requests/s (nginx x direct)",
+            rest["direct"]["rps"],
+            rest["nginx"]["rps"],
+            True,
+            faults,
+        )
+        add(
+            "REST GET by id: latency p99 ms (nginx x direct)",
+            rest["direct"]["p99_ms"],
+            rest["nginx"]["p99_ms"],
+            False,
+            faults,
+        )
     fan = {row["layout"]: row for row in figures.get("fanout", [])}
     if fan:
-        lost = sum(row["lost_transitions"] + row["lost_finals"] + row["failed"]
-                   for row in fan.values())
+        lost = sum(
+            row["lost_transitions"] + row["lost_finals"] + row["failed"] for row in fan.values()
+        )
         faults = f"{lost} lost transitions/finals or failed connections" if lost else ""
         who = f"fan-out {figures['clients']:,} clients at {figures['rate']}/s"
-        add(f"{who}: delivered/s (nginx x direct)", fan["direct"]["delivered_per_s"],
-            fan["nginx"]["delivered_per_s"], True, faults)
-        add(f"{who}: freshness p99 ms (nginx x direct)", fan["direct"]["fresh_p99_ms"],
-            fan["nginx"]["fresh_p99_ms"], False, faults)
+        add(
+            f"{who}: delivered/s (nginx x direct)",
+            fan["direct"]["delivered_per_s"],
+            fan["nginx"]["delivered_per_s"],
+            True,
+            faults,
+        )
+        add(
+            f"{who}: freshness p99 ms (nginx x direct)",
+            fan["direct"]["fresh_p99_ms"],
+            fan["nginx"]["fresh_p99_ms"],
+            False,
+            faults,
+        )
     return out
 
 
@@ -441,9 +634,11 @@ def _verdict_lines(verdicts: list[dict[str, Any]]) -> list[str]:
     lines = []
     for v in verdicts:
         state = {"yes": "met", "-": "not measured"}.get(v["met"], "MISSED")
-        lines.append(f"target: {v['target']}: {_fmt(v['nginx'])} against {_fmt(v['direct'])} "
-                     f"= {_fmt(v['measured'], 2)}x, goal {v['goal']}: {state}"
-                     + ("" if v["met"] in ("yes", "NO", "-") else f" [{v['met']}]"))
+        lines.append(
+            f"target: {v['target']}: {_fmt(v['nginx'])} against {_fmt(v['direct'])} "
+            f"= {_fmt(v['measured'], 2)}x, goal {v['goal']}: {state}"
+            + ("" if v["met"] in ("yes", "NO", "-") else f" [{v['met']}]")
+        )
     return lines
 
 

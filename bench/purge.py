@@ -56,35 +56,54 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     result = reader.around(args.before, lambda: _project_purge(env))
                 else:
                     batched = "batches" in method
-                    result = reader.around(args.before,
-                                           lambda b=batched: _plain_delete(conn, batched=b))
+                    result = reader.around(
+                        args.before, lambda b=batched: _plain_delete(conn, batched=b)
+                    )
                 left = conn.execute(
                     f"SELECT count(*) FROM {_stack.TABLE} WHERE expires_at <= %s", [time.time()]
                 ).fetchone()[0]
-                rows.append({"method": method, "load_s": round(load, 1), **result,
-                             "expired_left": left})
+                rows.append(
+                    {"method": method, "load_s": round(load, 1), **result, "expired_left": left}
+                )
         finally:
             samples = reader.stop()
     for row in rows:
         row.update(_reads(samples, *row.pop("window")))
-    columns = ["method", "removed", "seconds", "rows_per_s", "p99_before_ms", "p99_during_ms",
-               "p99_ratio", "reads_during", "rss_before_mib", "rss_after_mib", "peak_mib",
-               "expired_left"]
-    print(f"{args.rows:,} expired rows + {args.live:,} live on PostgreSQL; "
-          f"reader fetches single live tasks through tasks.selectors.get_task")
+    columns = [
+        "method",
+        "removed",
+        "seconds",
+        "rows_per_s",
+        "p99_before_ms",
+        "p99_during_ms",
+        "p99_ratio",
+        "reads_during",
+        "rss_before_mib",
+        "rss_after_mib",
+        "peak_mib",
+        "expired_left",
+    ]
+    print(
+        f"{args.rows:,} expired rows + {args.live:,} live on PostgreSQL; "
+        f"reader fetches single live tasks through tasks.selectors.get_task"
+    )
     print(table(rows, columns))
     project = rows[0]
     grown = project["rss_after_mib"] - project["rss_before_mib"]
     figures = {
-        "rows": args.rows, "live": args.live, "runs": rows,
+        "rows": args.rows,
+        "live": args.live,
+        "runs": rows,
         "targets": {
             "purge_under_5s": project["seconds"] < 5,
             "reader_p99_at_most_2x": (project["p99_ratio"] or 99) <= 2,
             "memory_flat_within_10mib": abs(grown) < 10,
         },
     }
-    print("targets: " + ", ".join(f"{k} {'met' if v else 'MISSED'}"
-                                  for k, v in figures["targets"].items()))
+    print(
+        "targets: "
+        + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in figures["targets"].items())
+    )
     if not args.no_record:
         record("purge", figures, smoke=args.smoke)
     return figures
@@ -100,7 +119,9 @@ def _project_purge(env: dict[str, str]) -> dict[str, Any]:
     finally:
         _stack.stop_group(proc)
     return {
-        "removed": done["removed"], "started": done["started"], "finished": done["finished"],
+        "removed": done["removed"],
+        "started": done["started"],
+        "finished": done["finished"],
         "rss_before_mib": round(done["rss_before_kib"] / 1024, 1),
         "rss_after_mib": round(done["after_rss_kib"] / 1024, 1),
         "peak_mib": round(done["after_peak_kib"] / 1024, 1),
@@ -115,14 +136,16 @@ def _plain_delete(conn, *, batched: bool) -> dict[str, Any]:
         while True:
             count = conn.execute(
                 f"DELETE FROM {_stack.TABLE} WHERE task_id IN (SELECT task_id FROM "
-                f"{_stack.TABLE} WHERE expires_at <= %s LIMIT %s)", [cutoff, BATCH]
+                f"{_stack.TABLE} WHERE expires_at <= %s LIMIT %s)",
+                [cutoff, BATCH],
             ).rowcount
             removed += count
             if count < BATCH:
                 break
     else:
         removed = conn.execute(
-            f"DELETE FROM {_stack.TABLE} WHERE expires_at <= %s", [cutoff]).rowcount
+            f"DELETE FROM {_stack.TABLE} WHERE expires_at <= %s", [cutoff]
+        ).rowcount
     return {"removed": removed, "started": started, "finished": time.time()}
 
 
@@ -140,9 +163,12 @@ class _Reader:
         time.sleep(0.3)
         started, finished = result.pop("started"), result.pop("finished")
         seconds = finished - started
-        return {**result, "seconds": round(seconds, 2),
-                "rows_per_s": round(result["removed"] / seconds) if seconds else None,
-                "window": (started - before, started, finished)}
+        return {
+            **result,
+            "seconds": round(seconds, 2),
+            "rows_per_s": round(result["removed"] / seconds) if seconds else None,
+            "window": (started - before, started, finished),
+        }
 
     def stop(self) -> list[tuple[float, float]]:
         try:
@@ -153,8 +179,9 @@ class _Reader:
             _stack.stop_group(self.proc)
 
 
-def _reads(samples: list[tuple[float, float]], since: float, started: float,
-           finished: float) -> dict[str, Any]:
+def _reads(
+    samples: list[tuple[float, float]], since: float, started: float, finished: float
+) -> dict[str, Any]:
     """The reader's latency in the seconds before a delete against during it."""
     pre = [lat for at, lat in samples if since <= at < started]
     during = [lat for at, lat in samples if started <= at <= finished]

@@ -32,27 +32,62 @@ TARGET_SHARE, TARGET_P99_MS = 0.8, 50.0
 
 
 def _daphne(port: int) -> list[str]:
-    return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-            "--websocket-max-message-size", "65536", "tasksite.asgi:application"]
+    return [
+        sys.executable,
+        "-m",
+        "daphne",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "--websocket-max-message-size",
+        "65536",
+        "tasksite.asgi:application",
+    ]
 
 
 def _uvicorn(port: int, workers: int) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port),
-            "--workers", str(workers), "--no-access-log", "--lifespan", "off",
-            "tasksite.asgi:application"]
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--no-access-log",
+        "--lifespan",
+        "off",
+        "tasksite.asgi:application",
+    ]
 
 
 def _gunicorn(port: int, workers: int) -> list[str]:
-    return [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", str(workers),
-            "--worker-class", "sync", "tasksite.wsgi:application"]
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-b",
+        f"127.0.0.1:{port}",
+        "-w",
+        str(workers),
+        "--worker-class",
+        "sync",
+        "tasksite.wsgi:application",
+    ]
 
 
 # name -> (command for a port, extra environment, modules it needs beyond requirements.txt)
 LAYOUTS: dict[str, tuple[Any, dict[str, str], tuple[str, ...]]] = {
     "daphne": (_daphne, {}, ()),
     "daphne + pool": (_daphne, {"BENCH_DB_POOL": "8"}, ("psycopg_pool",)),
-    "uvicorn 2 + pool": (lambda p: _uvicorn(p, 2), {"BENCH_DB_POOL": "8"},
-                         ("uvicorn", "psycopg_pool")),
+    "uvicorn 2 + pool": (
+        lambda p: _uvicorn(p, 2),
+        {"BENCH_DB_POOL": "8"},
+        ("uvicorn", "psycopg_pool"),
+    ),
     "gunicorn 2 sync": (lambda p: _gunicorn(p, 2), {}, ("gunicorn",)),
     "gunicorn 4 sync": (lambda p: _gunicorn(p, 4), {}, ("gunicorn",)),
 }
@@ -63,8 +98,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=6.0, help="per measurement")
-    parser.add_argument("--layouts", default=",".join(LAYOUTS),
-                        help="comma-separated, from: " + ", ".join(LAYOUTS))
+    parser.add_argument(
+        "--layouts", default=",".join(LAYOUTS), help="comma-separated, from: " + ", ".join(LAYOUTS)
+    )
     parser.add_argument("--deep", type=int, default=10_000, help="rows before the deep page")
 
 
@@ -76,22 +112,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print(f"before: {busy()}")
     tool = _load.generator()
     if tool != "wrk":
-        print("load by the Python generator (wrk is not installed: apt-get install -y wrk; or "
-              "BENCH_LOAD=python): its clients share the cores with the server, so its figures "
-              "are lower bounds")
+        print(
+            "load by the Python generator (wrk is not installed: apt-get install -y wrk; or "
+            "BENCH_LOAD=python): its clients share the cores with the server, so its figures "
+            "are lower bounds"
+        )
     _stack.prepare_database(args.database_url, args.redis_url)
     with _stack.connect(args.database_url) as conn:
         if conn.execute(f"SELECT count(*) FROM {_stack.TABLE}").fetchone()[0] != args.rows:
             _stack.reset_table(conn)
             _stack.load_tasks(conn, args.rows)
             _stack.settle(conn)
-        ids = [str(r[0]) for r in conn.execute(
-            f"SELECT task_id FROM {_stack.TABLE} ORDER BY random() LIMIT 1000")]
+        ids = [
+            str(r[0])
+            for r in conn.execute(
+                f"SELECT task_id FROM {_stack.TABLE} ORDER BY random() LIMIT 1000"
+            )
+        ]
         deep_row = conn.execute(
             f"SELECT created_at, task_id FROM {_stack.TABLE} WHERE operation = 'daily_sales' "
-            "ORDER BY created_at DESC, task_id DESC OFFSET %s LIMIT 1", [args.deep - 1]).fetchone()
-    env = _stack.stack_env(args.database_url, args.redis_url,
-                           DJANGO_SETTINGS_MODULE="bench.rest_settings")
+            "ORDER BY created_at DESC, task_id DESC OFFSET %s LIMIT 1",
+            [args.deep - 1],
+        ).fetchone()
+    env = _stack.stack_env(
+        args.database_url, args.redis_url, DJANGO_SETTINGS_MODULE="bench.rest_settings"
+    )
     with _stack.connect(args.database_url) as conn:
         token = _stack.api_token(conn)
     auth = {"Authorization": f"Bearer {token}"}
@@ -99,44 +144,93 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name in args.layouts.split(","):
         command, extra, modules = LAYOUTS[name]
         if _missing(modules):
-            print(f"{name}: skipped, {', '.join(_missing(modules))} not installed "
-                  "(pip install it into the venv to measure this layout)")
+            print(
+                f"{name}: skipped, {', '.join(_missing(modules))} not installed "
+                "(pip install it into the venv to measure this layout)"
+            )
             continue
         port = free_port()
-        with _stack.running(command(port), {**env, **extra},
-                            health=f"http://127.0.0.1:{port}/healthz",
-                            log=ROOT / "var" / f"bench-rest-{port}.log"):
-            cases = [("GET by id", [f"/task-status/{i}" for i in ids],
-                      [f"/bare/task/{i}" for i in ids])]
+        with _stack.running(
+            command(port),
+            {**env, **extra},
+            health=f"http://127.0.0.1:{port}/healthz",
+            log=ROOT / "var" / f"bench-rest-{port}.log",
+        ):
+            cases = [
+                ("GET by id", [f"/task-status/{i}" for i in ids], [f"/bare/task/{i}" for i in ids])
+            ]
             if name == PRODUCTION:
                 cases += _list_cases(port, auth, args.deep, deep_row, args.smoke)
             if not args.smoke:  # warm every worker and its connection up
-                _load.measure("127.0.0.1", port, cases[0][1][:50], auth,
-                              connections=args.connections, seconds=1)
+                _load.measure(
+                    "127.0.0.1",
+                    port,
+                    cases[0][1][:50],
+                    auth,
+                    connections=args.connections,
+                    seconds=1,
+                )
             for endpoint, rest_paths, bare_paths in cases:
                 _check(port, rest_paths[0], auth)
                 _check(port, bare_paths[0], {})
-                ours = _load.measure("127.0.0.1", port, rest_paths, auth,
-                                     connections=args.connections, seconds=args.seconds)
-                bare = _load.measure("127.0.0.1", port, bare_paths, {},
-                                     connections=args.connections, seconds=args.seconds)
-                rows.append({
-                    "layout": name, "endpoint": endpoint,
-                    "rest_rps": ours["rps"], "rest_p50_ms": ours["p50_ms"],
-                    "rest_p99_ms": ours["p99_ms"], "rest_errors": ours["errors"],
-                    "bare_rps": bare["rps"], "bare_p50_ms": bare["p50_ms"],
-                    "bare_p99_ms": bare["p99_ms"], "bare_errors": bare["errors"],
-                    "rest_vs_bare": _round(ratio(ours["rps"], bare["rps"])),
-                })
-    print(f"PostgreSQL, {args.rows:,} tasks, {args.connections} connections, "
-          f"{args.seconds:g} s each, load by {tool}; lists: limit={LIST_LIMIT}, "
-          f"deep page = {args.deep:,} rows in")
-    print(table(rows, ["layout", "endpoint", "rest_rps", "rest_p50_ms", "rest_p99_ms",
-                       "bare_rps", "bare_p50_ms", "bare_p99_ms", "rest_vs_bare",
-                       "rest_errors", "bare_errors"]))
+                ours = _load.measure(
+                    "127.0.0.1",
+                    port,
+                    rest_paths,
+                    auth,
+                    connections=args.connections,
+                    seconds=args.seconds,
+                )
+                bare = _load.measure(
+                    "127.0.0.1",
+                    port,
+                    bare_paths,
+                    {},
+                    connections=args.connections,
+                    seconds=args.seconds,
+                )
+                rows.append(
+                    {
+                        "layout": name,
+                        "endpoint": endpoint,
+                        "rest_rps": ours["rps"],
+                        "rest_p50_ms": ours["p50_ms"],
+                        "rest_p99_ms": ours["p99_ms"],
+                        "rest_errors": ours["errors"],
+                        "bare_rps": bare["rps"],
+                        "bare_p50_ms": bare["p50_ms"],
+                        "bare_p99_ms": bare["p99_ms"],
+                        "bare_errors": bare["errors"],
+                        "rest_vs_bare": _round(ratio(ours["rps"], bare["rps"])),
+                    }
+                )
+    print(
+        f"PostgreSQL, {args.rows:,} tasks, {args.connections} connections, "
+        f"{args.seconds:g} s each, load by {tool}; lists: limit={LIST_LIMIT}, "
+        f"deep page = {args.deep:,} rows in"
+    )
+    print(
+        table(
+            rows,
+            [
+                "layout",
+                "endpoint",
+                "rest_rps",
+                "rest_p50_ms",
+                "rest_p99_ms",
+                "bare_rps",
+                "bare_p50_ms",
+                "bare_p99_ms",
+                "rest_vs_bare",
+                "rest_errors",
+                "bare_errors",
+            ],
+        )
+    )
     figures = _verdict(rows, tool)
-    figures.update({"rows": args.rows, "connections": args.connections,
-                    "seconds": args.seconds, "runs": rows})
+    figures.update(
+        {"rows": args.rows, "connections": args.connections, "seconds": args.seconds, "runs": rows}
+    )
     if not args.no_record:
         record("rest", figures, smoke=args.smoke)
     return figures
@@ -149,25 +243,38 @@ def _verdict(rows: list[dict[str, Any]], tool: str) -> dict[str, Any]:
     figures: dict[str, Any] = {"load_generator": tool, "production_layout": PRODUCTION}
     if best_bare and prod:
         share = prod["rest_rps"] / best_bare["bare_rps"]
-        figures.update({
-            "best_bare_layout": best_bare["layout"], "best_bare_rps": best_bare["bare_rps"],
-            "production_rest_rps": prod["rest_rps"], "production_rest_p99_ms": prod["rest_p99_ms"],
-            "share_of_best_bare": round(share, 3),
-            "target_met": share >= TARGET_SHARE and prod["rest_p99_ms"] < TARGET_P99_MS
-            and not prod["rest_errors"],
-        })
-        print(f"target: {PRODUCTION} GET by id {prod['rest_rps']:,.0f} req/s = {share:.0%} of the "
-              f"best bare ({best_bare['layout']}, {best_bare['bare_rps']:,.0f}), p99 "
-              f"{prod['rest_p99_ms']} ms: {'met' if figures['target_met'] else 'MISSED'} "
-              f"(>= {TARGET_SHARE:.0%}, p99 < {TARGET_P99_MS:g} ms)")
+        figures.update(
+            {
+                "best_bare_layout": best_bare["layout"],
+                "best_bare_rps": best_bare["bare_rps"],
+                "production_rest_rps": prod["rest_rps"],
+                "production_rest_p99_ms": prod["rest_p99_ms"],
+                "share_of_best_bare": round(share, 3),
+                "target_met": share >= TARGET_SHARE
+                and prod["rest_p99_ms"] < TARGET_P99_MS
+                and not prod["rest_errors"],
+            }
+        )
+        print(
+            f"target: {PRODUCTION} GET by id {prod['rest_rps']:,.0f} req/s = {share:.0%} of the "
+            f"best bare ({best_bare['layout']}, {best_bare['bare_rps']:,.0f}), p99 "
+            f"{prod['rest_p99_ms']} ms: {'met' if figures['target_met'] else 'MISSED'} "
+            f"(>= {TARGET_SHARE:.0%}, p99 < {TARGET_P99_MS:g} ms)"
+        )
     return figures
 
 
-def _list_cases(port: int, auth: dict[str, str], deep: int, deep_row: tuple[float, Any] | None,
-                smoke: bool) -> list[tuple[str, list[str], list[str]]]:
+def _list_cases(
+    port: int, auth: dict[str, str], deep: int, deep_row: tuple[float, Any] | None, smoke: bool
+) -> list[tuple[str, list[str], list[str]]]:
     first = f"/task-status?operation=daily_sales&limit={LIST_LIMIT}"
-    cases = [] if smoke else [("list, first page", [first],
-                               [f"/bare/list?operation=daily_sales&limit={LIST_LIMIT}"])]
+    cases = (
+        []
+        if smoke
+        else [
+            ("list, first page", [first], [f"/bare/list?operation=daily_sales&limit={LIST_LIMIT}"])
+        ]
+    )
     if deep_row is None:
         return cases
     # Walk the Link cursor to the deep page in big steps (the cursor is signed and
@@ -179,9 +286,16 @@ def _list_cases(port: int, auth: dict[str, str], deep: int, deep_row: tuple[floa
         url = re.search(r"<http://[^/]+([^>]+)>", link).group(1)
     deep_url = re.sub(r"limit=\d+", f"limit={LIST_LIMIT}", url)
     created, task_id = deep_row
-    cases.append((f"list, page {deep:,} rows deep", [deep_url],
-                  [f"/bare/list?operation=daily_sales&limit={LIST_LIMIT}"
-                   f"&created={created!r}&task={task_id}"]))
+    cases.append(
+        (
+            f"list, page {deep:,} rows deep",
+            [deep_url],
+            [
+                f"/bare/list?operation=daily_sales&limit={LIST_LIMIT}"
+                f"&created={created!r}&task={task_id}"
+            ],
+        )
+    )
     return cases
 
 
@@ -206,5 +320,3 @@ def _missing(modules: tuple[str, ...]) -> list[str]:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
-
-

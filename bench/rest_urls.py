@@ -7,8 +7,19 @@ import time
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path, re_path
 
-FIELDS = ("task_id", "operation", "status", "progress_current", "progress_total",
-          "progress_message", "result", "error", "created_at", "updated_at", "version")
+FIELDS = (
+    "task_id",
+    "operation",
+    "status",
+    "progress_current",
+    "progress_total",
+    "progress_message",
+    "result",
+    "error",
+    "created_at",
+    "updated_at",
+    "version",
+)
 
 
 def bare_get(request: HttpRequest, task_id: str) -> JsonResponse:

@@ -63,13 +63,16 @@ HISTORY_SPAN = 365 * 86400  # created_at spread over the last year
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     _stack.add_stack_arguments(parser)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--operations", default=DEFAULT_OPERATIONS,
-                        help="comma-separated, from: " + ", ".join(_stack.OPERATIONS))
-    parser.add_argument("--connections", default="1,8",
-                        help="comma-separated HTTP connection counts, each measured")
+    parser.add_argument(
+        "--operations",
+        default=DEFAULT_OPERATIONS,
+        help="comma-separated, from: " + ", ".join(_stack.OPERATIONS),
+    )
+    parser.add_argument(
+        "--connections", default="1,8", help="comma-separated HTTP connection counts, each measured"
+    )
     parser.add_argument("--seconds", type=float, default=6.0, help="per HTTP measurement")
-    parser.add_argument("--queries", type=int, default=2000,
-                        help="timed SQL queries per operation")
+    parser.add_argument("--queries", type=int, default=2000, help="timed SQL queries per operation")
     parser.add_argument("--web-workers", type=int, default=4, help="gunicorn's WEB_WORKERS")
 
 
@@ -108,31 +111,69 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     http = _http(env, captured["token"], operations, connections, args)
     for op in operations:
         sql = sql_by_op[op]
-        rows.append({"operation": op, "measure": "SQL alone (psycopg)", "connections": 1,
-                     "per_s": sql["qps"], "p50_ms": sql["p50_ms"], "p99_ms": sql["p99_ms"],
-                     "errors": 0, "runs": sql["runs"], "p50_vs_sql": 1.0})
+        rows.append(
+            {
+                "operation": op,
+                "measure": "SQL alone (psycopg)",
+                "connections": 1,
+                "per_s": sql["qps"],
+                "p50_ms": sql["p50_ms"],
+                "p99_ms": sql["p99_ms"],
+                "errors": 0,
+                "runs": sql["runs"],
+                "p50_vs_sql": 1.0,
+            }
+        )
         for run_ in http:
             if run_["operation"] == op:
                 rows.append({**run_, "p50_vs_sql": _ratio(run_["p50_ms"], sql["p50_ms"])})
 
     pg_major = f"{server // 10000}.{server % 10000}"
-    print(f"\nPostgreSQL {pg_major}, {args.rows:,} tasks ({_stack.TABLE}), gunicorn "
-          f"(deploy/gunicorn.conf.py, {args.web_workers} sync workers), {args.seconds:g} s per "
-          f"HTTP figure, load by {tool}; SQL alone: {args.queries:,} queries per operation on one "
-          "connection, fetch included")
+    print(
+        f"\nPostgreSQL {pg_major}, {args.rows:,} tasks ({_stack.TABLE}), gunicorn "
+        f"(deploy/gunicorn.conf.py, {args.web_workers} sync workers), {args.seconds:g} s per "
+        f"HTTP figure, load by {tool}; SQL alone: {args.queries:,} queries per operation on one "
+        "connection, fetch included"
+    )
     if tool != "wrk":
-        print("(wrk is not installed: apt-get install -y wrk; the Python generator shares the "
-              "cores with the server, so its HTTP figures are lower bounds)")
-    print(table(rows, ["operation", "measure", "connections", "per_s", "p50_ms", "p99_ms",
-                       "p50_vs_sql", "runs", "errors"]))
+        print(
+            "(wrk is not installed: apt-get install -y wrk; the Python generator shares the "
+            "cores with the server, so its HTTP figures are lower bounds)"
+        )
+    print(
+        table(
+            rows,
+            [
+                "operation",
+                "measure",
+                "connections",
+                "per_s",
+                "p50_ms",
+                "p99_ms",
+                "p50_vs_sql",
+                "runs",
+                "errors",
+            ],
+        )
+    )
     figures: dict[str, Any] = {
-        "rows": args.rows, "load_s": load_s, "postgresql": pg_major, "load_generator": tool,
-        "web_workers": args.web_workers, "seconds": args.seconds, "queries": args.queries,
-        "operations": operations, "connections": connections, "load_before": load_before,
+        "rows": args.rows,
+        "load_s": load_s,
+        "postgresql": pg_major,
+        "load_generator": tool,
+        "web_workers": args.web_workers,
+        "seconds": args.seconds,
+        "queries": args.queries,
+        "operations": operations,
+        "connections": connections,
+        "load_before": load_before,
         "sql_text": captured["queries"][operations[0]]["sql"],
         "django_queries": {op: captured["queries"][op]["count"] for op in operations},
-        "sql": sql_by_op, "http": http, "runs": rows,
-        "plan": {k: v for k, v in plan.items() if k != "text"}, "plan_text": plan["text"],
+        "sql": sql_by_op,
+        "http": http,
+        "runs": rows,
+        "plan": {k: v for k, v in plan.items() if k != "text"},
+        "plan_text": plan["text"],
     }
     figures["targets"] = _verdict(figures)
     figures["load_after"] = busy()
@@ -140,8 +181,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print(f"after: {figures['load_after']}; stats bench took {figures['elapsed_s']}s")
     if args.no_record:
         from_cli = Path(sys.argv[0]).resolve() == ROOT / "bench" / "__main__.py"
-        print("rerun: " + (rerun_command("stats") if from_cli
-                           else "python -m bench stats" + (" --smoke" if args.smoke else "")))
+        print(
+            "rerun: "
+            + (
+                rerun_command("stats")
+                if from_cli
+                else "python -m bench stats" + (" --smoke" if args.smoke else "")
+            )
+        )
     else:
         record("stats", figures, smoke=args.smoke)
     return figures
@@ -208,8 +255,13 @@ def load_stats_tasks(conn, count: int) -> float:
             WHEN g.r < 0.19 THEN 'completed_with_errors'
             ELSE 'completed' END AS status) AS s
         """,
-        {"ops": list(_stack.OPERATIONS), "now": now, "count": count, "tag": TAG,
-         "span": HISTORY_SPAN},
+        {
+            "ops": list(_stack.OPERATIONS),
+            "now": now,
+            "count": count,
+            "tag": TAG,
+            "span": HISTORY_SPAN,
+        },
     )
     return time.perf_counter() - started
 
@@ -245,15 +297,23 @@ def _capture(env: dict[str, str], operations: list[str]) -> dict[str, Any]:
     In a child with Django set up (this process never sets it up), like
     ``bench/proxy.py``'s token.
     """
-    done = subprocess.run([sys.executable, "-c", _CAPTURE, *operations], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", _CAPTURE, *operations],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if done.returncode != 0 or not done.stdout.strip():
         raise RuntimeError(f"could not capture the stats query: {done.stderr[-2000:]}")
     captured = json.loads(done.stdout.strip().splitlines()[-1])
     for op, query in captured["queries"].items():
         if query["count"] != 1:
-            print(f"note: overview.stats({op!r}) ran {query['count']} queries; the SQL alone "
-                  "times the last one")
+            print(
+                f"note: overview.stats({op!r}) ran {query['count']} queries; the SQL alone "
+                "times the last one"
+            )
     return captured
 
 
@@ -281,10 +341,14 @@ def _sql_loop(conn, query: dict[str, Any], count: int) -> dict[str, Any]:
         runs = len(found if isinstance(found, list) else json.loads(found))
     total = time.perf_counter() - began
     cursor.close()
-    return {"queries": count, "runs": runs, "qps": round(count / total, 1) if total else None,
-            "p50_ms": _stack.ms(percentile(times, 0.5)),
-            "p99_ms": _stack.ms(percentile(times, 0.99)),
-            "max_ms": _stack.ms(max(times) if times else None)}
+    return {
+        "queries": count,
+        "runs": runs,
+        "qps": round(count / total, 1) if total else None,
+        "p50_ms": _stack.ms(percentile(times, 0.5)),
+        "p99_ms": _stack.ms(percentile(times, 0.99)),
+        "max_ms": _stack.ms(max(times) if times else None),
+    }
 
 
 def _explain(conn, query: dict[str, Any]) -> dict[str, Any]:
@@ -310,28 +374,56 @@ def _explain(conn, query: dict[str, Any]) -> dict[str, Any]:
 # -- the endpoint under gunicorn ---------------------------------------------------------
 
 
-def _http(env: dict[str, str], token: str, operations: list[str], connections: list[int],
-          args: argparse.Namespace) -> list[dict[str, Any]]:
+def _http(
+    env: dict[str, str],
+    token: str,
+    operations: list[str],
+    connections: list[int],
+    args: argparse.Namespace,
+) -> list[dict[str, Any]]:
     auth = {"Authorization": f"Bearer {token}"}
     port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF),
-               "--bind", f"{HOST}:{port}", "tasksite.wsgi:application"]
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        str(GUNICORN_CONF),
+        "--bind",
+        f"{HOST}:{port}",
+        "tasksite.wsgi:application",
+    ]
     runs: list[dict[str, Any]] = []
-    with _stack.running(command, env, health=f"http://{HOST}:{port}/healthz",
-                        log=ROOT / "var" / f"bench-stats-gunicorn-{port}.log"):
+    with _stack.running(
+        command,
+        env,
+        health=f"http://{HOST}:{port}/healthz",
+        log=ROOT / "var" / f"bench-stats-gunicorn-{port}.log",
+    ):
         paths = {op: f"/operations/{op}/stats" for op in operations}
         answered = {op: _check(port, path, auth) for op, path in paths.items()}
         if not args.smoke:  # warm every worker and its database connection up
-            _load.measure(HOST, port, list(paths.values()), auth,
-                          connections=max(connections), seconds=1)
+            _load.measure(
+                HOST, port, list(paths.values()), auth, connections=max(connections), seconds=1
+            )
         for op in operations:
             for count in connections:
-                got = _load.measure(HOST, port, [paths[op]], auth, connections=count,
-                                    seconds=args.seconds)
-                runs.append({"operation": op, "measure": "HTTP (gunicorn)", "connections": count,
-                             "per_s": got["rps"], "p50_ms": got["p50_ms"],
-                             "p99_ms": got["p99_ms"], "errors": got["errors"],
-                             "requests": got["requests"], "runs": answered[op]})
+                got = _load.measure(
+                    HOST, port, [paths[op]], auth, connections=count, seconds=args.seconds
+                )
+                runs.append(
+                    {
+                        "operation": op,
+                        "measure": "HTTP (gunicorn)",
+                        "connections": count,
+                        "per_s": got["rps"],
+                        "p50_ms": got["p50_ms"],
+                        "p99_ms": got["p99_ms"],
+                        "errors": got["errors"],
+                        "requests": got["requests"],
+                        "runs": answered[op],
+                    }
+                )
     return runs
 
 
@@ -355,11 +447,14 @@ def _verdict(figures: dict[str, Any]) -> dict[str, Any]:
     errors = sum(run["errors"] for run in http)
     plan = figures["plan"]
     targets = {
-        "http_p99_ms": worst_http, "http_target_ms": TARGET_HTTP_P99_MS,
+        "http_p99_ms": worst_http,
+        "http_target_ms": TARGET_HTTP_P99_MS,
         "http_met": bool(http) and not errors and worst_http < TARGET_HTTP_P99_MS,
-        "sql_p99_ms": worst_sql, "sql_target_ms": TARGET_SQL_P99_MS,
+        "sql_p99_ms": worst_sql,
+        "sql_target_ms": TARGET_SQL_P99_MS,
         "sql_met": worst_sql is not None and worst_sql < TARGET_SQL_P99_MS,
-        "plan_index": plan["index"], "plan_seq_scan": plan["seq_scan"],
+        "plan_index": plan["index"],
+        "plan_seq_scan": plan["seq_scan"],
         "plan_met": plan["index"] == INDEX and not plan["seq_scan"],
         "http_errors": errors,
     }

@@ -64,8 +64,11 @@ if os.environ.get("LOG_FORMAT", "").strip().lower() == "json":
             for name in ("console", "error_console")  # gunicorn's defaults name both
         },
         "loggers": {
-            "gunicorn.error": {"handlers": ["error_console"], "level": loglevel.upper(),
-                               "propagate": False},
+            "gunicorn.error": {
+                "handlers": ["error_console"],
+                "level": loglevel.upper(),
+                "propagate": False,
+            },
         },
     }
 

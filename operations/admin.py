@@ -47,8 +47,16 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 @admin.register(DailySalesSummary)
 class DailySalesSummaryAdmin(ReadOnlyAdmin):
     list_display = (
-        "business_date", "location_id", "location_name", "gross_sales", "net_sales",
-        "tax", "tips", "check_count", "guest_count", "average_check",
+        "business_date",
+        "location_id",
+        "location_name",
+        "gross_sales",
+        "net_sales",
+        "tax",
+        "tips",
+        "check_count",
+        "guest_count",
+        "average_check",
     )
     list_filter = ("business_date", "location_id")
     search_fields = ("location_id", "location_name", "task_id")
@@ -58,8 +66,16 @@ class DailySalesSummaryAdmin(ReadOnlyAdmin):
 @admin.register(MealPeriodViolation)
 class MealPeriodViolationAdmin(ReadOnlyAdmin):
     list_display = (
-        "business_date", "location_id", "employee_id", "employee_name", "shift_id",
-        "hours_worked", "first_meal", "second_meal", "premium_hours", "premium_pay",
+        "business_date",
+        "location_id",
+        "employee_id",
+        "employee_name",
+        "shift_id",
+        "hours_worked",
+        "first_meal",
+        "second_meal",
+        "premium_hours",
+        "premium_pay",
     )
     list_filter = ("business_date", "location_id", "first_meal", "second_meal")
     search_fields = ("location_id", "employee_id", "employee_name", "shift_id", "task_id")
@@ -69,8 +85,13 @@ class MealPeriodViolationAdmin(ReadOnlyAdmin):
 @admin.register(Invoice)
 class InvoiceAdmin(ReadOnlyAdmin):
     list_display = (
-        "vendor_id", "invoice_number", "document_type", "invoice_date", "location_id",
-        "total", "exported",
+        "vendor_id",
+        "invoice_number",
+        "document_type",
+        "invoice_date",
+        "location_id",
+        "total",
+        "exported",
     )
     list_filter = ("vendor_id", "document_type", "invoice_date")
     search_fields = ("vendor_id", "invoice_number")
@@ -108,8 +129,15 @@ class SyncWatermarkAdmin(ReadOnlyAdmin):
 
 @admin.register(JobRun)
 class JobRunAdmin(ReadOnlyAdmin):
-    list_display = ("task_id", "operation", "worker", "attempts", "started_at", "finished_at",
-                    "outcome")
+    list_display = (
+        "task_id",
+        "operation",
+        "worker",
+        "attempts",
+        "started_at",
+        "finished_at",
+        "outcome",
+    )
     list_filter = ("operation", "outcome")
     search_fields = ("task_id", "worker")
 
@@ -121,18 +149,29 @@ class PersonalDataAdmin(ReadOnlyAdmin):
 
     def has_view_permission(self, request: HttpRequest, obj=None) -> bool:
         return can_see_operation(request.user, self.operation) and super().has_view_permission(
-            request, obj)
+            request, obj
+        )
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return can_see_operation(request.user, self.operation) and super().has_module_permission(
-            request)
+            request
+        )
 
 
 @admin.register(TipShare)
 class TipShareAdmin(PersonalDataAdmin):
     operation = "transform_tips"
-    list_display = ("business_date", "location_id", "employee_id", "employee_name", "job",
-                    "hours", "points", "card_tips", "cash_tips")
+    list_display = (
+        "business_date",
+        "location_id",
+        "employee_id",
+        "employee_name",
+        "job",
+        "hours",
+        "points",
+        "card_tips",
+        "cash_tips",
+    )
     list_filter = ("business_date", "location_id", "job")
     search_fields = ("employee_id", "employee_name", "location_id", "task_id")
     date_hierarchy = "business_date"
@@ -141,8 +180,14 @@ class TipShareAdmin(PersonalDataAdmin):
 @admin.register(TipPool)
 class TipPoolAdmin(PersonalDataAdmin):
     operation = "transform_tips"
-    list_display = ("business_date", "location_id", "card_tips", "cash_tips", "eligible_hours",
-                    "employees")
+    list_display = (
+        "business_date",
+        "location_id",
+        "card_tips",
+        "cash_tips",
+        "eligible_hours",
+        "employees",
+    )
     list_filter = ("business_date", "location_id")
     date_hierarchy = "business_date"
 
@@ -158,8 +203,16 @@ class TipStatementDeliveryAdmin(PersonalDataAdmin):
 @admin.register(FoodHandlerCertificate)
 class FoodHandlerCertificateAdmin(PersonalDataAdmin):
     operation = "update_food_handler_pdfs"
-    list_display = ("employee_id", "employee_name", "location_id", "job", "card_number",
-                    "expires_on", "status", "as_of")
+    list_display = (
+        "employee_id",
+        "employee_name",
+        "location_id",
+        "job",
+        "card_number",
+        "expires_on",
+        "status",
+        "as_of",
+    )
     list_filter = ("status", "location_id", "job")
     search_fields = ("employee_id", "employee_name", "card_number")
 
@@ -174,13 +227,28 @@ class FoodHandlerPacketAdmin(PersonalDataAdmin):
 class AlertRouteAdmin(admin.ModelAdmin):
     """Who is told when a task ends failed or completed_with_errors: editable configuration."""
 
-    list_display = ("__str__", "operation_label", "emails", "webhook_host", "on_failed",
-                    "on_completed_with_errors", "enabled", "updated_at")
+    list_display = (
+        "__str__",
+        "operation_label",
+        "emails",
+        "webhook_host",
+        "on_failed",
+        "on_completed_with_errors",
+        "enabled",
+        "updated_at",
+    )
     list_filter = ("enabled", "operation", "on_failed", "on_completed_with_errors")
     list_editable = ("enabled",)
     search_fields = ("name", "emails")
-    fields = ("name", "operation", "emails", "webhook_url", "on_failed",
-              "on_completed_with_errors", "enabled")
+    fields = (
+        "name",
+        "operation",
+        "emails",
+        "webhook_url",
+        "on_failed",
+        "on_completed_with_errors",
+        "enabled",
+    )
 
     @admin.display(description="operation")
     def operation_label(self, route: AlertRoute) -> str:
@@ -196,7 +264,15 @@ class AlertRouteAdmin(admin.ModelAdmin):
 
 @admin.register(AlertDelivery)
 class AlertDeliveryAdmin(ReadOnlyAdmin):
-    list_display = ("task_id", "operation", "event", "destination", "state", "attempts",
-                    "created_at", "sent_at")
+    list_display = (
+        "task_id",
+        "operation",
+        "event",
+        "destination",
+        "state",
+        "attempts",
+        "created_at",
+        "sent_at",
+    )
     list_filter = ("state", "event", "channel", "operation")
     search_fields = ("task_id", "destination")

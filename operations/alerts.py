@@ -90,8 +90,11 @@ class Target:
 
 def targets(operation: str, kind: str) -> list[Target]:
     """Every target for ``kind`` (a final status, or NOT_STARTED) of ``operation``, once."""
-    wanted = Q(on_completed_with_errors=True) if kind == Status.COMPLETED_WITH_ERRORS else Q(
-        on_failed=True)
+    wanted = (
+        Q(on_completed_with_errors=True)
+        if kind == Status.COMPLETED_WITH_ERRORS
+        else Q(on_failed=True)
+    )
     found: dict[str, Target] = {}
 
     def add(channel: str, address: str, route_id: int | None) -> None:
@@ -100,8 +103,12 @@ def targets(operation: str, kind: str) -> list[Target]:
             target = Target(channel, address, route_id)
             found.setdefault(target.key, target)
 
-    routes = (AlertRoute.objects.filter(enabled=True).filter(wanted)
-              .filter(Q(operation="") | Q(operation=operation)).order_by("pk"))
+    routes = (
+        AlertRoute.objects.filter(enabled=True)
+        .filter(wanted)
+        .filter(Q(operation="") | Q(operation=operation))
+        .order_by("pk")
+    )
     for route in routes:
         for address in route.email_list():
             add("email", address, route.pk)
@@ -127,8 +134,9 @@ def on_task_finished(sender: Any, task: TaskStatus, **kwargs: Any) -> None:
         if not targets(task.operation, task.status):
             return
     except Exception:  # cannot tell: let the alert task look again
-        logger.warning("task %s: alert routes not readable; enqueuing anyway", task.task_id,
-                       exc_info=True)
+        logger.warning(
+            "task %s: alert routes not readable; enqueuing anyway", task.task_id, exc_info=True
+        )
     from .celery_tasks import send_alerts
 
     send_alerts.apply_async(args=[str(task.task_id)], queue=settings.CELERY_TASK_DEFAULT_QUEUE)
@@ -201,8 +209,11 @@ def compose(task: TaskStatus, event: str, *, now: float | None = None) -> Alert:
     link = task_link(task_id)
     if link:
         details.append(("Link", link))
-    details += [("Launched by", task.launched_by or "unknown"), timing,
-                ("Errors", str(task.error_count))]
+    details += [
+        ("Launched by", task.launched_by or "unknown"),
+        timing,
+        ("Errors", str(task.error_count)),
+    ]
     if event != NOT_STARTED and task.error:
         if is_personal(operation):
             details.append(("Error", PERSONAL_DATA_NOTE))
@@ -260,8 +271,9 @@ def post_webhook(url: str, payload: dict[str, Any], label: str) -> None:
     for attempt in range(retries + 1):
         response = None
         try:
-            response = requests.post(url, json=payload, timeout=(min(timeout, 5.0), timeout),
-                                     allow_redirects=False)
+            response = requests.post(
+                url, json=payload, timeout=(min(timeout, 5.0), timeout), allow_redirects=False
+            )
         except requests.Timeout:
             last = f"timed out after {timeout:g}s"
         except requests.ConnectionError as exc:
@@ -294,8 +306,9 @@ class _Mail:
 
         if self.mailer is None:
             self.mailer = Mailer()
-        message = EmailMessage(alert.subject, alert.text, from_email=settings.ALERT_FROM_EMAIL,
-                               to=[address])
+        message = EmailMessage(
+            alert.subject, alert.text, from_email=settings.ALERT_FROM_EMAIL, to=[address]
+        )
         try:
             self.mailer.send(message)
         except MailServerUnavailable as exc:
@@ -316,8 +329,9 @@ class _Mail:
 # -- exactly once --------------------------------------------------------------
 
 
-def claim(task: TaskStatus, event: str, target: Target,
-          existing: dict[str, str]) -> AlertDelivery | None:
+def claim(
+    task: TaskStatus, event: str, target: Target, existing: dict[str, str]
+) -> AlertDelivery | None:
     """Take the delivery of ``target``: a new row, or one that failed before; else None."""
     key, task_id = target.key, str(task.task_id)
     state = existing.get(key)
@@ -325,15 +339,23 @@ def claim(task: TaskStatus, event: str, target: Target,
         try:
             with transaction.atomic():
                 return AlertDelivery.objects.create(
-                    task_id=task_id, operation=task.operation, event=event, target=key,
-                    channel=target.channel, destination=target.label[:300],
-                    route_id=target.route_id, state=State.SENDING, attempts=1)
+                    task_id=task_id,
+                    operation=task.operation,
+                    event=event,
+                    target=key,
+                    channel=target.channel,
+                    destination=target.label[:300],
+                    route_id=target.route_id,
+                    state=State.SENDING,
+                    attempts=1,
+                )
         except IntegrityError:  # another run inserted it meanwhile
             pass
     elif state != State.FAILED:
         return None
-    rows = AlertDelivery.objects.filter(task_id=task_id, event=event, target=key,
-                                        state=State.FAILED)
+    rows = AlertDelivery.objects.filter(
+        task_id=task_id, event=event, target=key, state=State.FAILED
+    )
     if rows.update(state=State.SENDING, attempts=F("attempts") + 1, updated_at=timezone.now()):
         return AlertDelivery.objects.get(task_id=task_id, event=event, target=key)
     return None
@@ -342,8 +364,11 @@ def claim(task: TaskStatus, event: str, target: Target,
 def _record(delivery: AlertDelivery, state: str, error: str = "") -> None:
     now = timezone.now()
     AlertDelivery.objects.filter(pk=delivery.pk).update(
-        state=state, last_error=error[:1000], updated_at=now,
-        sent_at=now if state == State.SENT else None)
+        state=state,
+        last_error=error[:1000],
+        updated_at=now,
+        sent_at=now if state == State.SENT else None,
+    )
 
 
 @dataclass
@@ -372,8 +397,11 @@ def send_alerts(task_id: str, event: str = FINISHED) -> Outcome:
     else:
         kind = NOT_STARTED
     alert = compose(task, event)
-    existing = dict(AlertDelivery.objects.filter(task_id=str(task.task_id), event=event)
-                    .values_list("target", "state"))
+    existing = dict(
+        AlertDelivery.objects.filter(task_id=str(task.task_id), event=event).values_list(
+            "target", "state"
+        )
+    )
     mail = _Mail()
     try:
         for target in targets(task.operation, kind):
@@ -388,8 +416,15 @@ def send_alerts(task_id: str, event: str = FINISHED) -> Outcome:
     return outcome
 
 
-def _deliver(task: TaskStatus, event: str, target: Target, delivery: AlertDelivery,
-             alert: Alert, mail: _Mail, outcome: Outcome) -> None:
+def _deliver(
+    task: TaskStatus,
+    event: str,
+    target: Target,
+    delivery: AlertDelivery,
+    alert: Alert,
+    mail: _Mail,
+    outcome: Outcome,
+) -> None:
     try:
         if target.channel == "email":
             mail.send(target.address, alert)
@@ -398,14 +433,14 @@ def _deliver(task: TaskStatus, event: str, target: Target, delivery: AlertDelive
     except Refused as exc:
         outcome.refused += 1
         _record(delivery, State.REFUSED, str(exc))
-        logger.error("task %s: %s alert to %s refused: %s", task.task_id, event, target.label,
-                     exc)
+        logger.error("task %s: %s alert to %s refused: %s", task.task_id, event, target.label, exc)
     except Transient as exc:
         outcome.failed += 1
         outcome.retry_after = max(outcome.retry_after or 0.0, exc.retry_after)
         _record(delivery, State.FAILED, str(exc))
-        logger.warning("task %s: %s alert to %s not delivered: %s", task.task_id, event,
-                       target.label, exc)
+        logger.warning(
+            "task %s: %s alert to %s not delivered: %s", task.task_id, event, target.label, exc
+        )
     except Exception as exc:  # a bug must not leave the row "sending" for ever
         outcome.failed += 1
         outcome.retry_after = max(outcome.retry_after or 0.0, 0.0)
@@ -426,19 +461,34 @@ def not_started_tasks(*, now: float | None = None) -> list[str]:
     cutoff = now - settings.ALERT_NOT_STARTED_SECONDS
     # The stale check fails an unfinished task within its bound: older ones need no look
     # (and the window keeps this on the created_at index).
-    oldest = cutoff - max([settings.TASK_STALE_SECONDS,
-                           *settings.TASK_STALE_SECONDS_BY_OPERATION.values()]) - 3600
-    candidates = [str(task_id) for task_id in TaskStatus.objects.filter(
-        created_at__gt=oldest, created_at__lt=cutoff, launched_by="schedule",
-        status=Status.STARTED, expires_at__gt=now).values_list("task_id", flat=True)]
+    oldest = (
+        cutoff
+        - max([settings.TASK_STALE_SECONDS, *settings.TASK_STALE_SECONDS_BY_OPERATION.values()])
+        - 3600
+    )
+    candidates = [
+        str(task_id)
+        for task_id in TaskStatus.objects.filter(
+            created_at__gt=oldest,
+            created_at__lt=cutoff,
+            launched_by="schedule",
+            status=Status.STARTED,
+            expires_at__gt=now,
+        ).values_list("task_id", flat=True)
+    ]
     if not candidates:
         return []
     taken = set(JobRun.objects.filter(task_id__in=candidates).values_list("task_id", flat=True))
     # Done with: every target answered (sent or refused); a failed one is tried again.
-    settled = set(AlertDelivery.objects.filter(task_id__in=candidates, event=NOT_STARTED)
-                  .values_list("task_id", flat=True)) - set(
-        AlertDelivery.objects.filter(task_id__in=candidates, event=NOT_STARTED,
-                                     state=State.FAILED).values_list("task_id", flat=True))
+    settled = set(
+        AlertDelivery.objects.filter(task_id__in=candidates, event=NOT_STARTED).values_list(
+            "task_id", flat=True
+        )
+    ) - set(
+        AlertDelivery.objects.filter(
+            task_id__in=candidates, event=NOT_STARTED, state=State.FAILED
+        ).values_list("task_id", flat=True)
+    )
     return [task_id for task_id in candidates if task_id not in taken | settled]
 
 
@@ -448,8 +498,11 @@ def check_not_started(*, now: float | None = None) -> int:
     for task_id in not_started_tasks(now=now):
         outcome = send_alerts(task_id, NOT_STARTED)
         if outcome.targets:
-            logger.warning("task %s: no worker took this scheduled run within %s; alerted %s",
-                           task_id, duration(settings.ALERT_NOT_STARTED_SECONDS),
-                           ", ".join(outcome.targets))
+            logger.warning(
+                "task %s: no worker took this scheduled run within %s; alerted %s",
+                task_id,
+                duration(settings.ALERT_NOT_STARTED_SECONDS),
+                ", ".join(outcome.targets),
+            )
         sent += outcome.sent
     return sent

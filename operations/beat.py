@@ -67,8 +67,9 @@ class LockedScheduler(Scheduler):
         if settings.REDIS_URL:
             import redis
 
-            self.redis = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5,
-                                              socket_connect_timeout=5)
+            self.redis = redis.Redis.from_url(
+                settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=5
+            )
         kwargs.pop("schedule_filename", None)
         super().__init__(*args, **kwargs)
         # Renew well within the TTL, whatever the schedule's own rhythm.
@@ -80,8 +81,7 @@ class LockedScheduler(Scheduler):
         if self.redis is None:
             return True
         try:
-            if self.leader and self.redis.eval(RENEW, 1, self.lock_key, self.token,
-                                               self.ttl_ms):
+            if self.leader and self.redis.eval(RENEW, 1, self.lock_key, self.token, self.ttl_ms):
                 return True
             return bool(self.redis.set(self.lock_key, self.token, nx=True, px=self.ttl_ms))
         except Exception as exc:  # Redis down: nobody may send, so neither do we
@@ -118,8 +118,9 @@ class LockedScheduler(Scheduler):
 
     # -- entries run by the beat itself ------------------------------------------------
 
-    def apply_async(self, entry: ScheduleEntry, producer: Any = None, advance: bool = True,
-                    **kwargs: Any) -> Any:
+    def apply_async(
+        self, entry: ScheduleEntry, producer: Any = None, advance: bool = True, **kwargs: Any
+    ) -> Any:
         if entry.task not in IN_BEAT_TASKS:
             return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
         if advance:
@@ -128,8 +129,9 @@ class LockedScheduler(Scheduler):
         if running is not None and running.is_alive():
             logger.warning("beat: %s is still running; this run is skipped", entry.name)
             return None
-        thread = threading.Thread(target=_run_in_beat, args=(self.app, entry),
-                                  name=f"beat-{entry.name}", daemon=True)
+        thread = threading.Thread(
+            target=_run_in_beat, args=(self.app, entry), name=f"beat-{entry.name}", daemon=True
+        )
         self.in_beat[entry.name] = thread
         thread.start()
         return None
@@ -141,11 +143,9 @@ class LockedScheduler(Scheduler):
         metrics.BEAT_SENT.labels(entry.name).inc()
         if self.redis is not None:
             try:
-                self.redis.hset(self.state_key, new_entry.name,
-                                new_entry.last_run_at.isoformat())
+                self.redis.hset(self.state_key, new_entry.name, new_entry.last_run_at.isoformat())
             except Exception:
-                logger.warning("beat: could not record the run of %s", entry.name,
-                               exc_info=True)
+                logger.warning("beat: could not record the run of %s", entry.name, exc_info=True)
         return new_entry
 
     def _load_last_runs(self) -> None:

@@ -28,57 +28,70 @@ JOB_OPTIONS: dict[str, Any] = {
 }
 
 
-def _run(task: Task, operation: str, task_id: str, params: dict[str, Any],
-         request_id: str | None) -> str:
-    return runner.run_task(operation, task_id, params, request_id=request_id,
-                           worker=runner.worker_label(task.request.hostname))
+def _run(
+    task: Task, operation: str, task_id: str, params: dict[str, Any], request_id: str | None
+) -> str:
+    return runner.run_task(
+        operation,
+        task_id,
+        params,
+        request_id=request_id,
+        worker=runner.worker_label(task.request.hostname),
+    )
 
 
 @app.task(name="operations.daily_sales", **JOB_OPTIONS)
-def daily_sales(self: Task, task_id: str, params: dict[str, Any],
-                request_id: str | None = None) -> str:
+def daily_sales(
+    self: Task, task_id: str, params: dict[str, Any], request_id: str | None = None
+) -> str:
     """Run daily_sales for an existing task (created by ``services.launch_task``)."""
     return _run(self, "daily_sales", task_id, params, request_id)
 
 
 @app.task(name="operations.invoice_sync", **JOB_OPTIONS)
-def invoice_sync(self: Task, task_id: str, params: dict[str, Any],
-                 request_id: str | None = None) -> str:
+def invoice_sync(
+    self: Task, task_id: str, params: dict[str, Any], request_id: str | None = None
+) -> str:
     """Run invoice_sync for an existing task (created by ``services.launch_task``)."""
     return _run(self, "invoice_sync", task_id, params, request_id)
 
 
 @app.task(name="operations.get_mpvs", **JOB_OPTIONS)
-def get_mpvs(self: Task, task_id: str, params: dict[str, Any],
-             request_id: str | None = None) -> str:
+def get_mpvs(
+    self: Task, task_id: str, params: dict[str, Any], request_id: str | None = None
+) -> str:
     """Run get_mpvs for an existing task (created by ``services.launch_task``)."""
     return _run(self, "get_mpvs", task_id, params, request_id)
 
 
 @app.task(name="operations.transform_tips", **JOB_OPTIONS)
-def transform_tips(self: Task, task_id: str, params: dict[str, Any],
-                   request_id: str | None = None) -> str:
+def transform_tips(
+    self: Task, task_id: str, params: dict[str, Any], request_id: str | None = None
+) -> str:
     """Run transform_tips for an existing task (created by ``services.launch_task``)."""
     return _run(self, "transform_tips", task_id, params, request_id)
 
 
 @app.task(name="operations.email_tips", **JOB_OPTIONS)
-def email_tips(self: Task, task_id: str, params: dict[str, Any],
-               request_id: str | None = None) -> str:
+def email_tips(
+    self: Task, task_id: str, params: dict[str, Any], request_id: str | None = None
+) -> str:
     """Run email_tips for an existing task (created by ``services.launch_task``)."""
     return _run(self, "email_tips", task_id, params, request_id)
 
 
 @app.task(name="operations.update_food_handler_pdfs", **JOB_OPTIONS)
-def update_food_handler_pdfs(self: Task, task_id: str, params: dict[str, Any],
-                             request_id: str | None = None) -> str:
+def update_food_handler_pdfs(
+    self: Task, task_id: str, params: dict[str, Any], request_id: str | None = None
+) -> str:
     """Run update_food_handler_pdfs for an existing task (created by ``services.launch_task``)."""
     return _run(self, "update_food_handler_pdfs", task_id, params, request_id)
 
 
 @app.task(name="operations.get_food_handler_links", **JOB_OPTIONS)
-def get_food_handler_links(self: Task, task_id: str, params: dict[str, Any],
-                           request_id: str | None = None) -> str:
+def get_food_handler_links(
+    self: Task, task_id: str, params: dict[str, Any], request_id: str | None = None
+) -> str:
     """Run get_food_handler_links for an existing task (created by ``services.launch_task``)."""
     return _run(self, "get_food_handler_links", task_id, params, request_id)
 
@@ -107,8 +120,9 @@ def reap_lost_jobs(self: Task) -> int:
 def scheduled_launch(self: Task, operation: str) -> str | None:
     """What beat sends: a launch with default parameters, exactly like ``POST /task-status``."""
     try:
-        return services.launch(operation, {}, request_id=f"beat-{self.request.id}",
-                               user_label="schedule")
+        return services.launch(
+            operation, {}, request_id=f"beat-{self.request.id}", user_label="schedule"
+        )
     except Exception:
         logger.exception("scheduled %s could not be launched", operation)
         return None
@@ -120,8 +134,14 @@ ALERT_RETRY_SECONDS = 60
 ALERT_TASK_RETRIES = 6
 
 
-@app.task(name="operations.send_alerts", bind=True, acks_late=True,
-          reject_on_worker_lost=False, ignore_result=True, max_retries=ALERT_TASK_RETRIES)
+@app.task(
+    name="operations.send_alerts",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=False,
+    ignore_result=True,
+    max_retries=ALERT_TASK_RETRIES,
+)
 def send_alerts(self: Task, task_id: str, event: str = "finished") -> int:
     """Tell the task's alert routes it ended failed or completed_with_errors (once each)."""
     from . import alerts
@@ -130,8 +150,12 @@ def send_alerts(self: Task, task_id: str, event: str = "finished") -> int:
     if outcome.retry_after is None:
         return outcome.sent
     if self.request.retries >= ALERT_TASK_RETRIES:
-        logger.error("task %s: %d alert(s) still not delivered after %d retries; giving up",
-                     task_id, outcome.failed, self.request.retries)
+        logger.error(
+            "task %s: %d alert(s) still not delivered after %d retries; giving up",
+            task_id,
+            outcome.failed,
+            self.request.retries,
+        )
         return outcome.sent
     countdown = max(outcome.retry_after, ALERT_RETRY_SECONDS * 2**self.request.retries)
     raise self.retry(countdown=countdown, queue=settings.CELERY_TASK_DEFAULT_QUEUE)

@@ -37,8 +37,9 @@ def start_embedded_worker(*, beat: bool = True) -> Any:
         if "worker" in _started:
             return _started["worker"]
         if settings.REDIS_URL or not app.conf.broker_url.startswith("memory://"):
-            raise RuntimeError("the embedded worker is only for the memory:// broker "
-                               "(REDIS_URL unset)")
+            raise RuntimeError(
+                "the embedded worker is only for the memory:// broker (REDIS_URL unset)"
+            )
         app.loader.import_default_modules()
         _require_migrated_database()
         fail_orphans()
@@ -51,17 +52,18 @@ def start_embedded_worker(*, beat: bool = True) -> Any:
             without_gossip=True,
             loglevel="INFO",
         )
-        thread = threading.Thread(target=worker.start, name="celery-embedded-worker",
-                                  daemon=True)
+        thread = threading.Thread(target=worker.start, name="celery-embedded-worker", daemon=True)
         thread.start()
         _started.update(worker=worker, thread=thread)
         if beat:
-            service = EmbeddedService(app, thread=True,
-                                      scheduler_cls="operations.beat:LockedScheduler")
+            service = EmbeddedService(
+                app, thread=True, scheduler_cls="operations.beat:LockedScheduler"
+            )
             service.start()
             _started["beat"] = service
-        logger.info("embedded Celery worker%s started (memory:// broker)",
-                    " and beat" if beat else "")
+        logger.info(
+            "embedded Celery worker%s started (memory:// broker)", " and beat" if beat else ""
+        )
         return worker
 
 
@@ -104,10 +106,12 @@ def fail_orphans() -> int:
     from .runner import _fail_task
 
     orphans = 0
-    for task_id in (TaskStatus.objects.exclude(status__in=TERMINAL_STATUSES)
-                    .values_list("task_id", flat=True)):
+    for task_id in TaskStatus.objects.exclude(status__in=TERMINAL_STATUSES).values_list(
+        "task_id", flat=True
+    ):
         JobRun.objects.filter(task_id=str(task_id), finished_at__isnull=True).update(
-            outcome="server restarted", finished_at=timezone.now())
+            outcome="server restarted", finished_at=timezone.now()
+        )
         if _fail_task(str(task_id), "server restarted before the job finished"):
             orphans += 1
     return orphans

@@ -47,8 +47,9 @@ class DailySalesSummary(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["business_date", "location_id"],
-                                    name="sales_summary_date_location"),
+            models.UniqueConstraint(
+                fields=["business_date", "location_id"], name="sales_summary_date_location"
+            ),
         ]
         ordering = ["-business_date", "location_id"]
         verbose_name_plural = "daily sales summaries"
@@ -94,7 +95,8 @@ class MealPeriodViolation(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["business_date", "location_id", "employee_id", "shift_id"],
-                name="mpv_date_location_employee_shift"),
+                name="mpv_date_location_employee_shift",
+            ),
         ]
         ordering = ["-business_date", "location_id", "employee_id", "shift_id"]
 
@@ -126,8 +128,9 @@ class Invoice(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["vendor_id", "invoice_number"],
-                                    name="invoice_vendor_number"),
+            models.UniqueConstraint(
+                fields=["vendor_id", "invoice_number"], name="invoice_vendor_number"
+            ),
         ]
         ordering = ["vendor_id", "invoice_number"]
 
@@ -184,8 +187,9 @@ class AccountingExportLine(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["invoice", "content_hash"],
-                                    name="export_line_invoice_version"),
+            models.UniqueConstraint(
+                fields=["invoice", "content_hash"], name="export_line_invoice_version"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -239,11 +243,14 @@ class TipShare(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["business_date", "location_id", "employee_id"],
-                                    name="tip_share_date_location_employee"),
+            models.UniqueConstraint(
+                fields=["business_date", "location_id", "employee_id"],
+                name="tip_share_date_location_employee",
+            ),
         ]
-        indexes = [models.Index(fields=["employee_id", "business_date"],
-                                name="tip_share_employee_date")]
+        indexes = [
+            models.Index(fields=["employee_id", "business_date"], name="tip_share_employee_date")
+        ]
         ordering = ["-business_date", "location_id", "employee_id"]
 
     def __str__(self) -> str:
@@ -268,8 +275,9 @@ class TipPool(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["business_date", "location_id"],
-                                    name="tip_pool_date_location"),
+            models.UniqueConstraint(
+                fields=["business_date", "location_id"], name="tip_pool_date_location"
+            ),
         ]
         ordering = ["-business_date", "location_id"]
 
@@ -299,7 +307,8 @@ class TipStatementDelivery(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["employee_id", "period_start", "period_end", "content_hash"],
-                name="tip_statement_employee_period_content"),
+                name="tip_statement_employee_period_content",
+            ),
         ]
         ordering = ["-sent_at"]
         verbose_name_plural = "tip statement deliveries"
@@ -382,8 +391,11 @@ def validate_email_list(value: str) -> None:
 
 def split_addresses(value: str) -> list[str]:
     """Addresses separated by commas, semicolons, spaces or new lines."""
-    return [part for part in value.replace(";", ",").replace("\n", ",").replace(" ", ",")
-            .split(",") if part.strip()]
+    return [
+        part
+        for part in value.replace(";", ",").replace("\n", ",").replace(" ", ",").split(",")
+        if part.strip()
+    ]
 
 
 class AlertRoute(models.Model):
@@ -393,23 +405,41 @@ class AlertRoute(models.Model):
     ``ALERT_WEBHOOK_URL`` form a default route for every operation.
     """
 
-    name = models.CharField(max_length=100, blank=True, default="",
-                            help_text="What the route is for, e.g. \"payroll team\".")
+    name = models.CharField(
+        max_length=100,
+        blank=True,
+        default="",
+        help_text='What the route is for, e.g. "payroll team".',
+    )
     operation = models.CharField(
-        max_length=32, blank=True, default="", choices=Operation.choices,
-        help_text="Blank: every operation.")
+        max_length=32,
+        blank=True,
+        default="",
+        choices=Operation.choices,
+        help_text="Blank: every operation.",
+    )
     emails = models.TextField(
-        blank=True, default="", validators=[validate_email_list],
-        help_text="Addresses separated by commas or new lines; each gets its own message.")
+        blank=True,
+        default="",
+        validators=[validate_email_list],
+        help_text="Addresses separated by commas or new lines; each gets its own message.",
+    )
     webhook_url = models.URLField(
-        max_length=500, blank=True, default="",
-        help_text="A Slack or Microsoft Teams incoming webhook (a JSON POST with \"text\").")
+        max_length=500,
+        blank=True,
+        default="",
+        help_text='A Slack or Microsoft Teams incoming webhook (a JSON POST with "text").',
+    )
     on_failed = models.BooleanField(
-        default=True, verbose_name="failed",
-        help_text="Alert when a task ends failed (and when a scheduled run did not start).")
+        default=True,
+        verbose_name="failed",
+        help_text="Alert when a task ends failed (and when a scheduled run did not start).",
+    )
     on_completed_with_errors = models.BooleanField(
-        default=True, verbose_name="completed with errors",
-        help_text="Alert when a task ends completed_with_errors.")
+        default=True,
+        verbose_name="completed with errors",
+        help_text="Alert when a task ends completed_with_errors.",
+    )
     enabled = models.BooleanField(default=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -454,9 +484,15 @@ class AlertDelivery(models.Model):
     target = models.CharField(max_length=300)
     channel = models.CharField(max_length=16)
     destination = models.CharField(max_length=300, help_text="The address, or the webhook's host.")
-    route = models.ForeignKey(AlertRoute, null=True, blank=True, on_delete=models.SET_NULL,
-                              db_constraint=False, related_name="+",
-                              help_text="Blank: the default route from the environment.")
+    route = models.ForeignKey(
+        AlertRoute,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        db_constraint=False,
+        related_name="+",
+        help_text="Blank: the default route from the environment.",
+    )
     state = models.CharField(max_length=16, choices=State.choices, default=State.SENDING)
     attempts = models.IntegerField(default=1)
     last_error = models.TextField(blank=True, default="")
@@ -466,8 +502,9 @@ class AlertDelivery(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["task_id", "event", "target"],
-                                    name="alert_delivery_task_event_target"),
+            models.UniqueConstraint(
+                fields=["task_id", "event", "target"], name="alert_delivery_task_event_target"
+            ),
         ]
         ordering = ["-created_at"]
         verbose_name_plural = "alert deliveries"

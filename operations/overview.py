@@ -68,11 +68,16 @@ def next_run(expression: str, now: datetime | None = None) -> datetime:
 def _run_summary(task: TaskStatus | None) -> dict[str, Any] | None:
     if task is None:
         return None
-    return {"task_id": str(task.task_id), "status": task.status,
-            "created_at": int(task.created_at), "updated_at": int(task.updated_at),
-            "duration": round(task.updated_at - task.created_at, 1)
-            if task.status in TERMINAL_STATUSES else None,
-            "url": f"/tasks/{task.task_id}"}
+    return {
+        "task_id": str(task.task_id),
+        "status": task.status,
+        "created_at": int(task.created_at),
+        "updated_at": int(task.updated_at),
+        "duration": round(task.updated_at - task.created_at, 1)
+        if task.status in TERMINAL_STATUSES
+        else None,
+        "url": f"/tasks/{task.task_id}",
+    }
 
 
 def operations(hidden: frozenset[str], *, can_run: bool) -> list[dict[str, Any]]:
@@ -85,15 +90,17 @@ def operations(hidden: frozenset[str], *, can_run: bool) -> list[dict[str, Any]]
         spec = OPERATIONS[value]
         schedule = planned.get(value)
         last = selectors.list_tasks(operation=value, limit=1, hidden=hidden)
-        out.append({
-            "operation": value,
-            "label": label,
-            "description": spec.description,
-            "schedule": in_words(schedule) if schedule is not None else None,
-            "next_run": next_run(schedule).isoformat() if schedule is not None else None,
-            "last_run": _run_summary(last[0] if last else None),
-            "can_launch": bool(can_run and spec.available),
-        })
+        out.append(
+            {
+                "operation": value,
+                "label": label,
+                "description": spec.description,
+                "schedule": in_words(schedule) if schedule is not None else None,
+                "next_run": next_run(schedule).isoformat() if schedule is not None else None,
+                "last_run": _run_summary(last[0] if last else None),
+                "can_launch": bool(can_run and spec.available),
+            }
+        )
     return out
 
 
@@ -113,24 +120,36 @@ def _look_at_runners() -> dict[str, Any]:
         # Only the workers that take this deployment's queue: another deployment (or
         # test run) sharing the broker answers an inspect too.
         queues = app.control.inspect(timeout=INSPECT_TIMEOUT).active_queues() or {}
-        ours = sorted(name for name, taken in queues.items()
-                      if any(queue.get("name") == settings.CELERY_TASK_DEFAULT_QUEUE
-                             for queue in taken or []))
-        stats = (app.control.inspect(timeout=INSPECT_TIMEOUT, destination=ours).stats() or {}
-                 if ours else {})
+        ours = sorted(
+            name
+            for name, taken in queues.items()
+            if any(queue.get("name") == settings.CELERY_TASK_DEFAULT_QUEUE for queue in taken or [])
+        )
+        stats = (
+            app.control.inspect(timeout=INSPECT_TIMEOUT, destination=ours).stats() or {}
+            if ours
+            else {}
+        )
     except Exception as exc:  # the broker is down: say so, never fail the page
         logger.warning("workers could not be asked: %s", exc.__class__.__name__)
         stats, reachable = {}, False
     now = time.time()
     for name, info in sorted(stats.items()):
         uptime = info.get("uptime") if isinstance(info, dict) else None
-        workers[name] = {"name": name, "since": int(now - uptime) if uptime else None,
-                         "running": []}
-    for run in JobRun.objects.filter(finished_at__isnull=True,
-                                     lease_until__gt=timezone.now()).order_by("started_at"):
+        workers[name] = {
+            "name": name,
+            "since": int(now - uptime) if uptime else None,
+            "running": [],
+        }
+    for run in JobRun.objects.filter(
+        finished_at__isnull=True, lease_until__gt=timezone.now()
+    ).order_by("started_at"):
         owner = next((name for name in workers if run.worker.startswith(f"{name}:")), None)
-        entry = {"task_id": run.task_id, "operation": run.operation,
-                 "since": int(run.started_at.timestamp())}
+        entry = {
+            "task_id": run.task_id,
+            "operation": run.operation,
+            "since": int(run.started_at.timestamp()),
+        }
         if owner is not None:
             workers[owner]["running"].append(entry)
     depth = _queue_depth()
@@ -138,13 +157,18 @@ def _look_at_runners() -> dict[str, Any]:
     if not reachable:
         problems.append("The job queue cannot be reached: launches fail until it is back.")
     elif not workers:
-        problems.append("No worker is running: a task that is started will not move until "
-                        "one starts.")
+        problems.append(
+            "No worker is running: a task that is started will not move until one starts."
+        )
     elif depth and not any(worker["running"] for worker in workers.values()):
         problems.append(f"{depth} job(s) wait in the queue and no worker is taking them.")
-    return {"workers": list(workers.values()), "queue": {
-        "name": settings.CELERY_TASK_DEFAULT_QUEUE, "waiting": depth},
-        "beat": _beat_holder(), "problems": problems, "checked_at": int(now)}
+    return {
+        "workers": list(workers.values()),
+        "queue": {"name": settings.CELERY_TASK_DEFAULT_QUEUE, "waiting": depth},
+        "beat": _beat_holder(),
+        "problems": problems,
+        "checked_at": int(now),
+    }
 
 
 def _queue_depth() -> int | None:
@@ -191,15 +215,17 @@ def stats(operation: str, *, hidden: frozenset[str]) -> dict[str, Any] | None:
         "median_duration": round(median, 1) if median is not None else None,
         "p95_duration": round(p95, 1) if p95 is not None else None,
         "failed_share": round(sum(r["status"] == "failed" for r in runs) / count, 3)
-        if count else None,
+        if count
+        else None,
         "with_errors_share": round(
-            sum(r["status"] == "completed_with_errors" for r in runs) / count, 3)
-        if count else None,
+            sum(r["status"] == "completed_with_errors" for r in runs) / count, 3
+        )
+        if count
+        else None,
     }
 
 
-def _stats_postgresql(operation: str) -> tuple[list[dict[str, Any]], float | None,
-                                                float | None]:
+def _stats_postgresql(operation: str) -> tuple[list[dict[str, Any]], float | None, float | None]:
     table = connection.ops.quote_name(TaskStatus._meta.db_table)
     terminal = sorted(TERMINAL_STATUSES)
     sql = (
@@ -217,18 +243,33 @@ def _stats_postgresql(operation: str) -> tuple[list[dict[str, Any]], float | Non
         rows, median, p95 = cursor.fetchone()
     if isinstance(rows, str):
         rows = json.loads(rows)
-    runs = [{"task_id": str(r["task_id"]), "status": r["status"],
-             "created_at": int(r["created_at"]), "duration": round(float(r["duration"]), 1),
-             "url": f"/tasks/{r['task_id']}"} for r in rows]
+    runs = [
+        {
+            "task_id": str(r["task_id"]),
+            "status": r["status"],
+            "created_at": int(r["created_at"]),
+            "duration": round(float(r["duration"]), 1),
+            "url": f"/tasks/{r['task_id']}",
+        }
+        for r in rows
+    ]
     return runs, median, p95
 
 
 def _recent_runs(operation: str) -> list[dict[str, Any]]:
-    tasks = selectors.list_tasks(operation=operation, statuses=sorted(TERMINAL_STATUSES),
-                                 limit=HISTORY_RUNS)
-    return [{"task_id": str(t.task_id), "status": t.status, "created_at": int(t.created_at),
-             "duration": round(t.updated_at - t.created_at, 1), "url": f"/tasks/{t.task_id}"}
-            for t in tasks]
+    tasks = selectors.list_tasks(
+        operation=operation, statuses=sorted(TERMINAL_STATUSES), limit=HISTORY_RUNS
+    )
+    return [
+        {
+            "task_id": str(t.task_id),
+            "status": t.status,
+            "created_at": int(t.created_at),
+            "duration": round(t.updated_at - t.created_at, 1),
+            "url": f"/tasks/{t.task_id}",
+        }
+        for t in tasks
+    ]
 
 
 def _percentile(ordered: list[float], q: float) -> float | None:

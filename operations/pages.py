@@ -29,10 +29,17 @@ def chart(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     bars = []
     for i, run in enumerate(ordered):
         height = max(2.0, CHART_HEIGHT * run["duration"] / longest)
-        bars.append({"x": round(i * width, 1), "y": round(CHART_HEIGHT - height, 1),
-                     "width": round(max(width - BAR_GAP, 1), 1), "height": round(height, 1),
-                     "status": run["status"], "url": run["url"],
-                     "label": f"{run['status'].replace('_', ' ')}, {run['duration']} s"})
+        bars.append(
+            {
+                "x": round(i * width, 1),
+                "y": round(CHART_HEIGHT - height, 1),
+                "width": round(max(width - BAR_GAP, 1), 1),
+                "height": round(height, 1),
+                "status": run["status"],
+                "url": run["url"],
+                "label": f"{run['status'].replace('_', ' ')}, {run['duration']} s",
+            }
+        )
     return bars
 
 
@@ -47,8 +54,14 @@ def schedule_page(request: HttpRequest) -> HttpResponse:
         row["stats"] = overview.stats(row["operation"], hidden=hidden)
         row["bars"] = chart(row["stats"]["runs"])
     logout = reverse("django_auth_adfs:logout") if settings.ENTRA_MODE else reverse("logout")
-    return render(request, "operations/schedule.html", {
-        "operations": rows, "runners": overview.runners(), "logout_url": logout,
-        "time_zone": settings.TIME_ZONE, "chart": {"width": CHART_WIDTH,
-                                                   "height": CHART_HEIGHT},
-    })
+    return render(
+        request,
+        "operations/schedule.html",
+        {
+            "operations": rows,
+            "runners": overview.runners(),
+            "logout_url": logout,
+            "time_zone": settings.TIME_ZONE,
+            "chart": {"width": CHART_WIDTH, "height": CHART_HEIGHT},
+        },
+    )

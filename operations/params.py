@@ -22,8 +22,7 @@ class StrictParams(serializers.Serializer):
         if isinstance(data, dict):
             unknown = sorted(set(data) - set(self.fields))
             if unknown:
-                raise serializers.ValidationError(
-                    {key: ["unknown parameter"] for key in unknown})
+                raise serializers.ValidationError({key: ["unknown parameter"] for key in unknown})
         return super().to_internal_value(data)
 
 
@@ -41,10 +40,14 @@ class DailySalesParams(StrictParams):
     source_setting = "SALES_SOURCE_URL"
 
     business_date = serializers.DateField(
-        required=False, help_text="Business date (YYYY-MM-DD); default yesterday in TIME_ZONE.")
+        required=False, help_text="Business date (YYYY-MM-DD); default yesterday in TIME_ZONE."
+    )
     locations = serializers.ListField(
-        child=serializers.CharField(max_length=32), required=False, allow_empty=True,
-        help_text="Location ids; default all locations of the sales source.")
+        child=serializers.CharField(max_length=32),
+        required=False,
+        allow_empty=True,
+        help_text="Location ids; default all locations of the sales source.",
+    )
 
     def validate_business_date(self, value: date) -> date:
         if value > timezone.localdate():
@@ -60,9 +63,12 @@ class DailySalesParams(StrictParams):
         if not value:
             return value
         try:
-            known = {str(loc.get("id")) for loc in
-                     connect(getattr(settings, self.source_setting), quick=True)
-                     .list_locations()}
+            known = {
+                str(loc.get("id"))
+                for loc in connect(
+                    getattr(settings, self.source_setting), quick=True
+                ).list_locations()
+            }
         except (SourceError, AttributeError):
             return value
         unknown = [loc for loc in value if loc not in known]
@@ -82,8 +88,11 @@ class MealPeriodParams(DailySalesParams):
     source_setting = "TIMECLOCK_SOURCE_URL"
 
     locations = serializers.ListField(
-        child=serializers.CharField(max_length=32), required=False, allow_empty=True,
-        help_text="Location ids; default all locations of the timeclock source.")
+        child=serializers.CharField(max_length=32),
+        required=False,
+        allow_empty=True,
+        help_text="Location ids; default all locations of the timeclock source.",
+    )
 
 
 def previous_pay_week() -> tuple[date, date]:
@@ -100,9 +109,11 @@ class PayPeriodParams(StrictParams):
     """A pay period (default the previous pay week, Monday to Sunday in TIME_ZONE)."""
 
     period_start = serializers.DateField(
-        required=False, help_text="First business date; default Monday of the previous week.")
+        required=False, help_text="First business date; default Monday of the previous week."
+    )
     period_end = serializers.DateField(
-        required=False, help_text="Last business date; default the Sunday after period_start.")
+        required=False, help_text="Last business date; default the Sunday after period_start."
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         start: date | None = attrs.get("period_start")
@@ -118,7 +129,8 @@ class PayPeriodParams(StrictParams):
             raise serializers.ValidationError({"period_end": ["is before period_start"]})
         if (end - start).days + 1 > MAX_PERIOD_DAYS:
             raise serializers.ValidationError(
-                {"period_end": [f"a pay period is at most {MAX_PERIOD_DAYS} days"]})
+                {"period_end": [f"a pay period is at most {MAX_PERIOD_DAYS} days"]}
+            )
         if end > timezone.localdate():
             raise serializers.ValidationError({"period_end": ["is in the future"]})
         attrs["period_start"], attrs["period_end"] = start, end
@@ -130,8 +142,11 @@ class TransformTipsParams(PayPeriodParams):
     source_setting = "SALES_SOURCE_URL"
 
     locations = serializers.ListField(
-        child=serializers.CharField(max_length=32), required=False, allow_empty=True,
-        help_text="Location ids; default all locations of the sales source.")
+        child=serializers.CharField(max_length=32),
+        required=False,
+        allow_empty=True,
+        help_text="Location ids; default all locations of the sales source.",
+    )
 
     validate_locations = DailySalesParams.validate_locations
 
@@ -149,10 +164,14 @@ class FoodHandlerParams(StrictParams):
     source_setting = "ROSTER_SOURCE_URL"
 
     locations = serializers.ListField(
-        child=serializers.CharField(max_length=32), required=False, allow_empty=True,
-        help_text="Location ids; default every location of the roster.")
+        child=serializers.CharField(max_length=32),
+        required=False,
+        allow_empty=True,
+        help_text="Location ids; default every location of the roster.",
+    )
     as_of = serializers.DateField(
-        required=False, help_text="Date the statuses are computed for; default today.")
+        required=False, help_text="Date the statuses are computed for; default today."
+    )
 
     def validate_locations(self, value: list[str]) -> list[str]:
         return list(dict.fromkeys(value))
@@ -165,8 +184,11 @@ class FoodHandlerParams(StrictParams):
 
 class FoodHandlerLinksParams(StrictParams):
     locations = serializers.ListField(
-        child=serializers.CharField(max_length=32), required=False, allow_empty=True,
-        help_text="Location ids; default every location with certificates on file.")
+        child=serializers.CharField(max_length=32),
+        required=False,
+        allow_empty=True,
+        help_text="Location ids; default every location with certificates on file.",
+    )
 
     def validate_locations(self, value: list[str]) -> list[str]:
         return list(dict.fromkeys(value))
@@ -178,11 +200,16 @@ class FoodHandlerLinksParams(StrictParams):
 
 class InvoiceSyncParams(StrictParams):
     full = serializers.BooleanField(
-        required=False, default=False,
-        help_text="Ignore the watermark and read every invoice (unchanged ones are skipped).")
+        required=False,
+        default=False,
+        help_text="Ignore the watermark and read every invoice (unchanged ones are skipped).",
+    )
     updated_since = serializers.DateTimeField(
-        required=False, allow_null=True, default=None,
-        help_text="Read invoices changed after this instant instead of the watermark.")
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Read invoices changed after this instant instead of the watermark.",
+    )
 
 
 def to_json(validated: dict[str, Any]) -> dict[str, Any]:

@@ -46,32 +46,53 @@ class OperationSpec:
 OPERATIONS: dict[str, OperationSpec] = {
     spec.name: spec
     for spec in (
-        OperationSpec(Operation.DAILY_SALES.value,
-                      "Daily sales summary per location for one business date.",
-                      p.DailySalesParams, daily_sales.run),
-        OperationSpec(Operation.INVOICE_SYNC.value,
-                      "Sync vendor invoices changed since the last sync and export them to "
-                      "accounting.", p.InvoiceSyncParams, invoice_sync.run),
-        OperationSpec(Operation.UPDATE_FOOD_HANDLER_PDFS.value,
-                      "Fetch every food handler's certificate PDF, check it and each card's "
-                      "status, and build each location's compliance packet.",
-                      p.FoodHandlerParams, food_handlers.run),
-        OperationSpec(Operation.TRANSFORM_TIPS.value,
-                      "Distribute each location-day's card and cash tips by hours and job "
-                      "points, and write the payroll import file for the pay period.",
-                      p.TransformTipsParams, tips.run),
-        OperationSpec(Operation.GET_MPVS.value,
-                      "Meal period violations (California rules) and the premium pay they "
-                      "owe, per location, for one business date.",
-                      p.MealPeriodParams, mpvs.run),
-        OperationSpec(Operation.GET_FOOD_HANDLER_LINKS.value,
-                      "Signed, expiring download links to each employee's certificate and "
-                      "each location's packet, with the card statuses.",
-                      p.FoodHandlerLinksParams, food_handler_links.run),
-        OperationSpec(Operation.EMAIL_TIPS.value,
-                      "Email each employee the tip statement of a transformed pay period, "
-                      "once per statement (a changed one goes out as a correction).",
-                      p.EmailTipsParams, tip_emails.run),
+        OperationSpec(
+            Operation.DAILY_SALES.value,
+            "Daily sales summary per location for one business date.",
+            p.DailySalesParams,
+            daily_sales.run,
+        ),
+        OperationSpec(
+            Operation.INVOICE_SYNC.value,
+            "Sync vendor invoices changed since the last sync and export them to accounting.",
+            p.InvoiceSyncParams,
+            invoice_sync.run,
+        ),
+        OperationSpec(
+            Operation.UPDATE_FOOD_HANDLER_PDFS.value,
+            "Fetch every food handler's certificate PDF, check it and each card's "
+            "status, and build each location's compliance packet.",
+            p.FoodHandlerParams,
+            food_handlers.run,
+        ),
+        OperationSpec(
+            Operation.TRANSFORM_TIPS.value,
+            "Distribute each location-day's card and cash tips by hours and job "
+            "points, and write the payroll import file for the pay period.",
+            p.TransformTipsParams,
+            tips.run,
+        ),
+        OperationSpec(
+            Operation.GET_MPVS.value,
+            "Meal period violations (California rules) and the premium pay they "
+            "owe, per location, for one business date.",
+            p.MealPeriodParams,
+            mpvs.run,
+        ),
+        OperationSpec(
+            Operation.GET_FOOD_HANDLER_LINKS.value,
+            "Signed, expiring download links to each employee's certificate and "
+            "each location's packet, with the card statuses.",
+            p.FoodHandlerLinksParams,
+            food_handler_links.run,
+        ),
+        OperationSpec(
+            Operation.EMAIL_TIPS.value,
+            "Email each employee the tip statement of a transformed pay period, "
+            "once per statement (a changed one goes out as a correction).",
+            p.EmailTipsParams,
+            tip_emails.run,
+        ),
     )
 }
 assert set(OPERATIONS) == set(Operation.values)

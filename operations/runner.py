@@ -72,8 +72,12 @@ def claim(task_id: str, operation: str, worker: str) -> JobRun | None:
     with transaction.atomic():
         run, created = JobRun.objects.select_for_update().get_or_create(
             task_id=task_id,
-            defaults={"operation": operation, "worker": worker, "lease_until": _lease_end(),
-                      "attempts": 1},
+            defaults={
+                "operation": operation,
+                "worker": worker,
+                "lease_until": _lease_end(),
+                "attempts": 1,
+            },
         )
         if created:
             return run
@@ -81,8 +85,9 @@ def claim(task_id: str, operation: str, worker: str) -> JobRun | None:
             logger.info("task %s already ran (%s); delivery acknowledged", task_id, run.outcome)
             return None
         if run.lease_until > now:
-            logger.warning("task %s is running on %s; duplicate delivery ignored",
-                           task_id, run.worker)
+            logger.warning(
+                "task %s is running on %s; duplicate delivery ignored", task_id, run.worker
+            )
             return None
         run.finished_at = now
         run.outcome = WORKER_LOST
@@ -109,15 +114,20 @@ def cancel(task_id: str, *, by: str) -> TaskStatus:
     now = timezone.now()
     _, created = JobRun.objects.get_or_create(
         task_id=str(task.task_id),
-        defaults={"operation": task.operation, "lease_until": now, "finished_at": now,
-                  "outcome": CANCELLED},
+        defaults={
+            "operation": task.operation,
+            "lease_until": now,
+            "finished_at": now,
+            "outcome": CANCELLED,
+        },
     )
     metrics.JOBS_CANCELLED.labels(task.operation, "queued" if created else "running").inc()
     if not created:
         return task  # a worker has it: the job stops at its next progress step
     _fail_task(str(task.task_id), f"cancelled by {task.cancel_requested_by} before it started")
-    logger.info("task %s: cancelled by %s before any worker took it",
-                task.task_id, task.cancel_requested_by)
+    logger.info(
+        "task %s: cancelled by %s before any worker took it", task.task_id, task.cancel_requested_by
+    )
     return selectors.get_task(str(task.task_id)) or task
 
 
@@ -125,7 +135,8 @@ def finish(run: JobRun, outcome: str) -> None:
     for delay in _database_backoff():
         try:
             JobRun.objects.filter(pk=run.pk, finished_at__isnull=True).update(
-                finished_at=timezone.now(), outcome=outcome[:32])
+                finished_at=timezone.now(), outcome=outcome[:32]
+            )
             return
         except tracker.DATABASE_ERRORS:
             connection.close()
@@ -171,7 +182,8 @@ class Heartbeat(threading.Thread):
             while not self.stopped.wait(settings.JOB_HEARTBEAT_SECONDS):
                 try:
                     JobRun.objects.filter(pk=self.run_id, finished_at__isnull=True).update(
-                        lease_until=_lease_end())
+                        lease_until=_lease_end()
+                    )
                 except tracker.DATABASE_ERRORS as exc:  # survivable; the lease has slack
                     logger.warning("lease renewal failed (%s)", exc.__class__.__name__)
                     connection.close()
@@ -185,8 +197,14 @@ class Heartbeat(threading.Thread):
         self.join(timeout=5)
 
 
-def run_task(operation: str, task_id: str, params: dict[str, Any], *,
-             request_id: str | None = None, worker: str | None = None) -> str:
+def run_task(
+    operation: str,
+    task_id: str,
+    params: dict[str, Any],
+    *,
+    request_id: str | None = None,
+    worker: str | None = None,
+) -> str:
     """Run the job of ``task_id`` once; returns the outcome (never raises for job errors)."""
     token = request_id_var.set(request_id or "-")
     # Every log line of the run, ours and the job's, names its task.
@@ -233,8 +251,9 @@ def _execute(spec: Any, task_id: str, params: dict[str, Any]) -> str:
             try:
                 result = spec.job(handle, dict(serializer.validated_data))
             except SoftTimeLimitExceeded as exc:
-                raise JobFailed(f"stopped after JOB_MAX_SECONDS "
-                                f"({settings.JOB_MAX_SECONDS}s)") from exc
+                raise JobFailed(
+                    f"stopped after JOB_MAX_SECONDS ({settings.JOB_MAX_SECONDS}s)"
+                ) from exc
             handle.complete(result)
             return handle.status
     except tracker.TaskNotFound:
@@ -261,11 +280,13 @@ def reap_lost_jobs() -> int:
     now = timezone.now()
     reaped = 0
     for run in JobRun.objects.filter(finished_at__isnull=True, lease_until__lt=now):
-        taken = JobRun.objects.filter(pk=run.pk, finished_at__isnull=True,
-                                      lease_until__lt=now).update(finished_at=now,
-                                                                  outcome=WORKER_LOST)
-        if taken and _fail_task(run.task_id, f"{WORKER_LOST}: {run.worker} stopped "
-                                             "renewing its lease while running the job"):
+        taken = JobRun.objects.filter(
+            pk=run.pk, finished_at__isnull=True, lease_until__lt=now
+        ).update(finished_at=now, outcome=WORKER_LOST)
+        if taken and _fail_task(
+            run.task_id,
+            f"{WORKER_LOST}: {run.worker} stopped renewing its lease while running the job",
+        ):
             reaped += 1
             logger.warning("task %s: %s (%s)", run.task_id, WORKER_LOST, run.worker)
             metrics.JOBS_WORKER_LOST.labels(run.operation, "reaper").inc()

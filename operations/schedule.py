@@ -21,8 +21,13 @@ def cron(expression: str) -> crontab:
     if len(fields) != 5:
         raise ValueError(f"cron expression {expression!r} must have five fields")
     minute, hour, day_of_month, month_of_year, day_of_week = fields
-    return crontab(minute=minute, hour=hour, day_of_month=day_of_month,
-                   month_of_year=month_of_year, day_of_week=day_of_week)
+    return crontab(
+        minute=minute,
+        hour=hour,
+        day_of_month=day_of_month,
+        month_of_year=month_of_year,
+        day_of_week=day_of_week,
+    )
 
 
 # Beat entry -> (operation, the setting holding its cron expression).
@@ -37,8 +42,10 @@ SCHEDULED_OPERATIONS = {
 
 
 def _scheduled() -> dict[str, tuple[str, str]]:
-    return {entry: (operation, getattr(settings, name))
-            for entry, (operation, name) in SCHEDULED_OPERATIONS.items()}
+    return {
+        entry: (operation, getattr(settings, name))
+        for entry, (operation, name) in SCHEDULED_OPERATIONS.items()
+    }
 
 
 def operation_schedules() -> dict[str, str]:

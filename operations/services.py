@@ -37,19 +37,31 @@ class Launched:
     created: bool
 
 
-def enqueue(operation: str, task_id: str, params: dict[str, Any], *,
-            request_id: str | None = None) -> None:
+def enqueue(
+    operation: str, task_id: str, params: dict[str, Any], *, request_id: str | None = None
+) -> None:
     """Send the job of an existing task to the workers (message id = task id), by name, so
     that launching needs no import of the Celery task modules."""
-    app.send_task(f"operations.{operation}",
-                  kwargs={"task_id": task_id, "params": params, "request_id": request_id},
-                  task_id=task_id, queue=settings.CELERY_TASK_DEFAULT_QUEUE)
+    app.send_task(
+        f"operations.{operation}",
+        kwargs={"task_id": task_id, "params": params, "request_id": request_id},
+        task_id=task_id,
+        queue=settings.CELERY_TASK_DEFAULT_QUEUE,
+    )
 
 
-def launch_task(operation: str, params: dict[str, Any] | None, *, launched_by: str,
-                hidden: frozenset[str] = NOTHING_HIDDEN, request_id: str | None = None,
-                idempotency_key: str | None = None, key_owner: int | None = None,
-                send: bool = True, rerun_of: str | None = None) -> Launched:
+def launch_task(
+    operation: str,
+    params: dict[str, Any] | None,
+    *,
+    launched_by: str,
+    hidden: frozenset[str] = NOTHING_HIDDEN,
+    request_id: str | None = None,
+    idempotency_key: str | None = None,
+    key_owner: int | None = None,
+    send: bool = True,
+    rerun_of: str | None = None,
+) -> Launched:
     """Validate, create the task (``started``) and enqueue its job.
 
     With an ``idempotency_key`` (scoped to ``key_owner``), a repeat returns the
@@ -60,16 +72,15 @@ def launch_task(operation: str, params: dict[str, Any] | None, *, launched_by: s
     """
     registry.get_spec(operation)
     if operation in hidden:
-        raise NotAllowed(f"{operation} handles personal data: launching it needs its "
-                         "reader role")
+        raise NotAllowed(f"{operation} handles personal data: launching it needs its reader role")
     if rerun_of is not None:
         original = selectors.get_task(str(rerun_of), hidden=hidden)
         if original is None:
             raise NoSuchTask(f"no task {rerun_of} to run again")
         if original.operation != operation:
             raise serializers.ValidationError(
-                {"rerun_of": [f"task {rerun_of} is a run of {original.operation}, "
-                              f"not {operation}"]})
+                {"rerun_of": [f"task {rerun_of} is a run of {original.operation}, not {operation}"]}
+            )
     claim = None
     if idempotency_key is not None:
         if key_owner is None:  # keys are scoped to a user: there is no anonymous scope
@@ -81,8 +92,14 @@ def launch_task(operation: str, params: dict[str, Any] | None, *, launched_by: s
                 _same_launch(earlier, operation, params)
                 return Launched(earlier, created=False)
     try:
-        task_id = _create(operation, params, launched_by=launched_by, request_id=request_id,
-                          send=send, rerun_of=None if rerun_of is None else str(rerun_of))
+        task_id = _create(
+            operation,
+            params,
+            launched_by=launched_by,
+            request_id=request_id,
+            send=send,
+            rerun_of=None if rerun_of is None else str(rerun_of),
+        )
     except Exception:
         if claim is not None:
             IdempotencyKey.objects.filter(pk=claim.pk, task_id__isnull=True).delete()
@@ -95,11 +112,13 @@ def launch_task(operation: str, params: dict[str, Any] | None, *, launched_by: s
     return Launched(task, created=True)
 
 
-def launch(operation: str, params: dict[str, Any] | None, *, request_id: str | None,
-           user_label: str) -> str:
+def launch(
+    operation: str, params: dict[str, Any] | None, *, request_id: str | None, user_label: str
+) -> str:
     """``launch_task`` for callers that only need the new task's id (beat, tests)."""
-    return str(launch_task(operation, params, launched_by=user_label,
-                           request_id=request_id).task.task_id)
+    return str(
+        launch_task(operation, params, launched_by=user_label, request_id=request_id).task.task_id
+    )
 
 
 def cancel_task(task_id: str, *, by: str, hidden: frozenset[str] = NOTHING_HIDDEN) -> TaskStatus:
@@ -111,11 +130,19 @@ def cancel_task(task_id: str, *, by: str, hidden: frozenset[str] = NOTHING_HIDDE
     return runner.cancel(str(task.task_id), by=by)
 
 
-def _create(operation: str, params: dict[str, Any] | None, *, launched_by: str,
-            request_id: str | None, send: bool, rerun_of: str | None = None) -> str:
+def _create(
+    operation: str,
+    params: dict[str, Any] | None,
+    *,
+    launched_by: str,
+    request_id: str | None,
+    send: bool,
+    rerun_of: str | None = None,
+) -> str:
     clean = registry.validate_params(operation, params)
-    handle = tracker.create_task(operation, request_id=request_id, params=clean,
-                                 launched_by=launched_by, rerun_of=rerun_of)
+    handle = tracker.create_task(
+        operation, request_id=request_id, params=clean, launched_by=launched_by, rerun_of=rerun_of
+    )
     if not send:
         return handle.task_id
 
@@ -147,7 +174,8 @@ def _claim_key(owner: int, key: str) -> IdempotencyKey:
         claim = IdempotencyKey.objects.get(user_id=owner, key=key)
         if claim.task_id is None:
             raise LaunchInProgress(
-                "a launch with this Idempotency-Key is still in progress") from None
+                "a launch with this Idempotency-Key is still in progress"
+            ) from None
         return claim
 
 

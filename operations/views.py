@@ -107,8 +107,9 @@ class OperationsView(APIView):
     def get(self, request: Request) -> Response:
         hidden = hidden_for_request(request)
         can = can_run(request.user, request_identity(request))
-        return Response({"operations": overview.operations(hidden, can_run=can),
-                         **overview.runners()})
+        return Response(
+            {"operations": overview.operations(hidden, can_run=can), **overview.runners()}
+        )
 
 
 class OperationStatsView(APIView):

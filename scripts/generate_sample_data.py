@@ -81,47 +81,94 @@ LOCATIONS = [
 
 MENU = [
     # sku, name, price in cents, category
-    ("APP-001", "Wings", 1395, "food"), ("APP-002", "Nachos", 1250, "food"),
-    ("APP-003", "Calamari", 1495, "food"), ("APP-004", "Soup of the Day", 795, "food"),
-    ("SAL-001", "Caesar Salad", 1195, "food"), ("SAL-002", "Cobb Salad", 1595, "food"),
-    ("BUR-001", "Classic Burger", 1595, "food"), ("BUR-002", "Bacon Cheeseburger", 1795, "food"),
-    ("BUR-003", "Veggie Burger", 1495, "food"), ("SAN-001", "Club Sandwich", 1395, "food"),
-    ("SAN-002", "Fish Tacos", 1550, "food"), ("ENT-001", "Ribeye 12oz", 3895, "food"),
-    ("ENT-002", "Salmon", 2695, "food"), ("ENT-003", "Chicken Parm", 2195, "food"),
-    ("ENT-004", "Pasta Primavera", 1895, "food"), ("ENT-005", "Brisket Plate", 2495, "food"),
-    ("SID-001", "Fries", 495, "food"), ("SID-002", "Onion Rings", 595, "food"),
-    ("DES-001", "Cheesecake", 895, "food"), ("DES-002", "Brownie Sundae", 995, "food"),
-    ("NAB-001", "Soda", 350, "drink"), ("NAB-002", "Iced Tea", 350, "drink"),
-    ("NAB-003", "Coffee", 325, "drink"), ("NAB-004", "Lemonade", 425, "drink"),
-    ("BEE-001", "Draft Lager", 750, "bar"), ("BEE-002", "IPA", 850, "bar"),
-    ("WIN-001", "House Red", 1100, "bar"), ("WIN-002", "House White", 1100, "bar"),
-    ("COC-001", "Margarita", 1300, "bar"), ("COC-002", "Old Fashioned", 1450, "bar"),
+    ("APP-001", "Wings", 1395, "food"),
+    ("APP-002", "Nachos", 1250, "food"),
+    ("APP-003", "Calamari", 1495, "food"),
+    ("APP-004", "Soup of the Day", 795, "food"),
+    ("SAL-001", "Caesar Salad", 1195, "food"),
+    ("SAL-002", "Cobb Salad", 1595, "food"),
+    ("BUR-001", "Classic Burger", 1595, "food"),
+    ("BUR-002", "Bacon Cheeseburger", 1795, "food"),
+    ("BUR-003", "Veggie Burger", 1495, "food"),
+    ("SAN-001", "Club Sandwich", 1395, "food"),
+    ("SAN-002", "Fish Tacos", 1550, "food"),
+    ("ENT-001", "Ribeye 12oz", 3895, "food"),
+    ("ENT-002", "Salmon", 2695, "food"),
+    ("ENT-003", "Chicken Parm", 2195, "food"),
+    ("ENT-004", "Pasta Primavera", 1895, "food"),
+    ("ENT-005", "Brisket Plate", 2495, "food"),
+    ("SID-001", "Fries", 495, "food"),
+    ("SID-002", "Onion Rings", 595, "food"),
+    ("DES-001", "Cheesecake", 895, "food"),
+    ("DES-002", "Brownie Sundae", 995, "food"),
+    ("NAB-001", "Soda", 350, "drink"),
+    ("NAB-002", "Iced Tea", 350, "drink"),
+    ("NAB-003", "Coffee", 325, "drink"),
+    ("NAB-004", "Lemonade", 425, "drink"),
+    ("BEE-001", "Draft Lager", 750, "bar"),
+    ("BEE-002", "IPA", 850, "bar"),
+    ("WIN-001", "House Red", 1100, "bar"),
+    ("WIN-002", "House White", 1100, "bar"),
+    ("COC-001", "Margarita", 1300, "bar"),
+    ("COC-002", "Old Fashioned", 1450, "bar"),
 ]
 FOOD = [m for m in MENU if m[3] == "food"]
 DRINKS = [m for m in MENU if m[3] == "drink"]
 BAR = [m for m in MENU if m[3] == "bar"]
 
 VENDORS = [
-    ("V01", "Sysco Foods"), ("V02", "US Foods"), ("V03", "Gordon Food Service"),
-    ("V04", "Performance Foodservice"), ("V05", "Reinhart Foodservice"),
-    ("V06", "Coca-Cola Bottling"), ("V07", "Southern Glazer's Wine & Spirits"),
-    ("V08", "Breakthru Beverage"), ("V09", "Ecolab"), ("V10", "Cintas"),
-    ("V11", "Restaurant Depot"), ("V12", "Local Farm Co-op"),
+    ("V01", "Sysco Foods"),
+    ("V02", "US Foods"),
+    ("V03", "Gordon Food Service"),
+    ("V04", "Performance Foodservice"),
+    ("V05", "Reinhart Foodservice"),
+    ("V06", "Coca-Cola Bottling"),
+    ("V07", "Southern Glazer's Wine & Spirits"),
+    ("V08", "Breakthru Beverage"),
+    ("V09", "Ecolab"),
+    ("V10", "Cintas"),
+    ("V11", "Restaurant Depot"),
+    ("V12", "Local Farm Co-op"),
 ]
 VENDOR_ITEMS = {
-    "food": [("Chicken breast, case", 8900), ("Ground beef 80/20, 10 lb", 5450),
-             ("Salmon fillets, 10 lb", 12900), ("Romaine, case", 3800),
-             ("Potatoes, 50 lb", 2450), ("Fryer oil, 35 lb", 4200),
-             ("Cheddar, 5 lb", 2390), ("Burger buns, 8 dz", 2160)],
+    "food": [
+        ("Chicken breast, case", 8900),
+        ("Ground beef 80/20, 10 lb", 5450),
+        ("Salmon fillets, 10 lb", 12900),
+        ("Romaine, case", 3800),
+        ("Potatoes, 50 lb", 2450),
+        ("Fryer oil, 35 lb", 4200),
+        ("Cheddar, 5 lb", 2390),
+        ("Burger buns, 8 dz", 2160),
+    ],
     "drink": [("Syrup BIB Coke, 5 gal", 11200), ("CO2 tank", 3500), ("Lemons, case", 4100)],
-    "bar": [("Lager keg 1/2 bbl", 16500), ("IPA keg 1/6 bbl", 9800),
-            ("House red, case", 9600), ("Tequila 1L, case", 28800)],
-    "supplies": [("Sanitizer, 4 gal", 6400), ("Dish detergent", 5200),
-                 ("Linen service", 18750), ("Gloves, case", 4800)],
+    "bar": [
+        ("Lager keg 1/2 bbl", 16500),
+        ("IPA keg 1/6 bbl", 9800),
+        ("House red, case", 9600),
+        ("Tequila 1L, case", 28800),
+    ],
+    "supplies": [
+        ("Sanitizer, 4 gal", 6400),
+        ("Dish detergent", 5200),
+        ("Linen service", 18750),
+        ("Gloves, case", 4800),
+    ],
 }
-VENDOR_KIND = {"V01": "food", "V02": "food", "V03": "food", "V04": "food", "V05": "food",
-               "V06": "drink", "V07": "bar", "V08": "bar", "V09": "supplies",
-               "V10": "supplies", "V11": "food", "V12": "food"}
+VENDOR_KIND = {
+    "V01": "food",
+    "V02": "food",
+    "V03": "food",
+    "V04": "food",
+    "V05": "food",
+    "V06": "drink",
+    "V07": "bar",
+    "V08": "bar",
+    "V09": "supplies",
+    "V10": "supplies",
+    "V11": "food",
+    "V12": "food",
+}
 
 REVENUE_CENTERS = ["Dining Room", "Bar", "Patio", "Takeout", "Delivery"]
 
@@ -148,16 +195,23 @@ def make_check(rng: random.Random, loc: tuple, business_date: date, seq: int) ->
     else:
         hour = rng.choices(range(11, 24), weights=[6, 10, 8, 4, 3, 4, 8, 11, 10, 7, 4, 2, 1])[0]
         day = business_date
-    opened = datetime(day.year, day.month, day.day, hour, rng.randrange(60), rng.randrange(60),
-                      tzinfo=zone)
+    opened = datetime(
+        day.year, day.month, day.day, hour, rng.randrange(60), rng.randrange(60), tzinfo=zone
+    )
     closed = opened + timedelta(minutes=rng.randint(4, 95) if center != "Takeout" else 3)
-    guests = 1 if center in ("Takeout", "Delivery") else rng.choices(
-        [1, 2, 3, 4, 5, 6, 8], weights=[20, 38, 14, 16, 5, 5, 2])[0]
+    guests = (
+        1
+        if center in ("Takeout", "Delivery")
+        else rng.choices([1, 2, 3, 4, 5, 6, 8], weights=[20, 38, 14, 16, 5, 5, 2])[0]
+    )
     items = []
     count = max(1, guests + rng.randint(-1, 3))
     for _ in range(count):
-        pool = BAR if center == "Bar" and rng.random() < 0.6 else (
-            DRINKS if rng.random() < 0.25 else FOOD)
+        pool = (
+            BAR
+            if center == "Bar" and rng.random() < 0.6
+            else (DRINKS if rng.random() < 0.25 else FOOD)
+        )
         sku, name, price, _cat = rng.choice(pool)
         qty = 1 if rng.random() < 0.85 else 2
         item = {"sku": sku, "name": name, "qty": qty, "unit_price": money(price)}
@@ -169,8 +223,12 @@ def make_check(rng: random.Random, loc: tuple, business_date: date, seq: int) ->
     discounts = []
     if rng.random() < 0.08 and live:
         kind = rng.choice(["Happy hour 20%", "Employee 50%", "Manager comp", "Loyalty $5"])
-        amount = {"Happy hour 20%": live * 20 // 100, "Employee 50%": live // 2,
-                  "Manager comp": min(live, 1500), "Loyalty $5": min(live, 500)}[kind]
+        amount = {
+            "Happy hour 20%": live * 20 // 100,
+            "Employee 50%": live // 2,
+            "Manager comp": min(live, 1500),
+            "Loyalty $5": min(live, 500),
+        }[kind]
         discounts.append({"name": kind, "amount": money(amount)})
     disc = sum(round(d["amount"] * 100) for d in discounts)
     service = []
@@ -189,11 +247,13 @@ def make_check(rng: random.Random, loc: tuple, business_date: date, seq: int) ->
     if card and rng.random() < 0.1 and total > 2000:
         half = total // 2
         payments.append({"type": "credit", "amount": money(half), "tip": money(tip // 2)})
-        payments.append({"type": "credit", "amount": money(total - half),
-                         "tip": money(tip - tip // 2)})
+        payments.append(
+            {"type": "credit", "amount": money(total - half), "tip": money(tip - tip // 2)}
+        )
     else:
-        payments.append({"type": "credit" if card else "cash", "amount": money(total),
-                         "tip": money(tip)})
+        payments.append(
+            {"type": "credit" if card else "cash", "amount": money(total), "tip": money(tip)}
+        )
     check = {
         "check_id": f"{loc_id}-{business_date:%Y%m%d}-{seq:05d}",
         "location_id": loc_id,
@@ -218,8 +278,13 @@ def make_check(rng: random.Random, loc: tuple, business_date: date, seq: int) ->
         check["tip"] = 0.0
     elif rng.random() < 0.005 and live:
         amount = min(live - disc, rng.choice([500, 1200, 1595]))
-        check["refunds"].append({"amount": money(amount), "reason": "Food quality",
-                                 "refunded_at": iso(closed + timedelta(minutes=20))})
+        check["refunds"].append(
+            {
+                "amount": money(amount),
+                "reason": "Food quality",
+                "refunded_at": iso(closed + timedelta(minutes=20)),
+            }
+        )
     return check
 
 
@@ -242,22 +307,32 @@ def generate_sales(out: Path, rng: random.Random) -> set[tuple[str, str]]:
     written: set[tuple[str, str]] = set()
     sales = out / "sales"
     sales.mkdir(parents=True, exist_ok=True)
-    (sales / "locations.json").write_text(json.dumps({"locations": [
-        {"id": loc[0], "name": loc[1], "timezone": loc[2]} for loc in LOCATIONS]}, indent=1))
+    (sales / "locations.json").write_text(
+        json.dumps(
+            {
+                "locations": [
+                    {"id": loc[0], "name": loc[1], "timezone": loc[2]} for loc in LOCATIONS
+                ]
+            },
+            indent=1,
+        )
+    )
     for offset in range(DAYS):
         day = FIRST_DATE + timedelta(days=offset)
         folder = sales / day.isoformat()
         folder.mkdir(exist_ok=True)
         for loc in LOCATIONS:
-            checks = [make_check(rng, loc, day, seq + 1)
-                      for seq in range(day_volume(rng, loc[3], day))]
+            checks = [
+                make_check(rng, loc, day, seq + 1) for seq in range(day_volume(rng, loc[3], day))
+            ]
             path = folder / f"{loc[0]}.json.gz"
             if (day.isoformat(), loc[0]) == ("2025-06-12", "L03"):
                 checks[37]["items"][0]["qty"] = "two"  # malformed content, valid JSON
             if (day.isoformat(), loc[0]) == ("2025-06-13", "L11"):
                 continue  # missing file
-            write_gzip_json(path, {"location_id": loc[0], "business_date": day.isoformat(),
-                                   "checks": checks})
+            write_gzip_json(
+                path, {"location_id": loc[0], "business_date": day.isoformat(), "checks": checks}
+            )
             written.add((day.isoformat(), loc[0]))
             if (day.isoformat(), loc[0]) == ("2025-06-10", "L07"):
                 data = path.read_bytes()
@@ -273,13 +348,27 @@ def make_invoice(rng: random.Random, number: int, vendor: tuple, credit: bool) -
     for line_no in range(1, rng.randint(1, 9) + 1):
         desc, price = rng.choice(VENDOR_ITEMS[kind])
         qty = rng.randint(1, 12) if not credit else -rng.randint(1, 3)
-        lines.append({"line_no": line_no, "sku": f"{vendor_id}-{sum(map(ord, desc)) % 10000:04d}",
-                      "description": desc, "qty": qty, "unit_price": money(price),
-                      "amount": money(qty * price)})
+        lines.append(
+            {
+                "line_no": line_no,
+                "sku": f"{vendor_id}-{sum(map(ord, desc)) % 10000:04d}",
+                "description": desc,
+                "qty": qty,
+                "unit_price": money(price),
+                "amount": money(qty * price),
+            }
+        )
     subtotal = sum(round(line["amount"] * 100) for line in lines)
     tax = subtotal * (0 if kind == "food" else 700) // 10000
-    updated = datetime(inv_date.year, inv_date.month, inv_date.day, rng.randint(6, 22),
-                       rng.randrange(60), rng.randrange(60), tzinfo=ZoneInfo("UTC"))
+    updated = datetime(
+        inv_date.year,
+        inv_date.month,
+        inv_date.day,
+        rng.randint(6, 22),
+        rng.randrange(60),
+        rng.randrange(60),
+        tzinfo=ZoneInfo("UTC"),
+    )
     updated += timedelta(days=rng.choice([0, 0, 0, 1, 2]))
     return {
         "vendor_id": vendor_id,
@@ -300,8 +389,9 @@ def make_invoice(rng: random.Random, number: int, vendor: tuple, credit: bool) -
 def generate_invoices(out: Path, rng: random.Random) -> None:
     inv_dir = out / "invoices"
     inv_dir.mkdir(parents=True, exist_ok=True)
-    (inv_dir / "vendors.json").write_text(json.dumps(
-        {"vendors": [{"id": v, "name": n} for v, n in VENDORS]}, indent=1))
+    (inv_dir / "vendors.json").write_text(
+        json.dumps({"vendors": [{"id": v, "name": n} for v, n in VENDORS]}, indent=1)
+    )
     invoices = []
     for number in range(1, 321):
         vendor = VENDORS[number % len(VENDORS)]
@@ -330,9 +420,25 @@ def generate_invoices(out: Path, rng: random.Random) -> None:
     json_part = [i for i in invoices if i["vendor_id"] != "V12"]
     csv_part = [i for i in invoices if i["vendor_id"] == "V12"]
     (inv_dir / "invoices.json").write_text(json.dumps({"invoices": json_part}, indent=1))
-    fields = ["vendor_id", "invoice_number", "document_type", "invoice_date", "due_date",
-              "location_id", "currency", "subtotal", "tax", "total", "updated_at",
-              "line_no", "sku", "description", "qty", "unit_price", "amount"]
+    fields = [
+        "vendor_id",
+        "invoice_number",
+        "document_type",
+        "invoice_date",
+        "due_date",
+        "location_id",
+        "currency",
+        "subtotal",
+        "tax",
+        "total",
+        "updated_at",
+        "line_no",
+        "sku",
+        "description",
+        "qty",
+        "unit_price",
+        "amount",
+    ]
     with (inv_dir / "invoices_V12.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
@@ -342,20 +448,84 @@ def generate_invoices(out: Path, rng: random.Random) -> None:
                 writer.writerow({**head, **line})
 
 
-FIRST_NAMES = ["Maria", "Jose", "Luis", "Ana", "Carlos", "Sofia", "Daniel", "Emily", "Kevin",
-               "Jessica", "Miguel", "Ashley", "David", "Brianna", "Juan", "Hannah", "Marcus",
-               "Priya", "Tyler", "Grace", "Andre", "Lucia", "Omar", "Chloe", "Ethan", "Rosa",
-               "Jamal", "Mei", "Diego", "Natalie", "Samuel", "Fatima", "Brandon", "Elena"]
-LAST_NAMES = ["Garcia", "Hernandez", "Nguyen", "Smith", "Johnson", "Lopez", "Martinez", "Kim",
-              "Williams", "Brown", "Davis", "Rodriguez", "Chen", "Patel", "Wilson", "Ramirez",
-              "Torres", "Flores", "Jackson", "Rivera", "Lee", "Gomez", "Walker", "Diaz",
-              "Reyes", "Morales", "Young", "Cruz", "Ortiz", "Baker"]
+FIRST_NAMES = [
+    "Maria",
+    "Jose",
+    "Luis",
+    "Ana",
+    "Carlos",
+    "Sofia",
+    "Daniel",
+    "Emily",
+    "Kevin",
+    "Jessica",
+    "Miguel",
+    "Ashley",
+    "David",
+    "Brianna",
+    "Juan",
+    "Hannah",
+    "Marcus",
+    "Priya",
+    "Tyler",
+    "Grace",
+    "Andre",
+    "Lucia",
+    "Omar",
+    "Chloe",
+    "Ethan",
+    "Rosa",
+    "Jamal",
+    "Mei",
+    "Diego",
+    "Natalie",
+    "Samuel",
+    "Fatima",
+    "Brandon",
+    "Elena",
+]
+LAST_NAMES = [
+    "Garcia",
+    "Hernandez",
+    "Nguyen",
+    "Smith",
+    "Johnson",
+    "Lopez",
+    "Martinez",
+    "Kim",
+    "Williams",
+    "Brown",
+    "Davis",
+    "Rodriguez",
+    "Chen",
+    "Patel",
+    "Wilson",
+    "Ramirez",
+    "Torres",
+    "Flores",
+    "Jackson",
+    "Rivera",
+    "Lee",
+    "Gomez",
+    "Walker",
+    "Diaz",
+    "Reyes",
+    "Morales",
+    "Young",
+    "Cruz",
+    "Ortiz",
+    "Baker",
+]
 ROLES = [
     # role, weight, hourly rate range in cents
-    ("Server", 30, (1650, 1800)), ("Bartender", 10, (1700, 1900)),
-    ("Line Cook", 22, (1850, 2450)), ("Prep Cook", 10, (1750, 2100)),
-    ("Dishwasher", 10, (1650, 1750)), ("Host", 8, (1650, 1700)),
-    ("Busser", 6, (1650, 1700)), ("Shift Lead", 4, (2400, 3200)),
+    ("Server", 30, (1650, 1800)),
+    ("Bartender", 10, (1700, 1900)),
+    ("Line Cook", 22, (1850, 2450)),
+    ("Prep Cook", 10, (1750, 2100)),
+    ("Dishwasher", 10, (1650, 1750)),
+    ("Host", 8, (1650, 1700)),
+    ("Busser", 6, (1650, 1700)),
+    ("Shift Lead", 4, (2400, 3200)),
 ]
 
 
@@ -365,9 +535,14 @@ def make_roster(rng: random.Random, loc: tuple) -> list[dict]:
     roster = []
     for n in range(1, size + 1):
         role, _w, (low, high) = rng.choices(ROLES, weights=[r[1] for r in ROLES])[0]
-        roster.append({"employee_id": f"{loc[0]}-E{n:03d}",
-                       "employee_name": f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}",
-                       "job": role, "hourly_rate": money(rng.randrange(low, high + 1, 5))})
+        roster.append(
+            {
+                "employee_id": f"{loc[0]}-E{n:03d}",
+                "employee_name": f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}",
+                "job": role,
+                "hourly_rate": money(rng.randrange(low, high + 1, 5)),
+            }
+        )
     return roster
 
 
@@ -378,16 +553,23 @@ def _meal(rng: random.Random, due_minute: int) -> tuple[int | None, int]:
     if roll < 0.06:
         return None, 0
     if roll < 0.14:
-        return due_minute + rng.randint(1, 75), rng.randint(30, 45)       # late
+        return due_minute + rng.randint(1, 75), rng.randint(30, 45)  # late
     if roll < 0.20:
-        return due_minute - rng.randint(30, 120), rng.randint(15, 29)    # short
+        return due_minute - rng.randint(30, 120), rng.randint(15, 29)  # short
     if roll < 0.24:
-        return due_minute, 30                                             # on the limits
+        return due_minute, 30  # on the limits
     return due_minute - rng.randint(20, 130), rng.randint(30, 45)
 
 
-def make_shift(rng: random.Random, employee: dict, day: date, zone: ZoneInfo, shift_id: str,
-               start_minute: int, length: int) -> dict:
+def make_shift(
+    rng: random.Random,
+    employee: dict,
+    day: date,
+    zone: ZoneInfo,
+    shift_id: str,
+    start_minute: int,
+    length: int,
+) -> dict:
     """One shift: punches in local time, paid rest breaks, unpaid meals, waiver flags.
 
     ``length`` is minutes worked (meals excluded); meals are placed in worked time.
@@ -413,21 +595,24 @@ def make_shift(rng: random.Random, employee: dict, day: date, zone: ZoneInfo, sh
     elif length <= 300 and rng.random() < 0.05:
         first_waiver = True  # on file, irrelevant on a short shift
     clock_in = datetime(day.year, day.month, day.day, 0, 0, tzinfo=zone) + timedelta(
-        minutes=start_minute)
+        minutes=start_minute
+    )
     breaks = []
     unpaid = 0
     for worked, mins in meals:
         begin = clock_in + timedelta(minutes=worked + unpaid)
-        breaks.append({"kind": "meal", "start": iso(begin), "end": iso(begin + timedelta(
-            minutes=mins))})
+        breaks.append(
+            {"kind": "meal", "start": iso(begin), "end": iso(begin + timedelta(minutes=mins))}
+        )
         unpaid += mins
     for hour in range(4, length // 60, 4):  # paid 10-minute rest breaks: not meal periods
         worked = hour * 60 - 90
         if all(abs(worked - m) > 45 for m, _ in meals):
             offset = sum(mins for m, mins in meals if m < worked)
             begin = clock_in + timedelta(minutes=worked + offset)
-            breaks.append({"kind": "rest", "start": iso(begin),
-                           "end": iso(begin + timedelta(minutes=10))})
+            breaks.append(
+                {"kind": "rest", "start": iso(begin), "end": iso(begin + timedelta(minutes=10))}
+            )
     breaks.sort(key=lambda b: b["start"])
     return {
         "shift_id": shift_id,
@@ -455,15 +640,33 @@ def make_shifts(rng: random.Random, loc: tuple, roster: list[dict], day: date) -
         base = f"{loc[0]}-{day:%Y%m%d}-{seq:03d}"
         if rng.random() < 0.1 and count - len(shifts) >= 2:  # split shift: lunch and dinner
             lunch = rng.randint(210, 300)
-            shifts.append(make_shift(rng, employee, day, zone, f"{base}a",
-                                     rng.choice([600, 630, 660]), lunch))
-            shifts.append(make_shift(rng, employee, day, zone, f"{base}b",
-                                     rng.choice([990, 1020]), rng.randint(240, 330)))
+            shifts.append(
+                make_shift(rng, employee, day, zone, f"{base}a", rng.choice([600, 630, 660]), lunch)
+            )
+            shifts.append(
+                make_shift(
+                    rng,
+                    employee,
+                    day,
+                    zone,
+                    f"{base}b",
+                    rng.choice([990, 1020]),
+                    rng.randint(240, 330),
+                )
+            )
             continue
         length = rng.choices(
-            [rng.randint(180, 299), 300, rng.randint(301, 360), 360, rng.randint(361, 600),
-             rng.randint(601, 720), rng.randint(721, 780)],
-            weights=[26, 3, 14, 3, 40, 10, 4])[0]
+            [
+                rng.randint(180, 299),
+                300,
+                rng.randint(301, 360),
+                360,
+                rng.randint(361, 600),
+                rng.randint(601, 720),
+                rng.randint(721, 780),
+            ],
+            weights=[26, 3, 14, 3, 40, 10, 4],
+        )[0]
         start = rng.choice([360, 420, 540, 600, 630, 660, 900, 960, 990, 1020])
         start = min(start, 1500 - length)  # out by about 01:00 next morning
         shifts.append(make_shift(rng, employee, day, zone, base, start, length))
@@ -478,8 +681,16 @@ def generate_timeclock(
     written: dict[tuple[str, str], list[dict]] = {}
     clock = out / "timeclock"
     clock.mkdir(parents=True, exist_ok=True)
-    (clock / "locations.json").write_text(json.dumps({"locations": [
-        {"id": loc[0], "name": loc[1], "timezone": loc[2]} for loc in LOCATIONS]}, indent=1))
+    (clock / "locations.json").write_text(
+        json.dumps(
+            {
+                "locations": [
+                    {"id": loc[0], "name": loc[1], "timezone": loc[2]} for loc in LOCATIONS
+                ]
+            },
+            indent=1,
+        )
+    )
     rosters = {loc[0]: make_roster(rng, loc) for loc in LOCATIONS}
     for offset in range(DAYS):
         day = FIRST_DATE + timedelta(days=offset)
@@ -494,8 +705,12 @@ def generate_timeclock(
             if key == ("2025-06-09", "L10"):
                 shifts[11]["clock_out"] = shifts[11]["clock_out"].replace("T", "T2", 1)
             head = json.dumps({"location_id": loc[0], "business_date": day.isoformat()})
-            text = (head[:-1] + ', "shifts": [\n'  # one shift a line: small, and diffable
-                    + ",\n".join(json.dumps(shift) for shift in shifts) + "\n]}")
+            text = (
+                head[:-1]
+                + ', "shifts": [\n'  # one shift a line: small, and diffable
+                + ",\n".join(json.dumps(shift) for shift in shifts)
+                + "\n]}"
+            )
             if key == ("2025-06-05", "L08"):
                 text = text[: len(text) // 2]  # truncated: not valid JSON
             path.write_text(text + "\n")
@@ -504,16 +719,41 @@ def generate_timeclock(
 
 
 AS_OF = date(2025, 6, 15)  # the statuses below are as of the last sample date
-ISSUERS = ["ServSafe", "StateFoodSafety", "eFoodHandlers", "Premier Food Safety",
-           "Food Handler Solutions"]
+ISSUERS = [
+    "ServSafe",
+    "StateFoodSafety",
+    "eFoodHandlers",
+    "Premier Food Safety",
+    "Food Handler Solutions",
+]
 HIRE_YEARS = [  # year, weight: mostly 2016 to 2025, recent years weigh more (turnover)
-    (2012, 1), (2013, 1), (2014, 2), (2015, 2), (2016, 3), (2017, 4), (2018, 5), (2019, 6),
-    (2020, 4), (2021, 7), (2022, 10), (2023, 13), (2024, 16), (2025, 9),
+    (2012, 1),
+    (2013, 1),
+    (2014, 2),
+    (2015, 2),
+    (2016, 3),
+    (2017, 4),
+    (2018, 5),
+    (2019, 6),
+    (2020, 4),
+    (2021, 7),
+    (2022, 10),
+    (2023, 13),
+    (2024, 16),
+    (2025, 9),
 ]
 LAST_REGULAR_HIRE = date(2025, 5, 10)  # "overdue" hires are more than 30 days before AS_OF
 CARD_STATUS_COUNTS = {"expiring": 15, "expired": 15, "overdue": 12, "missing": 8}
-BAD_CERTIFICATES = ["html", "html", "empty", "empty", "truncated", "truncated", "missing",
-                    "missing"]
+BAD_CERTIFICATES = [
+    "html",
+    "html",
+    "empty",
+    "empty",
+    "truncated",
+    "truncated",
+    "missing",
+    "missing",
+]
 BAD_EMAILS = ["empty", "empty", "invalid", "invalid", "refused", "refused"]
 HTML_ERROR = b"<html><body><h1>503 Service Unavailable</h1></body></html>\n"
 
@@ -522,21 +762,53 @@ HTML_ERROR = b"<html><body><h1>503 Service Unavailable</h1></body></html>\n"
 TIP_POLICIES = {
     "L01": {"Server": "10", "Bartender": "10", "Busser": "5", "Host": "3"},
     "L02": {"Server": "10", "Bartender": "12", "Busser": "4", "Host": "2"},
-    "L03": {"Server": "10", "Bartender": "8", "Busser": "4", "Host": "3", "Line Cook": "2",
-            "Prep Cook": "2", "Dishwasher": "1"},
+    "L03": {
+        "Server": "10",
+        "Bartender": "8",
+        "Busser": "4",
+        "Host": "3",
+        "Line Cook": "2",
+        "Prep Cook": "2",
+        "Dishwasher": "1",
+    },
     "L04": {"Server": "10", "Bartender": "14", "Busser": "5", "Host": "3"},
-    "L05": {"Server": "10", "Bartender": "8", "Busser": "5", "Host": "3", "Line Cook": "2",
-            "Prep Cook": "2", "Dishwasher": "1"},
-    "L06": {"Server": "10", "Bartender": "12", "Busser": "5", "Host": "3", "Line Cook": "2",
-            "Prep Cook": "1.5"},
-    "L07": {"Server": "10", "Bartender": "12", "Busser": "4", "Line Cook": "2",
-            "Prep Cook": "2", "Dishwasher": "1"},
+    "L05": {
+        "Server": "10",
+        "Bartender": "8",
+        "Busser": "5",
+        "Host": "3",
+        "Line Cook": "2",
+        "Prep Cook": "2",
+        "Dishwasher": "1",
+    },
+    "L06": {
+        "Server": "10",
+        "Bartender": "12",
+        "Busser": "5",
+        "Host": "3",
+        "Line Cook": "2",
+        "Prep Cook": "1.5",
+    },
+    "L07": {
+        "Server": "10",
+        "Bartender": "12",
+        "Busser": "4",
+        "Line Cook": "2",
+        "Prep Cook": "2",
+        "Dishwasher": "1",
+    },
     "L08": {"Server": "10", "Bartender": "8", "Busser": "5", "Host": "2.5"},
     "L10": {"Server": "10", "Bartender": "14", "Busser": "5", "Host": "3"},
-    "L11": {"Server": "8", "Bartender": "15", "Busser": "4", "Line Cook": "2",
-            "Dishwasher": "1"},
-    "L12": {"Server": "10", "Bartender": "8", "Busser": "6", "Host": "4", "Line Cook": "2",
-            "Prep Cook": "2", "Dishwasher": "2"},
+    "L11": {"Server": "8", "Bartender": "15", "Busser": "4", "Line Cook": "2", "Dishwasher": "1"},
+    "L12": {
+        "Server": "10",
+        "Bartender": "8",
+        "Busser": "6",
+        "Host": "4",
+        "Line Cook": "2",
+        "Prep Cook": "2",
+        "Dishwasher": "2",
+    },
 }
 CASH_TIP_JOBS = ("Server", "Bartender")
 
@@ -571,9 +843,13 @@ def make_card(rng: random.Random, employee: dict, status: str, numbers: set[str]
     while number in numbers:
         number = f"CFH-{rng.randint(1_000_000, 9_999_999)}"
     numbers.add(number)
-    return {"card_number": number, "issuer": rng.choice(ISSUERS),
-            "issued_on": issued.isoformat(), "expires_on": plus_years(issued, 3).isoformat(),
-            "certificate_url": f"certificates/{number}.pdf"}
+    return {
+        "card_number": number,
+        "issuer": rng.choice(ISSUERS),
+        "issued_on": issued.isoformat(),
+        "expires_on": plus_years(issued, 3).isoformat(),
+        "certificate_url": f"certificates/{number}.pdf",
+    }
 
 
 def certificate_pdf(name: str, card: dict) -> bytes:
@@ -594,15 +870,23 @@ def certificate_pdf(name: str, card: dict) -> bytes:
     pdf.cell(0, 16, "California Food Handler Card", new_x="LMARGIN", new_y="NEXT", align="C")
     pdf.ln(6)
     pdf.set_font("Helvetica", "", 13)
-    for label, value in (("Name", name), ("Card number", card["card_number"]),
-                         ("Issuer", card["issuer"]), ("Issued on", card["issued_on"]),
-                         ("Expires on", card["expires_on"])):
+    for label, value in (
+        ("Name", name),
+        ("Card number", card["card_number"]),
+        ("Issuer", card["issuer"]),
+        ("Issued on", card["issued_on"]),
+        ("Expires on", card["expires_on"]),
+    ):
         pdf.cell(0, 9, f"{label}: {value}", new_x="LMARGIN", new_y="NEXT")
     return bytes(pdf.output())
 
 
-def generate_roster(out: Path, rng: random.Random, rosters: dict[str, list[dict]],
-                    shifts: dict[tuple[str, str], list[dict]]) -> dict:
+def generate_roster(
+    out: Path,
+    rng: random.Random,
+    rosters: dict[str, list[dict]],
+    shifts: dict[tuple[str, str], list[dict]],
+) -> dict:
     """Write roster/employees.json and the certificates; return the bad records by kind."""
     folder = out / "roster"
     certificates = folder / "certificates"
@@ -616,12 +900,18 @@ def generate_roster(out: Path, rng: random.Random, rosters: dict[str, list[dict]
             hired = random_day(rng, date(year, 1, 1), min(date(year, 12, 31), LAST_REGULAR_HIRE))
             first, last = person["employee_name"].lower().split(" ", 1)
             tag = person["employee_id"].replace("-", "").lower()
-            employees.append({
-                "employee_id": person["employee_id"], "name": person["employee_name"],
-                "location_id": loc[0], "job": person["job"],
-                "handles_food": person["job"] != "Host", "hire_date": hired.isoformat(),
-                "email": f"{first}.{last}.{tag}@example.com", "food_handler": None,
-            })
+            employees.append(
+                {
+                    "employee_id": person["employee_id"],
+                    "name": person["employee_name"],
+                    "location_id": loc[0],
+                    "job": person["job"],
+                    "handles_food": person["job"] != "Host",
+                    "hire_date": hired.isoformat(),
+                    "email": f"{first}.{last}.{tag}@example.com",
+                    "food_handler": None,
+                }
+            )
     handlers = [e for e in employees if e["handles_food"]]
     status = {e["employee_id"]: "valid" for e in handlers}
     chosen = rng.sample(range(len(handlers)), sum(CARD_STATUS_COUNTS.values()))
@@ -642,23 +932,41 @@ def generate_roster(out: Path, rng: random.Random, rosters: dict[str, list[dict]
     # locations with a tip policy, one location each.
     worked = {s["employee_id"] for day in shifts.values() for s in day}
     bad: dict = {"emails": {}, "certificates": {}}
-    for kind, loc_id in zip(BAD_EMAILS, rng.sample(sorted(TIP_POLICIES), len(BAD_EMAILS)),
-                            strict=True):
-        employee = rng.choice([e for e in employees if e["location_id"] == loc_id
-                               and e["job"] in CASH_TIP_JOBS and e["employee_id"] in worked
-                               and status[e["employee_id"]] == "valid"])
+    for kind, loc_id in zip(
+        BAD_EMAILS, rng.sample(sorted(TIP_POLICIES), len(BAD_EMAILS)), strict=True
+    ):
+        employee = rng.choice(
+            [
+                e
+                for e in employees
+                if e["location_id"] == loc_id
+                and e["job"] in CASH_TIP_JOBS
+                and e["employee_id"] in worked
+                and status[e["employee_id"]] == "valid"
+            ]
+        )
         first, last = employee["name"].lower().split(" ", 1)
-        employee["email"] = {"empty": "", "invalid": rng.choice(
-            [f"{first}.{last}@", f"{first} {last}@example"]),
-            "refused": f"{first}.{last}@refused.example.com"}[kind]
+        employee["email"] = {
+            "empty": "",
+            "invalid": rng.choice([f"{first}.{last}@", f"{first} {last}@example"]),
+            "refused": f"{first}.{last}@refused.example.com",
+        }[kind]
         bad["emails"][employee["employee_id"]] = kind
     # Bad certificates: on otherwise valid cards, one location each.
-    for kind, loc_id in zip(BAD_CERTIFICATES,
-                            rng.sample([loc[0] for loc in LOCATIONS], len(BAD_CERTIFICATES)),
-                            strict=True):
-        employee = rng.choice([e for e in handlers if e["location_id"] == loc_id
-                               and status[e["employee_id"]] == "valid"
-                               and e["employee_id"] not in bad["emails"]])
+    for kind, loc_id in zip(
+        BAD_CERTIFICATES,
+        rng.sample([loc[0] for loc in LOCATIONS], len(BAD_CERTIFICATES)),
+        strict=True,
+    ):
+        employee = rng.choice(
+            [
+                e
+                for e in handlers
+                if e["location_id"] == loc_id
+                and status[e["employee_id"]] == "valid"
+                and e["employee_id"] not in bad["emails"]
+            ]
+        )
         bad["certificates"][employee["employee_id"]] = kind
 
     for employee in handlers:
@@ -677,22 +985,29 @@ def generate_roster(out: Path, rng: random.Random, rosters: dict[str, list[dict]
         elif kind == "truncated":
             content = content[: len(content) // 3]
         path.write_bytes(content)
-    text = ('{"employees": [\n'  # one employee a line: small, and diffable
-            + ",\n".join(json.dumps(employee) for employee in employees) + "\n]}\n")
+    text = (
+        '{"employees": [\n'  # one employee a line: small, and diffable
+        + ",\n".join(json.dumps(employee) for employee in employees)
+        + "\n]}\n"
+    )
     (folder / "employees.json").write_text(text)
     bad["statuses"] = status
     return bad
 
 
-def generate_tips(out: Path, rng: random.Random, sales_written: set[tuple[str, str]],
-                  shifts: dict[tuple[str, str], list[dict]]) -> None:
+def generate_tips(
+    out: Path,
+    rng: random.Random,
+    sales_written: set[tuple[str, str]],
+    shifts: dict[tuple[str, str], list[dict]],
+) -> None:
     """Write tips/policies.json and the cash tips declared for each location-day that has
     both a sales and a timeclock file."""
     folder = out / "tips"
     folder.mkdir(parents=True, exist_ok=True)
     policies = {
         "note": "Tip pool points per job, by location. Managers and supervisors never share "
-                "(California Labor Code 351). Edit and commit this file to change a policy.",
+        "(California Labor Code 351). Edit and commit this file to change a policy.",
         "policies": {loc_id: {"jobs": jobs} for loc_id, jobs in TIP_POLICIES.items()},
     }
     (folder / "policies.json").write_text(json.dumps(policies, indent=1, sort_keys=True) + "\n")
@@ -700,8 +1015,9 @@ def generate_tips(out: Path, rng: random.Random, sales_written: set[tuple[str, s
         if key not in sales_written:
             continue
         day, loc_id = key
-        declaring = sorted({s["employee_id"]: s["job"] for s in shifts[key]
-                            if s["job"] in CASH_TIP_JOBS}.items())
+        declaring = sorted(
+            {s["employee_id"]: s["job"] for s in shifts[key] if s["job"] in CASH_TIP_JOBS}.items()
+        )
         rows = []
         for employee_id, job in declaring:
             if rng.random() < 0.2:
@@ -712,15 +1028,20 @@ def generate_tips(out: Path, rng: random.Random, sales_written: set[tuple[str, s
                 cents = rng.randint(1, 240) * 25  # $0.25 to $60
             rows.append({"employee_id": employee_id, "amount": f"{cents // 100}.{cents % 100:02d}"})
         head = json.dumps({"location_id": loc_id, "business_date": day})
-        text = (head[:-1] + ', "declarations": [\n'  # one declaration a line
-                + ",\n".join(json.dumps(row) for row in rows) + "\n]}\n")
+        text = (
+            head[:-1]
+            + ', "declarations": [\n'  # one declaration a line
+            + ",\n".join(json.dumps(row) for row in rows)
+            + "\n]}\n"
+        )
         (out / "sales" / day / f"{loc_id}.cash-tips.json").write_text(text)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path,
-                        default=Path(__file__).resolve().parent.parent / "sample_data")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parent.parent / "sample_data"
+    )
     parser.add_argument("--seed", type=int, default=SEED)
     args = parser.parse_args()
     sales_written = generate_sales(args.out, random.Random(args.seed))

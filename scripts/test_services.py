@@ -130,15 +130,23 @@ def ensure_packages(packages: list[str]) -> None:
         return
     command = f"apt-get install -y {' '.join(packages)}"
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise ServiceError(f"missing: {' '.join(packages)}; install them with (as root):\n"
-                           f"    {command}")
+        raise ServiceError(
+            f"missing: {' '.join(packages)}; install them with (as root):\n    {command}"
+        )
     log(f"installing {' '.join(packages)}: apt-get update && {command}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], env=env, check=True)
     subprocess.run(["apt-get", "install", "-y", "-qq", *packages], env=env, check=True)
-    still = [p for p in packages if p in missing_packages(
-        postgres="postgresql" in packages, redis="redis-server" in packages,
-        browser=bool({"chromium", "nginx-light"} & set(packages)))]
+    still = [
+        p
+        for p in packages
+        if p
+        in missing_packages(
+            postgres="postgresql" in packages,
+            redis="redis-server" in packages,
+            browser=bool({"chromium", "nginx-light"} & set(packages)),
+        )
+    ]
     if still:
         raise ServiceError(f"still missing after apt-get install: {' '.join(still)}")
 
@@ -213,8 +221,9 @@ def _wait(proc: subprocess.Popen, ready, what: str, log_path: Path) -> None:
         if proc.poll() is not None:
             raise ServiceError(f"{what} exited with {proc.returncode}:\n{_tail(log_path)}")
         if time.monotonic() > deadline:
-            raise ServiceError(f"{what} did not come up in {START_TIMEOUT:.0f}s:\n"
-                               f"{_tail(log_path)}")
+            raise ServiceError(
+                f"{what} did not come up in {START_TIMEOUT:.0f}s:\n{_tail(log_path)}"
+            )
         time.sleep(0.05)
 
 
@@ -241,9 +250,24 @@ def start_postgres(tmpdir: Path, services: Services) -> str:
     env.pop("PGDATA", None)
     started = time.monotonic()
     initdb = subprocess.run(
-        [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-         "-E", "UTF8", "--no-locale", "--no-sync", "--no-instructions"],
-        cwd=home, env=env, capture_output=True, text=True, **as_user,
+        [
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--no-sync",
+            "--no-instructions",
+        ],
+        cwd=home,
+        env=env,
+        capture_output=True,
+        text=True,
+        **as_user,
     )
     if initdb.returncode != 0:
         raise ServiceError(f"initdb failed:\n{initdb.stdout}{initdb.stderr}")
@@ -254,27 +278,62 @@ def start_postgres(tmpdir: Path, services: Services) -> str:
         started = time.monotonic()
         with open(log_path, "ab") as log_file:
             proc = subprocess.Popen(
-                [str(bindir / "postgres"), "-D", str(data), "-p", str(port),
-                 "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
-                 "-c", "fsync=off", "-c", "synchronous_commit=off",
-                 "-c", "full_page_writes=off", "-c", "max_connections=200"],
-                cwd=home, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
-                stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=_die_with_parent(signal.SIGQUIT), **as_user,
+                [
+                    str(bindir / "postgres"),
+                    "-D",
+                    str(data),
+                    "-p",
+                    str(port),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "unix_socket_directories=",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "max_connections=200",
+                ],
+                cwd=home,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent(signal.SIGQUIT),
+                **as_user,
             )
         services.processes.append(proc)
         pg_isready = [str(bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)]
         try:
-            _wait(proc, lambda pg_isready=pg_isready: subprocess.run(pg_isready).returncode == 0,
-                  "PostgreSQL", log_path)
+            _wait(
+                proc,
+                lambda pg_isready=pg_isready: subprocess.run(pg_isready).returncode == 0,
+                "PostgreSQL",
+                log_path,
+            )
         except ServiceError:
             if proc.poll() is None or _attempt == 2:
                 raise
             continue
         break
     created = subprocess.run(
-        [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-         DATABASE_NAME], env=env, capture_output=True, text=True,
+        [
+            str(bindir / "createdb"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            "postgres",
+            DATABASE_NAME,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     if created.returncode != 0:
         raise ServiceError(f"createdb failed: {created.stderr}")
@@ -303,10 +362,27 @@ def start_redis(tmpdir: Path, services: Services) -> str:
         started = time.monotonic()
         with open(log_path, "ab") as log_file:
             proc = subprocess.Popen(
-                [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", str(home), "--daemonize", "no"],
-                cwd=home, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_die_with_parent(signal.SIGTERM),
+                [
+                    server,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(home),
+                    "--daemonize",
+                    "no",
+                ],
+                cwd=home,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent(signal.SIGTERM),
             )
         services.processes.append(proc)
         try:
@@ -366,8 +442,9 @@ def running_services(
             origin[name], urls[name] = "machine", default
         else:
             origin[name], urls[name] = "own", None
-    services = Services(database_url=urls["postgres"] or "", redis_url=urls["redis"] or "",
-                        origin=origin)
+    services = Services(
+        database_url=urls["postgres"] or "", redis_url=urls["redis"] or "", origin=origin
+    )
     if "own" not in origin.values():
         yield services
         return
@@ -428,14 +505,19 @@ def main(argv: list[str] | None = None) -> int:
     command: list[str] = []
     if "--" in argv:
         at = argv.index("--")
-        argv, command = argv[:at], argv[at + 1:]
+        argv, command = argv[:at], argv[at + 1 :]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mode", choices=MODES, default=os.environ.get("TEST_SERVICES") or "auto",
-                        help="own: throwaway servers whatever answers (env TEST_SERVICES)")
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default=os.environ.get("TEST_SERVICES") or "auto",
+        help="own: throwaway servers whatever answers (env TEST_SERVICES)",
+    )
     parser.add_argument("--default-database-url", default=DEFAULT_DATABASE_URL)
     parser.add_argument("--default-redis-url", default=DEFAULT_REDIS_URL)
-    parser.add_argument("--no-browser-packages", action="store_true",
-                        help="do not check for chromium and nginx")
+    parser.add_argument(
+        "--no-browser-packages", action="store_true", help="do not check for chromium and nginx"
+    )
     args = parser.parse_args(argv)
 
     # A SIGTERM or SIGHUP while servers start (or serve, without a command) stops them too.
@@ -445,29 +527,41 @@ def main(argv: list[str] | None = None) -> int:
     redis_url = os.environ.get("REDIS_URL") or None
     try:
         need_postgres = args.mode == "own" or not (
-            database_url or answers(host_port(args.default_database_url, 5432)))
+            database_url or answers(host_port(args.default_database_url, 5432))
+        )
         need_redis = args.mode == "own" or not (
-            redis_url or answers(host_port(args.default_redis_url, 6379)))
-        ensure_packages(missing_packages(postgres=need_postgres, redis=need_redis,
-                                         browser=not args.no_browser_packages))
+            redis_url or answers(host_port(args.default_redis_url, 6379))
+        )
+        ensure_packages(
+            missing_packages(
+                postgres=need_postgres, redis=need_redis, browser=not args.no_browser_packages
+            )
+        )
         with running_services(
-            mode=args.mode, database_url=database_url, redis_url=redis_url,
+            mode=args.mode,
+            database_url=database_url,
+            redis_url=redis_url,
             default_database_url=args.default_database_url,
             default_redis_url=args.default_redis_url,
         ) as services:
-            for name, url in (("PostgreSQL", services.database_url),
-                              ("Redis", services.redis_url)):
+            for name, url in (("PostgreSQL", services.database_url), ("Redis", services.redis_url)):
                 kind = services.origin["postgres" if name == "PostgreSQL" else "redis"]
                 log(f"{name} ({kind}): {url}")
             if services.tmpdir:
                 times = ", ".join(f"{k} {v:.1f}s" for k, v in services.timings.items())
                 log(f"throwaway servers in {services.tmpdir} ({times})")
-            env = {**os.environ, "DATABASE_URL": services.database_url,
-                   "REDIS_URL": services.redis_url}
+            env = {
+                **os.environ,
+                "DATABASE_URL": services.database_url,
+                "REDIS_URL": services.redis_url,
+            }
             if command:
                 return run_command(command, env)
-            print(f"export DATABASE_URL={services.database_url}\n"
-                  f"export REDIS_URL={services.redis_url}", flush=True)
+            print(
+                f"export DATABASE_URL={services.database_url}\n"
+                f"export REDIS_URL={services.redis_url}",
+                flush=True,
+            )
             if services.tmpdir:
                 log("serving until Ctrl-C")
                 with contextlib.suppress(KeyboardInterrupt):

@@ -62,9 +62,21 @@ class TaskStatusAdmin(admin.ModelAdmin):
     list_per_page = 50
     actions = ["cancel_tasks"]
     fields = (
-        "task_id", "operation", "status", "progress_display", "error", "result_display",
-        "params", "created_display", "updated_display", "expires_display", "version",
-        "launched_by", "request_id", "cancel_requested_by", "document_display",
+        "task_id",
+        "operation",
+        "status",
+        "progress_display",
+        "error",
+        "result_display",
+        "params",
+        "created_display",
+        "updated_display",
+        "expires_display",
+        "version",
+        "launched_by",
+        "request_id",
+        "cancel_requested_by",
+        "document_display",
     )
     readonly_fields = fields
 

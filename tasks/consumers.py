@@ -65,12 +65,11 @@ def _subscription_of(
         raise FrameError("give operation or task_id, not both")
     if operation is not None:
         if not isinstance(operation, str) or operation not in Operation.values:
-            raise FrameError(
-                unknown_operation(operation)
-            )
+            raise FrameError(unknown_operation(operation))
         if operation in hidden:
-            raise FrameError(f"{operation} handles personal data: watching it needs its "
-                             "reader role")
+            raise FrameError(
+                f"{operation} handles personal data: watching it needs its reader role"
+            )
         return routes.operation_key(operation), {"operation": operation}
     if task_id is not None:
         try:
@@ -201,7 +200,8 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
             self._close_code = None
             metrics.WS_OPEN.dec()
             metrics.WS_CLOSED.labels(
-                metrics.close_code_label(None if code == "open" else code)).inc()
+                metrics.close_code_label(None if code == "open" else code)
+            ).inc()
         if getattr(self, "delivery", None) is not None:
             self.delivery.closed = True
         for timer in (getattr(self, "_expiry", None), getattr(self, "_floor_timer", None)):
@@ -258,11 +258,16 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
             await self._send_json({"type": "error", "error": str(exc)})
         except (OperationalError, InterfaceError):
             await self._send_json(
-                {"type": "error", "error": "the database is unavailable; try again later"})
+                {"type": "error", "error": "the database is unavailable; try again later"}
+            )
         except Exception:  # no frame, however hostile, raises out of the consumer
             logger.exception("a WebSocket frame could not be handled")
-            await self._send_json({"type": "error", "error": "the server could not take this "
-                                                               "frame; it was not applied"})
+            await self._send_json(
+                {
+                    "type": "error",
+                    "error": "the server could not take this frame; it was not applied",
+                }
+            )
 
     async def action_ping(self, message: dict) -> None:
         await self._send_json({"type": "pong"})

@@ -129,8 +129,9 @@ def _finish(response: Response, detail: str, extra: dict | None) -> Response:
 
 
 def json_error(status_code: int, detail: str) -> JsonResponse:
-    response = JsonResponse({"detail": detail, "request_id": request_id_var.get()},
-                            status=status_code)
+    response = JsonResponse(
+        {"detail": detail, "request_id": request_id_var.get()}, status=status_code
+    )
     if status_code == status.HTTP_503_SERVICE_UNAVAILABLE:
         response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response

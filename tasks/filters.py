@@ -36,15 +36,13 @@ class ListQuery:
 class TaskListFilters(serializers.Serializer):
     operation = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
     status = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
-    updated_since = serializers.CharField(required=False, allow_blank=True,
-                                          trim_whitespace=False)
+    updated_since = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
     limit = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
     cursor = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
 
     def validate_operation(self, raw: str) -> str:
         if raw not in Operation.values:
-            raise serializers.ValidationError(
-                unknown_operation(raw))
+            raise serializers.ValidationError(unknown_operation(raw))
         return raw
 
     def validate_status(self, raw: str) -> list[str]:
@@ -52,7 +50,8 @@ class TaskListFilters(serializers.Serializer):
         bad = [value for value in values if value not in Status.values]
         if bad or not values:
             raise serializers.ValidationError(
-                f"unknown status {', '.join(bad) or raw!r}; valid: {', '.join(Status.values)}")
+                f"unknown status {', '.join(bad) or raw!r}; valid: {', '.join(Status.values)}"
+            )
         return values
 
     def validate_updated_since(self, raw: str) -> float:
@@ -77,9 +76,17 @@ def parse_list_query(query: Any) -> ListQuery:
         name = next(name for name in names if name in checked.errors)
         raise BadParameter(name, str(checked.errors[name][0]))
     data = checked.validated_data
-    filters = {"operation": raw.get("operation"), "status": raw.get("status"),
-               "updated_since": raw.get("updated_since")}
+    filters = {
+        "operation": raw.get("operation"),
+        "status": raw.get("status"),
+        "updated_since": raw.get("updated_since"),
+    }
     after = read_cursor(raw["cursor"], filters) if "cursor" in raw else None
-    return ListQuery(operation=data.get("operation"), statuses=data.get("status"),
-                     updated_since=data.get("updated_since"),
-                     limit=data.get("limit", DEFAULT_LIMIT), after=after, filters=filters)
+    return ListQuery(
+        operation=data.get("operation"),
+        statuses=data.get("status"),
+        updated_since=data.get("updated_since"),
+        limit=data.get("limit", DEFAULT_LIMIT),
+        after=after,
+        filters=filters,
+    )

@@ -62,8 +62,9 @@ _JOB_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 
 # Label values clients choose are folded into a few, so no client can grow the series.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1011,
-                          4001, 4013, 4401, 4403, 4503})
+_CLOSE_CODES = frozenset(
+    {1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1011, 4001, 4013, 4401, 4403, 4503}
+)
 
 
 class _Metrics:
@@ -76,96 +77,133 @@ class _Metrics:
         self.HTTP_REQUESTS = Counter(
             "tasksite_http_requests_total",
             "HTTP requests answered, by URL pattern name (route), method and status.",
-            ["route", "method", "status"])
+            ["route", "method", "status"],
+        )
         self.HTTP_DURATION = Histogram(
             "tasksite_http_request_duration_seconds",
             "Time to answer an HTTP request in the application, by URL pattern name.",
-            ["route"], buckets=_HTTP_BUCKETS)
+            ["route"],
+            buckets=_HTTP_BUCKETS,
+        )
         # -- WebSocket connections (daphne) --
         self.WS_OPEN = Gauge(
-            "tasksite_websocket_connections", "WebSocket connections open now.",
-            multiprocess_mode="livesum")
+            "tasksite_websocket_connections",
+            "WebSocket connections open now.",
+            multiprocess_mode="livesum",
+        )
         self.WS_OPENED = Counter(
-            "tasksite_websocket_connections_opened_total", "WebSocket connections accepted.")
+            "tasksite_websocket_connections_opened_total", "WebSocket connections accepted."
+        )
         self.WS_CLOSED = Counter(
             "tasksite_websocket_connections_closed_total",
             "WebSocket connections ended, by close code ('none': no close frame).",
-            ["code"])
+            ["code"],
+        )
         self.WS_SLOW_CLOSED = Counter(
             "tasksite_websocket_slow_clients_closed_total",
-            "Clients closed with 4013 for reading too slowly, by reason.", ["reason"])
+            "Clients closed with 4013 for reading too slowly, by reason.",
+            ["reason"],
+        )
         self.WS_DROPPED = Counter(
             "tasksite_websocket_updates_dropped_total",
-            "Updates in the backlog of a client closed with 4013, never sent to it.")
+            "Updates in the backlog of a client closed with 4013, never sent to it.",
+        )
         # -- the hub (daphne) --
         self.HUB_ROUNDS = Counter(
-            "tasksite_hub_rounds_total", "Fan-out rounds that routed at least one update.")
+            "tasksite_hub_rounds_total", "Fan-out rounds that routed at least one update."
+        )
         self.HUB_ROUTED = Counter(
             "tasksite_hub_updates_routed_total",
-            "Updates fanned out to this process's clients (after conflation).")
+            "Updates fanned out to this process's clients (after conflation).",
+        )
         self.HUB_FRAMES = Counter(
             "tasksite_hub_frames_delivered_total",
-            "Update frames handed to clients (one per client per routed update).")
+            "Update frames handed to clients (one per client per routed update).",
+        )
         self.HUB_CONFLATED = Counter(
             "tasksite_hub_updates_conflated_total",
-            "Progress updates the hub replaced by a newer one before the fan-out.")
+            "Progress updates the hub replaced by a newer one before the fan-out.",
+        )
         self.HUB_DROPPED = Counter(
             "tasksite_hub_updates_dropped_total",
-            "Updates the hub did not route: 'stale' (not newer than one routed), "
-            "'malformed'.", ["reason"])
+            "Updates the hub did not route: 'stale' (not newer than one routed), 'malformed'.",
+            ["reason"],
+        )
         self.HUB_LAG = Histogram(
             "tasksite_hub_round_lag_seconds",
             "Age of a round's oldest update when it was fanned out, from the task's "
-            "updated_at (whole seconds: reads 0 to 1 s high).", buckets=_LAG_BUCKETS)
+            "updated_at (whole seconds: reads 0 to 1 s high).",
+            buckets=_LAG_BUCKETS,
+        )
         self.HUB_ROUND_SECONDS = Histogram(
             "tasksite_hub_round_duration_seconds",
-            "Time one fan-out round took.", buckets=_ROUND_BUCKETS)
+            "Time one fan-out round took.",
+            buckets=_ROUND_BUCKETS,
+        )
         self.HUB_RECONNECTS = Counter(
             "tasksite_hub_subscription_reconnects_total",
-            "Times the Redis subscription was restored after it dropped.")
+            "Times the Redis subscription was restored after it dropped.",
+        )
         self.HUB_SUBSCRIPTION_LOST = Counter(
             "tasksite_hub_subscription_failures_total",
-            "Failed or dropped Redis subscription attempts.")
+            "Failed or dropped Redis subscription attempts.",
+        )
         # -- the tracker (any process that reports) --
         self.TRACKER_WRITES = Counter(
             "tasksite_tracker_writes_total",
             "Task status writes: 'create', 'update' (one compare-and-swap), 'locked' "
-            "(made again under a row lock).", ["kind"])
+            "(made again under a row lock).",
+            ["kind"],
+        )
         self.TRACKER_PUBLISHES = Counter(
-            "tasksite_tracker_publishes_total", "Changes published to the updates channel.")
+            "tasksite_tracker_publishes_total", "Changes published to the updates channel."
+        )
         self.TRACKER_PUBLISH_FAILURES = Counter(
             "tasksite_tracker_publish_failures_total",
-            "Changes whose publish failed (logged; catch-up repairs the gap).")
+            "Changes whose publish failed (logged; catch-up repairs the gap).",
+        )
         # -- jobs (Celery workers) --
         self.JOBS_STARTED = Counter(
-            "tasksite_jobs_started_total", "Jobs a worker began to run.", ["operation"])
+            "tasksite_jobs_started_total", "Jobs a worker began to run.", ["operation"]
+        )
         self.JOBS_FINISHED = Counter(
             "tasksite_jobs_finished_total",
             "Jobs ended, by operation and outcome (the task's final status, or "
             "cancelled, missing, skipped, ended elsewhere, database lost).",
-            ["operation", "status"])
+            ["operation", "status"],
+        )
         self.JOB_DURATION = Histogram(
-            "tasksite_job_duration_seconds", "Run time of a job.", ["operation"],
-            buckets=_JOB_BUCKETS)
+            "tasksite_job_duration_seconds",
+            "Run time of a job.",
+            ["operation"],
+            buckets=_JOB_BUCKETS,
+        )
         self.JOBS_WORKER_LOST = Counter(
             "tasksite_jobs_worker_lost_total",
             "Jobs ended 'worker lost', found by the reaper or by a redelivery.",
-            ["operation", "found_by"])
+            ["operation", "found_by"],
+        )
         self.JOBS_CANCELLED = Counter(
             "tasksite_jobs_cancelled_total",
             "Cancel requests, by operation and whether a worker had the job yet.",
-            ["operation", "state"])
+            ["operation", "state"],
+        )
         self.TASKS_PURGED = Counter(
-            "tasksite_tasks_purged_total", "Expired tasks deleted by the purge.")
+            "tasksite_tasks_purged_total", "Expired tasks deleted by the purge."
+        )
         self.TASKS_STALE_FAILED = Counter(
             "tasksite_tasks_stale_failed_total",
-            "Tasks ended failed because their reporter went silent.")
+            "Tasks ended failed because their reporter went silent.",
+        )
         # -- beat --
         self.BEAT_LOCK_HELD = Gauge(
-            "tasksite_beat_lock_held", "1 while this beat holds the lock and sends, else 0.",
-            multiprocess_mode="livemax")
+            "tasksite_beat_lock_held",
+            "1 while this beat holds the lock and sends, else 0.",
+            multiprocess_mode="livemax",
+        )
         self.BEAT_SENT = Counter(
-            "tasksite_beat_entries_sent_total", "Schedule entries this beat sent.", ["entry"])
+            "tasksite_beat_entries_sent_total", "Schedule entries this beat sent.", ["entry"]
+        )
         from prometheus_client import REGISTRY
 
         REGISTRY.register(_ClientConflation())
@@ -180,7 +218,8 @@ class _ClientConflation:
         delivery = sys.modules.get("tasks.live.delivery")
         family = CounterMetricFamily(
             "tasksite_websocket_updates_conflated",
-            "Progress updates a slow client's backlog replaced by a newer one.")
+            "Progress updates a slow client's backlog replaced by a newer one.",
+        )
         family.add_metric([], float(getattr(delivery, "client_conflated", 0)))
         yield family
 
@@ -321,8 +360,11 @@ def _wsgi_app(environ: dict, start_response: Callable) -> list[bytes]:
     request_id = uuid.uuid4().hex
     detail = REFUSAL_DETAILS[status]
     body = (json.dumps({"detail": detail, "request_id": request_id}) + "\n").encode()
-    headers = [("Content-Type", "application/json"), ("X-Request-ID", request_id),
-               ("Content-Length", str(len(body)))]
+    headers = [
+        ("Content-Type", "application/json"),
+        ("X-Request-ID", request_id),
+        ("Content-Length", str(len(body))),
+    ]
     if status == 401:
         headers.append(("WWW-Authenticate", 'Bearer realm="metrics"'))
     reason = {404: "Not Found", 401: "Unauthorized", 405: "Method Not Allowed"}[status]
@@ -348,19 +390,20 @@ def start_exporter(port: int, what: str) -> WSGIServer | None:
     if not port:
         return None
     if not settings.METRICS_TOKEN:
-        logger.warning("%s metrics: METRICS_TOKEN is not set; not serving /metrics on "
-                       "port %s", what, port)
+        logger.warning(
+            "%s metrics: METRICS_TOKEN is not set; not serving /metrics on port %s", what, port
+        )
         return None
     addr = settings.METRICS_ADDR
     server_class = _Server6 if ":" in addr else _Server
     try:
-        server = make_server(addr, port, _wsgi_app, server_class=server_class,
-                             handler_class=_QuietHandler)
+        server = make_server(
+            addr, port, _wsgi_app, server_class=server_class, handler_class=_QuietHandler
+        )
     except OSError as exc:  # a busy port must not stop the jobs
         logger.error("%s metrics: cannot listen on %s:%s (%s)", what, addr, port, exc)
         return None
-    threading.Thread(target=server.serve_forever, name=f"metrics-{what}",
-                     daemon=True).start()
+    threading.Thread(target=server.serve_forever, name=f"metrics-{what}", daemon=True).start()
     logger.info("%s metrics on http://%s:%s/metrics", what, addr, port)
     return server
 
@@ -384,8 +427,10 @@ def use_multiprocess_dir() -> None:
 
         atexit.register(shutil.rmtree, path, True)
     if defined():
-        logger.warning("metrics were made before multiprocess mode was chosen; "
-                       "children's counts may be missing")
+        logger.warning(
+            "metrics were made before multiprocess mode was chosen; "
+            "children's counts may be missing"
+        )
     if "prometheus_client.values" in sys.modules:  # imported: choose file-backed values now
         from prometheus_client import values
 

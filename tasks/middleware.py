@@ -49,8 +49,11 @@ class RequestIDMiddleware:
         # One access line per request, carrying the request id (daphne's own
         # access log cannot); the logging filter redacts tokens in the query.
         access_logger.info(
-            "%s %s %s %.1fms", request.method, request.get_full_path(),
-            response.status_code, (time.perf_counter() - began) * 1000,
+            "%s %s %s %.1fms",
+            request.method,
+            request.get_full_path(),
+            response.status_code,
+            (time.perf_counter() - began) * 1000,
         )
         return response
 
@@ -58,7 +61,8 @@ class RequestIDMiddleware:
         """A page (not a REST view, which answers for itself) whose database is down: 503."""
         if isinstance(exception, OperationalError | InterfaceError):
             logging.getLogger(__name__).warning(
-                "database unavailable: %s", exception.__class__.__name__)
+                "database unavailable: %s", exception.__class__.__name__
+            )
             return json_error(503, DATABASE_DOWN)
         return None
 

@@ -137,8 +137,9 @@ class TaskEvent(models.Model):
         STATUS = "status"
         CANCEL_REQUESTED = "cancel_requested"
 
-    task = models.ForeignKey(TaskStatus, on_delete=models.DO_NOTHING, db_constraint=False,
-                             related_name="events")
+    task = models.ForeignKey(
+        TaskStatus, on_delete=models.DO_NOTHING, db_constraint=False, related_name="events"
+    )
     version = models.PositiveIntegerField()
     at = models.FloatField()
     kind = models.CharField(max_length=24, choices=Kind.choices, default=Kind.STATUS)

@@ -64,15 +64,17 @@ def param_fields(serializer_class: type[serializers.Serializer]) -> list[dict[st
     fields = []
     for name, field in serializer_class().fields.items():
         default = None if field.default is serializers.empty else field.default
-        fields.append({
-            "name": name,
-            "label": (field.label or name.replace("_", " ")).capitalize(),
-            "kind": _input_kind(field),
-            "help": str(field.help_text or ""),
-            "required": bool(field.required),
-            "checked": default is True,
-            "choices": list(getattr(field, "choices", {}).items()),
-        })
+        fields.append(
+            {
+                "name": name,
+                "label": (field.label or name.replace("_", " ")).capitalize(),
+                "kind": _input_kind(field),
+                "help": str(field.help_text or ""),
+                "required": bool(field.required),
+                "checked": default is True,
+                "choices": list(getattr(field, "choices", {}).items()),
+            }
+        )
     return fields
 
 
@@ -82,13 +84,15 @@ def _operations(hidden: frozenset[str]) -> list[dict[str, Any]]:
         if value in hidden:
             continue
         spec = OPERATIONS.get(value)
-        out.append({
-            "name": value,
-            "label": label,
-            "description": spec.description if spec else "",
-            "available": bool(spec and spec.available),
-            "fields": param_fields(spec.params_serializer) if spec else [],
-        })
+        out.append(
+            {
+                "name": value,
+                "label": label,
+                "description": spec.description if spec else "",
+                "available": bool(spec and spec.available),
+                "fields": param_fields(spec.params_serializer) if spec else [],
+            }
+        )
     return out
 
 
@@ -126,8 +130,11 @@ def monitor(request: HttpRequest) -> HttpResponse:
     repeat = selectors.get_task(request.GET.get("rerun", ""), hidden=hidden)
     if repeat is not None and repeat.is_terminal and can_run(request.user):
         # "Run again": the Run form opens with the run's parameters, to check or edit.
-        extra["rerun"] = {"taskId": str(repeat.task_id), "operation": repeat.operation,
-                          "params": repeat.params or {}}
+        extra["rerun"] = {
+            "taskId": str(repeat.task_id),
+            "operation": repeat.operation,
+            "params": repeat.params or {},
+        }
     operations = _operations(hidden)
     context = {
         "operations": operations,
@@ -158,17 +165,20 @@ def task_page(request: HttpRequest, task_id: str) -> HttpResponse:
     document = task_document(task)
     events = [event_document(event) for event in selectors.task_events(task)]
     since = int(time.time()) - SINCE_MARGIN_SECONDS
-    context.update({
-        "task": task,
-        "document": document,
-        "events": events,
-        "operation_label": Operation(task.operation).label,
-        "status_word": status_word(task.status),
-        "result_json": json.dumps(task.result, indent=2, ensure_ascii=False),
-        "params_json": json.dumps(task.params, indent=2, ensure_ascii=False)
-        if task.params else "",
-        "can_run": can_run(request.user),
-        "can_run_again": can_run(request.user) and OPERATIONS[task.operation].available,
-        "config": _page_config(request, hidden, since=since, taskId=str(task.task_id)),
-    })
+    context.update(
+        {
+            "task": task,
+            "document": document,
+            "events": events,
+            "operation_label": Operation(task.operation).label,
+            "status_word": status_word(task.status),
+            "result_json": json.dumps(task.result, indent=2, ensure_ascii=False),
+            "params_json": json.dumps(task.params, indent=2, ensure_ascii=False)
+            if task.params
+            else "",
+            "can_run": can_run(request.user),
+            "can_run_again": can_run(request.user) and OPERATIONS[task.operation].available,
+            "config": _page_config(request, hidden, since=since, taskId=str(task.task_id)),
+        }
+    )
     return render(request, "tasks/detail.html", context)

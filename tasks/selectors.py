@@ -15,8 +15,9 @@ from .models import TaskEvent, TaskStatus
 NOTHING_HIDDEN: frozenset[str] = frozenset()
 
 
-def visible_tasks(*, now: float | None = None,
-                  hidden: frozenset[str] = NOTHING_HIDDEN) -> QuerySet[TaskStatus]:
+def visible_tasks(
+    *, now: float | None = None, hidden: frozenset[str] = NOTHING_HIDDEN
+) -> QuerySet[TaskStatus]:
     """Every task that has not expired, whether or not the purge has run yet."""
     qs = TaskStatus.objects.filter(expires_at__gt=time.time() if now is None else now)
     return qs.exclude(operation__in=hidden) if hidden else qs

@@ -58,24 +58,35 @@ class TaskStatusSerializer(serializers.Serializer):
 class LaunchSerializer(serializers.Serializer):
     operation = serializers.ChoiceField(
         choices=Operation.choices,
-        error_messages={
-            "invalid_choice": UNKNOWN_OPERATION
-        },
+        error_messages={"invalid_choice": UNKNOWN_OPERATION},
     )
     params = serializers.DictField(required=False, default=dict)
     rerun_of = serializers.UUIDField(
-        required=False, allow_null=True, default=None,
-        help_text="The finished task this launch repeats (\"Run again\"); same operation.")
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text='The finished task this launch repeats ("Run again"); same operation.',
+    )
 
 
 def event_document(event: TaskEvent) -> dict[str, Any]:
     """One entry of a task's timeline (``GET /task-status/{id}/events``)."""
     progress = None
     if event.progress_current is not None:
-        progress = {"current": event.progress_current, "total": event.progress_total or 0,
-                    "message": event.progress_message}
-    return {"version": event.version, "at": int(event.at), "kind": event.kind,
-            "status": event.status, "progress": progress, "error": event.error, "by": event.by}
+        progress = {
+            "current": event.progress_current,
+            "total": event.progress_total or 0,
+            "message": event.progress_message,
+        }
+    return {
+        "version": event.version,
+        "at": int(event.at),
+        "kind": event.kind,
+        "status": event.status,
+        "progress": progress,
+        "error": event.error,
+        "by": event.by,
+    }
 
 
 class TaskEventSerializer(serializers.Serializer):

@@ -33,6 +33,10 @@ def send_task_finished(task: TaskStatus) -> None:
         return
     for receiver, response in responses:
         if isinstance(response, BaseException):
-            logger.error("task %s: task_finished receiver %s failed: %r", task.task_id,
-                         getattr(receiver, "__qualname__", receiver), response,
-                         exc_info=response)
+            logger.error(
+                "task %s: task_finished receiver %s failed: %r",
+                task.task_id,
+                getattr(receiver, "__qualname__", receiver),
+                response,
+                exc_info=response,
+            )

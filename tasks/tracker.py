@@ -160,10 +160,18 @@ def _event_of(before: TaskStatus, after: TaskStatus) -> TaskEvent | None:
         kind, by = TaskEvent.Kind.STATUS, ""
     else:
         return None
-    return TaskEvent(task_id=after.task_id, version=after.version, at=after.updated_at,
-                     kind=kind, status=after.status, progress_current=after.progress_current,
-                     progress_total=after.progress_total,
-                     progress_message=after.progress_message, error=after.error, by=by)
+    return TaskEvent(
+        task_id=after.task_id,
+        version=after.version,
+        at=after.updated_at,
+        kind=kind,
+        status=after.status,
+        progress_current=after.progress_current,
+        progress_total=after.progress_total,
+        progress_message=after.progress_message,
+        error=after.error,
+        by=by,
+    )
 
 
 def _apply(task: TaskStatus, mutate: Mutation, check_cancel: bool) -> int:
@@ -264,9 +272,14 @@ def _create(
             rerun_of=rerun_of,
         )
         metrics.TRACKER_WRITES.labels("create").inc()
-        TaskEvent.objects.create(task_id=task.task_id, version=1, at=now, status=task.status,
-                                 progress_current=task.progress_current,
-                                 progress_total=task.progress_total)
+        TaskEvent.objects.create(
+            task_id=task.task_id,
+            version=1,
+            at=now,
+            status=task.status,
+            progress_current=task.progress_current,
+            progress_total=task.progress_total,
+        )
         _publish_after_commit(task)
     return task
 
@@ -396,8 +409,11 @@ class TaskHandle:
             cursor.execute(
                 f"UPDATE {table} SET heartbeat_at = %s WHERE task_id = %s "
                 f"AND status NOT IN ({', '.join(['%s'] * len(TERMINAL_STATUSES))})",
-                [_now(), TaskStatus._meta.pk.get_db_prep_value(self.task_id, connection),
-                 *sorted(TERMINAL_STATUSES)],
+                [
+                    _now(),
+                    TaskStatus._meta.pk.get_db_prep_value(self.task_id, connection),
+                    *sorted(TERMINAL_STATUSES),
+                ],
             )
 
     def _write(self, mutate: Mutation, *, check_cancel: bool = False) -> None:
@@ -411,15 +427,23 @@ class TaskHandle:
             except DATABASE_ERRORS as exc:
                 _discard_broken_connection()
                 if self._is_plain_progress(mutate):
-                    logger.warning("task %s: progress not written (%s); the next change "
-                                   "carries it", self.task_id, exc.__class__.__name__)
+                    logger.warning(
+                        "task %s: progress not written (%s); the next change carries it",
+                        self.task_id,
+                        exc.__class__.__name__,
+                    )
                     return None
                 if time.monotonic() + delay > deadline:
                     raise DatabaseUnavailable(
                         f"the database was unreachable for {settings.TRACKER_RETRY_SECONDS:g}s "
-                        f"({exc.__class__.__name__})") from exc
-                logger.warning("task %s: database unreachable (%s); retrying in %.2fs",
-                               self.task_id, exc.__class__.__name__, delay)
+                        f"({exc.__class__.__name__})"
+                    ) from exc
+                logger.warning(
+                    "task %s: database unreachable (%s); retrying in %.2fs",
+                    self.task_id,
+                    exc.__class__.__name__,
+                    delay,
+                )
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -503,8 +527,11 @@ class _Heartbeat(threading.Thread):
                 try:
                     self.handle.beat()
                 except DATABASE_ERRORS as exc:  # a missed beat is survivable
-                    logger.warning("task %s: heartbeat not written (%s)", self.handle.task_id,
-                                   exc.__class__.__name__)
+                    logger.warning(
+                        "task %s: heartbeat not written (%s)",
+                        self.handle.task_id,
+                        exc.__class__.__name__,
+                    )
                     _discard_broken_connection()
         finally:
             connection.close()
@@ -540,7 +567,11 @@ def create_task(
     """Create a task in ``started`` without running anything (a launch); ``rerun_of`` names
     the finished run it repeats."""
     task = _create(
-        operation, total=total, request_id=request_id, params=params, launched_by=launched_by,
+        operation,
+        total=total,
+        request_id=request_id,
+        params=params,
+        launched_by=launched_by,
         rerun_of=rerun_of,
     )
     return TaskHandle(task)
@@ -621,8 +652,10 @@ def _fail_if_silent(task_id: str, cutoff: float, bound: int) -> bool:
         if last >= cutoff:
             raise _SpokeUp
         task.status = Status.FAILED
-        task.error = (f"no report for {_duration(bound)}: its reporter went silent "
-                      f"(last sign of life {_duration(int(_now() - last))} ago)")
+        task.error = (
+            f"no report for {_duration(bound)}: its reporter went silent "
+            f"(last sign of life {_duration(int(_now() - last))} ago)"
+        )
 
     try:
         _change(task_id, mutate)
@@ -661,10 +694,8 @@ def purge_expired(*, batch_size: int = 10000, now: float | None = None) -> int:
         with transaction.atomic(), connection.cursor() as cursor:
             # The timeline goes with its task (the batch is read twice in one write
             # transaction, which SQLite serialises: both see the same rows).
-            cursor.execute(f"DELETE FROM {events} WHERE task_id IN ({batch})",
-                           [cutoff, batch_size])
-            cursor.execute(f"DELETE FROM {table} WHERE task_id IN ({batch})",
-                           [cutoff, batch_size])
+            cursor.execute(f"DELETE FROM {events} WHERE task_id IN ({batch})", [cutoff, batch_size])
+            cursor.execute(f"DELETE FROM {table} WHERE task_id IN ({batch})", [cutoff, batch_size])
             count = cursor.rowcount
         removed += count
         if count < batch_size:

@@ -143,8 +143,9 @@ class TaskCancelView(APIView):
 
     @extend_schema(request=None, responses={202: TaskStatusSerializer})
     def post(self, request: Request, task_id: str) -> Response:
-        task = services.cancel_task(task_id, by=request.user.get_username(),
-                                    hidden=hidden_for_request(request))
+        task = services.cancel_task(
+            task_id, by=request.user.get_username(), hidden=hidden_for_request(request)
+        )
         return Response(task_document(task), status=status.HTTP_202_ACCEPTED)
 
 

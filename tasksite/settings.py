@@ -262,9 +262,7 @@ TIMECLOCK_SOURCE_URL = os.environ.get(
 INVOICE_SOURCE_URL = os.environ.get(
     "INVOICE_SOURCE_URL", f"file://{BASE_DIR / 'sample_data' / 'invoices'}"
 )
-ACCOUNTING_TARGET_URL = os.environ.get(
-    "ACCOUNTING_TARGET_URL", f"file://{VAR_DIR / 'accounting'}"
-)
+ACCOUNTING_TARGET_URL = os.environ.get("ACCOUNTING_TARGET_URL", f"file://{VAR_DIR / 'accounting'}")
 ROSTER_SOURCE_URL = os.environ.get(
     "ROSTER_SOURCE_URL", f"file://{BASE_DIR / 'sample_data' / 'roster'}"
 )

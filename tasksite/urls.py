@@ -16,8 +16,11 @@ urlpatterns = [
     path("documents/<str:token>", DocumentView.as_view(), name="document-download"),
     # What runs next, what ran last, who is working (operations/overview.py).
     re_path(r"^operations/?$", OperationsView.as_view(), name="operations"),
-    re_path(r"^operations/(?P<operation>[a-z_]+)/stats/?$", OperationStatsView.as_view(),
-            name="operation-stats"),
+    re_path(
+        r"^operations/(?P<operation>[a-z_]+)/stats/?$",
+        OperationStatsView.as_view(),
+        name="operation-stats",
+    ),
     re_path(r"^schedule/?$", operation_pages.schedule_page, name="schedule-page"),
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),

@@ -19,8 +19,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def staff(django_user_model) -> Client:
-    django_user_model.objects.create_user("boss", password="pw", is_staff=True,
-                                          is_superuser=True)
+    django_user_model.objects.create_user("boss", password="pw", is_staff=True, is_superuser=True)
     client = Client()
     client.login(username="boss", password="pw")
     return client
@@ -80,8 +79,10 @@ def test_cancel_action_ends_queued_asks_running_and_leaves_finished_ones(staff):
     finished.complete(None)
     response = staff.post(
         "/admin/tasks/taskstatus/",
-        {"action": "cancel_tasks",
-         "_selected_action": [queued.task_id, running.task_id, finished.task_id]},
+        {
+            "action": "cancel_tasks",
+            "_selected_action": [queued.task_id, running.task_id, finished.task_id],
+        },
         follow=True,
     )
     assert response.status_code == 200
@@ -99,15 +100,29 @@ def test_cancel_action_ends_queued_asks_running_and_leaves_finished_ones(staff):
 
 def test_job_outputs_are_browsable(staff):
     DailySalesSummary.objects.create(
-        business_date=datetime.date(2025, 6, 10), location_id="L01", location_name="Midtown",
-        gross_sales=Decimal("100.00"), net_sales=Decimal("90.00"), discounts=Decimal("5.00"),
-        voids=Decimal("0"), refunds=Decimal("5.00"), tax=Decimal("8.00"), tips=Decimal("12.00"),
-        service_charges=Decimal("0"), guest_count=10, check_count=4,
+        business_date=datetime.date(2025, 6, 10),
+        location_id="L01",
+        location_name="Midtown",
+        gross_sales=Decimal("100.00"),
+        net_sales=Decimal("90.00"),
+        discounts=Decimal("5.00"),
+        voids=Decimal("0"),
+        refunds=Decimal("5.00"),
+        tax=Decimal("8.00"),
+        tips=Decimal("12.00"),
+        service_charges=Decimal("0"),
+        guest_count=10,
+        check_count=4,
         average_check=Decimal("22.50"),
     )
     Invoice.objects.create(
-        vendor_id="V01", invoice_number="INV-1", invoice_date=datetime.date(2025, 6, 1),
-        subtotal=Decimal("10"), tax=Decimal("1"), total=Decimal("11"), content_hash="h",
+        vendor_id="V01",
+        invoice_number="INV-1",
+        invoice_date=datetime.date(2025, 6, 1),
+        subtotal=Decimal("10"),
+        tax=Decimal("1"),
+        total=Decimal("11"),
+        content_hash="h",
     )
     for path in ("dailysalessummary", "invoice", "accountingexport", "syncwatermark", "jobrun"):
         response = staff.get(f"/admin/operations/{path}/")

@@ -68,8 +68,13 @@ def http_receiver(port: int = 0) -> Iterator[Receiver]:
         def do_POST(self) -> None:  # noqa: N802 (http.server's name)
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             with receiver.lock:
-                receiver.requests.append({"path": self.path, "body": body,
-                                          "content_type": self.headers.get("Content-Type")})
+                receiver.requests.append(
+                    {
+                        "path": self.path,
+                        "body": body,
+                        "content_type": self.headers.get("Content-Type"),
+                    }
+                )
                 status, headers = receiver.script.pop(0) if receiver.script else (200, {})
             if receiver.delay:
                 time.sleep(receiver.delay)
@@ -102,8 +107,9 @@ def queue(settings) -> str:
     name = f"test-alerts-{uuid.uuid4().hex[:10]}"
     settings.CELERY_TASK_DEFAULT_QUEUE = name
     yield name
-    redis.Redis.from_url(settings.REDIS_URL).delete(name, f"{name}-beat:lock",
-                                                    f"{name}-beat:last-run")
+    redis.Redis.from_url(settings.REDIS_URL).delete(
+        name, f"{name}-beat:lock", f"{name}-beat:last-run"
+    )
 
 
 @pytest.fixture
@@ -143,9 +149,13 @@ def queued_alerts(queue: str) -> list[str]:
     return found
 
 
-def failed_task(operation: str = "daily_sales", *, error: str = "sales source unusable: boom",
-                errors: tuple[str, ...] = ("L03: export missing",),
-                launched_by: str = "alice") -> str:
+def failed_task(
+    operation: str = "daily_sales",
+    *,
+    error: str = "sales source unusable: boom",
+    errors: tuple[str, ...] = ("L03: export missing",),
+    launched_by: str = "alice",
+) -> str:
     handle = tracker.create_task(operation, launched_by=launched_by)
     for message in errors:
         handle.error(message)
@@ -157,7 +167,8 @@ def failed_task(operation: str = "daily_sales", *, error: str = "sales source un
 
 
 def test_a_failed_task_alerts_once_by_email_and_webhook_with_the_right_content(
-        routes, smtp, hook, queue):
+    routes, smtp, hook, queue
+):
     task_id = failed_task()
     # The tracker's commit enqueued the alert; nothing was sent by the writer itself.
     assert queued_alerts(queue) == [repr([task_id])]
@@ -172,10 +183,17 @@ def test_a_failed_task_alerts_once_by_email_and_webhook_with_the_right_content(
     assert message["From"] == "Task status <tasks@example.com>"
     assert message.get_content_type() == "text/plain"
     body = message.get_content()
-    for line in ("Daily sales processing (daily_sales) failed.",
-                 "Operation: Daily sales processing (daily_sales)", "Status: failed",
-                 f"Task: {task_id}", f"Link: {BASE}/tasks/{task_id}", "Launched by: alice",
-                 "Duration: 0 s", "Errors: 1", "Error: sales source unusable: boom"):
+    for line in (
+        "Daily sales processing (daily_sales) failed.",
+        "Operation: Daily sales processing (daily_sales)",
+        "Status: failed",
+        f"Task: {task_id}",
+        f"Link: {BASE}/tasks/{task_id}",
+        "Launched by: alice",
+        "Duration: 0 s",
+        "Errors: 1",
+        "Error: sales source unusable: boom",
+    ):
         assert line in body, (line, body)
 
     [request] = hook.requests
@@ -219,9 +237,12 @@ def test_routes_per_operation_and_status_from_the_admin(settings, smtp, queue):
     settings.ALERT_EMAILS = []
     settings.ALERT_WEBHOOK_URL = ""
     settings.PUBLIC_BASE_URL = ""
-    AlertRoute.objects.create(name="AP", operation="invoice_sync",
-                              emails="ap@example.com, both@example.com",
-                              on_completed_with_errors=False)
+    AlertRoute.objects.create(
+        name="AP",
+        operation="invoice_sync",
+        emails="ap@example.com, both@example.com",
+        on_completed_with_errors=False,
+    )
     AlertRoute.objects.create(name="everyone", emails="all@example.com\nBoth@example.com")
     AlertRoute.objects.create(name="sales", operation="daily_sales", emails="sales@example.com")
     AlertRoute.objects.create(name="off", emails="off@example.com", enabled=False)
@@ -230,8 +251,7 @@ def test_routes_per_operation_and_status_from_the_admin(settings, smtp, queue):
     handle.error("vendor V9 unknown")
     handle.complete({})
     assert send_alerts(handle.task_id) == 2  # completed_with_errors: not the AP route
-    assert sorted(m.rcpt_tos[0] for m in smtp.received) == ["Both@example.com",
-                                                            "all@example.com"]
+    assert sorted(m.rcpt_tos[0] for m in smtp.received) == ["Both@example.com", "all@example.com"]
     body = smtp.received[0].message.get_content()
     assert "Status: completed_with_errors" in body and "Link:" not in body
     assert "Error: vendor V9 unknown" in body
@@ -239,7 +259,10 @@ def test_routes_per_operation_and_status_from_the_admin(settings, smtp, queue):
     failed = failed_task("invoice_sync")
     assert send_alerts(failed) == 3  # an address two routes name is sent to once
     assert sorted(m.rcpt_tos[0] for m in smtp.received[2:]) == [
-        "all@example.com", "ap@example.com", "both@example.com"]
+        "all@example.com",
+        "ap@example.com",
+        "both@example.com",
+    ]
 
 
 def test_a_webhook_500_then_200_is_retried_and_delivered_once(routes, smtp, hook):
@@ -257,7 +280,8 @@ def test_a_webhook_500_then_200_is_retried_and_delivered_once(routes, smtp, hook
 
 @pytest.mark.parametrize("trouble", ["down", "slow", "failing"])
 def test_a_receiver_in_trouble_blocks_nothing_fails_nothing_and_is_logged(
-        routes, smtp, hook, caplog, trouble):
+    routes, smtp, hook, caplog, trouble
+):
     down_port = free_port()
     if trouble == "down":
         routes.ALERT_WEBHOOK_URL = f"http://127.0.0.1:{down_port}{SECRET_PATH}"
@@ -319,9 +343,11 @@ def test_a_refused_webhook_is_not_retried(routes, smtp, hook):
 
 
 def test_a_personal_data_operation_s_alert_carries_no_error_text(routes, smtp, hook):
-    task_id = failed_task("transform_tips",
-                          error="employee E0042 (Jane Doe): no eligible hours",
-                          errors=("employee E0042 (Jane Doe): policy refused",))
+    task_id = failed_task(
+        "transform_tips",
+        error="employee E0042 (Jane Doe): no eligible hours",
+        errors=("employee E0042 (Jane Doe): policy refused",),
+    )
     assert send_alerts(task_id) == 2
     body = smtp.received[0].message.get_content()
     text = hook.bodies[0]["text"]
@@ -334,8 +360,12 @@ def test_a_personal_data_operation_s_alert_carries_no_error_text(routes, smtp, h
 def test_worker_lost_and_stale_tasks_alert(routes, smtp, hook, queue):
     # The reaper: a run whose lease ran out.
     lost = tracker.create_task("daily_sales", launched_by="schedule").task_id
-    JobRun.objects.create(task_id=lost, operation="daily_sales", worker="dead:1",
-                          lease_until=timezone.now() - timedelta(seconds=1))
+    JobRun.objects.create(
+        task_id=lost,
+        operation="daily_sales",
+        worker="dead:1",
+        lease_until=timezone.now() - timedelta(seconds=1),
+    )
     assert runner.reap_lost_jobs() == 1
     # The stale check: a reporter that went silent.
     silent = tracker.create_task("invoice_sync", launched_by="bob").task_id
@@ -344,14 +374,19 @@ def test_worker_lost_and_stale_tasks_alert(routes, smtp, hook, queue):
 
     assert send_alerts(lost) == 2 and send_alerts(silent) == 2
     bodies = {m.message["Subject"]: m.message.get_content() for m in smtp.received}
-    assert "Error: worker lost: dead:1 stopped renewing its lease" in bodies[
-        "[tasks] daily_sales failed"]
-    assert "Error: no report for 15 min: its reporter went silent" in bodies[
-        "[tasks] invoice_sync failed"]
+    assert (
+        "Error: worker lost: dead:1 stopped renewing its lease"
+        in bodies["[tasks] daily_sales failed"]
+    )
+    assert (
+        "Error: no report for 15 min: its reporter went silent"
+        in bodies["[tasks] invoice_sync failed"]
+    )
 
 
 def test_the_not_started_check_alerts_once_for_each_scheduled_run_no_worker_took(
-        routes, smtp, hook):
+    routes, smtp, hook
+):
     stuck = tracker.create_task("daily_sales", launched_by="schedule").task_id
     taken = tracker.create_task("invoice_sync", launched_by="schedule").task_id
     runner.claim(taken, "invoice_sync", "busy:1")  # a worker has it
@@ -366,24 +401,36 @@ def test_the_not_started_check_alerts_once_for_each_scheduled_run_no_worker_took
     body = mail.message.get_content()
     assert "No worker took the scheduled run of daily_sales within 10 min." in body
     assert f"Task: {stuck}" in body and "Launched by: schedule" in body
-    assert "No worker took the scheduled run of daily_sales within 10 min." in (
-        hook.bodies[0]["text"])
+    assert (
+        "No worker took the scheduled run of daily_sales within 10 min." in (hook.bodies[0]["text"])
+    )
 
     # When the stale check ends it, that is another event and it is told too.
     tracker.fail_stale_tasks(now=now + 901)
     assert send_alerts(stuck) == 2
     assert [m.message["Subject"] for m in smtp.received] == [
-        "[tasks] daily_sales: scheduled run not started", "[tasks] daily_sales failed"]
+        "[tasks] daily_sales: scheduled run not started",
+        "[tasks] daily_sales failed",
+    ]
 
 
 # -- real processes ----------------------------------------------------------------
 
 
 def alert_env(queue: str, smtp: Any, hook: Receiver, **extra: str) -> dict[str, str]:
-    return env_for(queue, EMAIL_HOST=smtp.host, EMAIL_PORT=str(smtp.port), EMAIL_USE_TLS="0",
-                   EMAIL_HOST_USER="", EMAIL_HOST_PASSWORD="", EMAIL_URL="",
-                   ALERT_EMAILS="ops@example.com", ALERT_WEBHOOK_URL=hook.url,
-                   PUBLIC_BASE_URL=BASE, **extra)
+    return env_for(
+        queue,
+        EMAIL_HOST=smtp.host,
+        EMAIL_PORT=str(smtp.port),
+        EMAIL_USE_TLS="0",
+        EMAIL_HOST_USER="",
+        EMAIL_HOST_PASSWORD="",
+        EMAIL_URL="",
+        ALERT_EMAILS="ops@example.com",
+        ALERT_WEBHOOK_URL=hook.url,
+        PUBLIC_BASE_URL=BASE,
+        **extra,
+    )
 
 
 @pytest.mark.slow
@@ -392,9 +439,12 @@ def test_a_job_failing_on_a_real_worker_alerts_through_it(smtp, hook, queue, tmp
 
     env = alert_env(queue, smtp, hook, SALES_SOURCE_URL=f"file://{tmp_path / 'nowhere'}")
     with celery_process("worker", env, tmp_path, "ready.") as worker:
-        task_id = services.launch("daily_sales", {"business_date": "2025-06-05"},
-                                  request_id=f"alerts-{uuid.uuid4().hex[:6]}",
-                                  user_label="alice")
+        task_id = services.launch(
+            "daily_sales",
+            {"business_date": "2025-06-05"},
+            request_id=f"alerts-{uuid.uuid4().hex[:6]}",
+            user_label="alice",
+        )
         wait_for(lambda: smtp.received and hook.requests, 30, "the alerts")
         time.sleep(1)  # nothing more comes
         log = worker.log_path.read_text(errors="replace")
@@ -407,7 +457,8 @@ def test_a_job_failing_on_a_real_worker_alerts_through_it(smtp, hook, queue, tmp
 
 @pytest.mark.slow
 def test_a_real_beat_alerts_a_scheduled_run_no_worker_took_without_any_worker(
-        smtp, hook, queue, tmp_path):
+    smtp, hook, queue, tmp_path
+):
     stuck = tracker.create_task("daily_sales", launched_by="schedule").task_id
     env = alert_env(queue, smtp, hook, ALERT_NOT_STARTED_SECONDS="1", ALERT_CHECK_SECONDS="1")
     with celery_process("beat", env, tmp_path, "beat: Starting"):
@@ -415,8 +466,9 @@ def test_a_real_beat_alerts_a_scheduled_run_no_worker_took_without_any_worker(
         time.sleep(3)  # the check runs again, every second
     assert len(smtp.received) == 1 and len(hook.requests) == 1
     assert "scheduled run not started" in smtp.received[0].message["Subject"]
-    assert AlertDelivery.objects.filter(task_id=stuck, event="not_started",
-                                        state="sent").count() == 2
+    assert (
+        AlertDelivery.objects.filter(task_id=stuck, event="not_started", state="sent").count() == 2
+    )
     # No worker was needed: the beat sent no message for it.
     client = redis.Redis.from_url(django_settings.REDIS_URL)
     assert not any(b"alert_not_started" in raw for raw in client.lrange(queue, 0, -1))

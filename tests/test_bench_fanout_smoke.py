@@ -23,8 +23,14 @@ def test_the_fanout_benchmark_runs_and_loses_nothing_on_tiny_numbers():
     parser.add_argument("--smoke", action="store_true")
     fanout.add_arguments(parser)
     args = parser.parse_args(
-        ["--smoke", "--no-plot", "--database-url", database_url(),
-         "--redis-url", settings.REDIS_URL]
+        [
+            "--smoke",
+            "--no-plot",
+            "--database-url",
+            database_url(),
+            "--redis-url",
+            settings.REDIS_URL,
+        ]
     )
     figures = fanout.run(args)
 

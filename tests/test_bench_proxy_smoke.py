@@ -29,8 +29,14 @@ def test_the_proxy_benchmark_measures_both_layouts_on_tiny_numbers():
     parser.add_argument("--smoke", action="store_true")
     proxy.add_arguments(parser)
     args = parser.parse_args(
-        ["--smoke", "--no-record", "--database-url", database_url(),
-         "--redis-url", settings.REDIS_URL]
+        [
+            "--smoke",
+            "--no-record",
+            "--database-url",
+            database_url(),
+            "--redis-url",
+            settings.REDIS_URL,
+        ]
     )
     figures = proxy.run(args)
 

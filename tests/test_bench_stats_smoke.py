@@ -25,8 +25,16 @@ def test_the_stats_benchmark_measures_the_endpoint_and_its_sql_alone():
     parser = argparse.ArgumentParser()
     parser.add_argument("--smoke", action="store_true")
     stats.add_arguments(parser)
-    args = parser.parse_args(["--smoke", "--no-record", "--database-url", database_url(),
-                              "--redis-url", settings.REDIS_URL])
+    args = parser.parse_args(
+        [
+            "--smoke",
+            "--no-record",
+            "--database-url",
+            database_url(),
+            "--redis-url",
+            settings.REDIS_URL,
+        ]
+    )
     figures = stats.run(args)
 
     operations = figures["operations"]
@@ -40,7 +48,8 @@ def test_the_stats_benchmark_measures_the_endpoint_and_its_sql_alone():
         assert sql["qps"] > 0 and 0 < sql["p50_ms"] <= sql["p99_ms"], sql
     http = figures["http"]
     assert [(run["operation"], run["connections"]) for run in http] == [
-        (op, count) for op in operations for count in figures["connections"]]
+        (op, count) for op in operations for count in figures["connections"]
+    ]
     for run in http:
         assert run["errors"] == 0, run
         assert run["requests"] > 0 and run["per_s"] > 0, run

@@ -21,10 +21,17 @@ def _args(module, *extra: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--smoke", action="store_true")
     module.add_arguments(parser)
-    return parser.parse_args([
-        "--smoke", "--no-record", "--database-url", database_url(),
-        "--redis-url", settings.REDIS_URL, *extra,
-    ])
+    return parser.parse_args(
+        [
+            "--smoke",
+            "--no-record",
+            "--database-url",
+            database_url(),
+            "--redis-url",
+            settings.REDIS_URL,
+            *extra,
+        ]
+    )
 
 
 def test_purge_bench_deletes_every_expired_row_and_reports_the_reader():

@@ -139,7 +139,8 @@ def test_backoff_grows_with_jitter_up_to_a_cap_resets_when_stable_and_catches_up
     first, second = query(got["urls"][0]), query(got["urls"][1])
     assert first == {"operation": ["daily_sales"], "task_id": ["t-1"], "access_token": ["tok"]}
     assert urlsplit(got["urls"][0]).scheme == "ws" and urlsplit(got["urls"][0]).path == (
-        "/ws/task-status")
+        "/ws/task-status"
+    )
     assert second["since"] == ["105"]  # the newest updated_at seen
     # Versions only rise: the repeat of 2 and the late 1 were dropped.
     assert got["statuses"] == [["t-1", 1, None], ["t-1", 2, 1], ["t-1", 3, 2]]

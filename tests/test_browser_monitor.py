@@ -113,14 +113,17 @@ def test_a_reported_task_appears_at_once_advances_and_completes(context, server,
         }).observe(document.querySelector("#tasks tbody"), {childList: true});
     }""")
     gate = Path(tempfile.mkdtemp()) / "go"
-    job = jobs.submit(report, [
-        ["start", "daily_sales", 3],
-        ["progress", 1, "Location 1 of 3"],
-        ["wait_for_file", str(gate)],
-        ["progress", 2, "Location 2 of 3"],
-        ["sleep", 0.15],
-        ["complete", {"locations": 3}],
-    ])
+    job = jobs.submit(
+        report,
+        [
+            ["start", "daily_sales", 3],
+            ["progress", 1, "Location 1 of 3"],
+            ["wait_for_file", str(gate)],
+            ["progress", 2, "Location 2 of 3"],
+            ["sleep", 0.15],
+            ["complete", {"locations": 3}],
+        ],
+    )
     first = page.locator("#tasks tbody tr").first
     expect(first).to_be_visible(timeout=10000)
     task_id = first.get_attribute("data-task-id")
@@ -153,13 +156,16 @@ def test_the_page_rides_out_a_server_restart_without_a_reload(context, server, u
     page = watched.page
     page.evaluate("window.__sameDocument = true")
     gate = Path(tempfile.mkdtemp()) / "go"
-    job = jobs.submit(report, [
-        ["start", "invoice_sync", 2],
-        ["progress", 1, "page 1"],
-        ["wait_for_file", str(gate)],
-        ["progress", 2, "page 2"],
-        ["complete", {"invoices": 7}],
-    ])
+    job = jobs.submit(
+        report,
+        [
+            ["start", "invoice_sync", 2],
+            ["progress", 1, "page 1"],
+            ["wait_for_file", str(gate)],
+            ["progress", 2, "page 2"],
+            ["complete", {"invoices": 7}],
+        ],
+    )
     first = page.locator("#tasks tbody tr").first
     expect(first.locator(".progress-count")).to_have_text("1/2", timeout=10000)
     indicator = page.locator("#connection")
@@ -268,11 +274,15 @@ HOSTILE = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</scrip
 
 def test_hostile_content_stays_text_and_the_layout_holds(context, server, user):
     long_word = "A" * 4000
-    task_id = make_task("invoice_sync", total=3, steps=[
-        ("progress", 1, HOSTILE + long_word),
-        ("error", f"<b>bold</b>{HOSTILE}{long_word}"),
-        ("complete", {"html": HOSTILE, "long": long_word, "nested": [{"x": HOSTILE}]}),
-    ]).task_id
+    task_id = make_task(
+        "invoice_sync",
+        total=3,
+        steps=[
+            ("progress", 1, HOSTILE + long_word),
+            ("error", f"<b>bold</b>{HOSTILE}{long_word}"),
+            ("complete", {"html": HOSTILE, "long": long_word, "nested": [{"x": HOSTILE}]}),
+        ],
+    ).task_id
     watched = open_monitor(context, server, user)
     page = watched.page
     line = row(page, task_id)
@@ -297,8 +307,11 @@ def test_hostile_content_stays_text_and_the_layout_holds(context, server, user):
     bogus = str(uuid.uuid4())
     connection = redis.Redis.from_url(settings.REDIS_URL)
     connection.publish(channel, f"{bogus} daily_sales 1 started\n{{not json")
-    connection.publish(channel, f"{bogus} daily_sales 2 started\n" + json.dumps(
-        {"type": "task_status", "payload": {"task_id": bogus, "status": "<script>"}}))
+    connection.publish(
+        channel,
+        f"{bogus} daily_sales 2 started\n"
+        + json.dumps({"type": "task_status", "payload": {"task_id": bogus, "status": "<script>"}}),
+    )
     later = make_task("daily_sales", total=1).task_id
     expect(row(page, later)).to_be_visible()
     assert watched.warnings("not JSON") and watched.warnings("malformed task document")
@@ -320,24 +333,63 @@ def test_the_monitor_reads_well_on_a_phone(context, server, runner):
 
     for role in set(settings.PERSONAL_DATA_READER_ROLES.values()):  # tips and food handlers
         runner.groups.add(Group.objects.get_or_create(name=role)[0])
-    finished = make_task("daily_sales", total=12, steps=[
-        *(("progress", i, f"Location {i} of 12") for i in range(1, 13)),
-        ("complete", {"locations": 12, "net_sales": 184230.55,
-                      "by_location": {"001": 15230.1, "002": 17788.0, "003": 12961.4}})],
-        age=6 * 3600)
-    make_task("invoice_sync", total=40, steps=[
-        ("progress", 40, "Exported 40 invoices"), ("complete", {"invoices": 40})], age=3 * 3600)
-    make_task("get_mpvs", total=8, steps=[
-        ("progress", 3, "Store 3 of 8"), ("fail", "timeclock export unavailable (HTTP 503)")],
-        age=2 * 3600)
-    make_task("transform_tips", total=6, steps=[
-        ("progress", 6, "Store 6 of 6"), ("error", "store 114: no tip pool configured"),
-        ("complete", {"stores": 5})], age=50 * 60)
-    make_task("update_food_handler_pdfs", total=30, steps=[
-        ("progress", 21, "Certificate 21 of 30")], age=7 * 60)
-    make_task("daily_sales", total=12, steps=[
-        ("progress", 4, "Location 4 of 12"), ("error", "location 007: sales file missing"),
-        ("progress", 5, "Location 5 of 12")], age=95)
+    finished = make_task(
+        "daily_sales",
+        total=12,
+        steps=[
+            *(("progress", i, f"Location {i} of 12") for i in range(1, 13)),
+            (
+                "complete",
+                {
+                    "locations": 12,
+                    "net_sales": 184230.55,
+                    "by_location": {"001": 15230.1, "002": 17788.0, "003": 12961.4},
+                },
+            ),
+        ],
+        age=6 * 3600,
+    )
+    make_task(
+        "invoice_sync",
+        total=40,
+        steps=[("progress", 40, "Exported 40 invoices"), ("complete", {"invoices": 40})],
+        age=3 * 3600,
+    )
+    make_task(
+        "get_mpvs",
+        total=8,
+        steps=[
+            ("progress", 3, "Store 3 of 8"),
+            ("fail", "timeclock export unavailable (HTTP 503)"),
+        ],
+        age=2 * 3600,
+    )
+    make_task(
+        "transform_tips",
+        total=6,
+        steps=[
+            ("progress", 6, "Store 6 of 6"),
+            ("error", "store 114: no tip pool configured"),
+            ("complete", {"stores": 5}),
+        ],
+        age=50 * 60,
+    )
+    make_task(
+        "update_food_handler_pdfs",
+        total=30,
+        steps=[("progress", 21, "Certificate 21 of 30")],
+        age=7 * 60,
+    )
+    make_task(
+        "daily_sales",
+        total=12,
+        steps=[
+            ("progress", 4, "Location 4 of 12"),
+            ("error", "location 007: sales file missing"),
+            ("progress", 5, "Location 5 of 12"),
+        ],
+        age=95,
+    )
     make_task("email_tips", total=None, age=4)
     page = open_monitor(context, server, runner).page
     expect(page.locator("#tasks tbody tr")).to_have_count(7)
@@ -370,8 +422,9 @@ def test_a_page_whose_session_ended_offers_to_sign_in_again(context, server, use
     expect(page).to_have_url(re.compile(r"/accounts/login/\?next=/$"))
 
 
-def test_tips_run_from_the_monitor_on_a_worker_for_a_reader_only(context, server, runner,
-                                                                  django_user_model, tmp_path):
+def test_tips_run_from_the_monitor_on_a_worker_for_a_reader_only(
+    context, server, runner, django_user_model, tmp_path
+):
     """A payroll runner launches transform_tips from the Run form and watches it finish."""
     from django.contrib.auth.models import Group
 
@@ -386,8 +439,10 @@ def test_tips_run_from_the_monitor_on_a_worker_for_a_reader_only(context, server
     page.close()
 
     runner.groups.add(Group.objects.get_or_create(name="TaskStatus.Tips.Read")[0])
-    env = env_for(settings.CELERY_TASK_DEFAULT_QUEUE,
-                  ACCOUNTING_TARGET_URL=f"file://{tmp_path / 'accounting'}")
+    env = env_for(
+        settings.CELERY_TASK_DEFAULT_QUEUE,
+        ACCOUNTING_TARGET_URL=f"file://{tmp_path / 'accounting'}",
+    )
     with celery_process("worker", env, tmp_path, "ready."):
         page = open_monitor(context, server, runner).page
         page.get_by_role("button", name="Tips transformation").click()

@@ -25,13 +25,24 @@ from tests.support.tcp_proxy import tcp_proxy
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def call(server: Daphne, method: str, path: str, token: str | None = None,
-         body: dict | None = None, headers: dict | None = None) -> tuple[int, Any, Any]:
+def call(
+    server: Daphne,
+    method: str,
+    path: str,
+    token: str | None = None,
+    body: dict | None = None,
+    headers: dict | None = None,
+) -> tuple[int, Any, Any]:
     request = urllib.request.Request(
-        f"{server.http}{path}", method=method,
+        f"{server.http}{path}",
+        method=method,
         data=json.dumps(body).encode() if body is not None else None,
-        headers={"Content-Type": "application/json", **(headers or {}),
-                 **({"Authorization": f"Bearer {token}"} if token else {})})
+        headers={
+            "Content-Type": "application/json",
+            **(headers or {}),
+            **({"Authorization": f"Bearer {token}"} if token else {}),
+        },
+    )
     try:
         with urllib.request.urlopen(request, timeout=20) as response:
             return response.status, response.headers, json.loads(response.read() or b"null")
@@ -52,7 +63,8 @@ def behind_proxy(transactional_db):
 
 
 def test_every_rest_route_answers_503_with_retry_after_while_the_database_is_down(
-        behind_proxy, token, runner):
+    behind_proxy, token, runner
+):
     from tasks.auth.identity import issue_local_token
 
     server, proxy = behind_proxy
@@ -64,13 +76,28 @@ def test_every_rest_route_answers_503_with_retry_after_while_the_database_is_dow
     answers = {
         "read": call(server, "GET", f"/task-status/{task_id}", token),
         "list": call(server, "GET", "/task-status?operation=daily_sales", token),
-        "launch": call(server, "POST", "/task-status", run_token,
-                       {"operation": "daily_sales", "params": {"business_date": "2025-06-10"}}),
+        "launch": call(
+            server,
+            "POST",
+            "/task-status",
+            run_token,
+            {"operation": "daily_sales", "params": {"business_date": "2025-06-10"}},
+        ),
         "cancel": call(server, "POST", f"/task-status/{task_id}/cancel", run_token),
-        "session": call(server, "GET", "/task-status", None,
-                        headers={"Cookie": "sessionid=abcdefghijklmnopqrstuvwxyz012345"}),
-        "page": call(server, "GET", "/", None,
-                     headers={"Cookie": "sessionid=abcdefghijklmnopqrstuvwxyz012345"}),
+        "session": call(
+            server,
+            "GET",
+            "/task-status",
+            None,
+            headers={"Cookie": "sessionid=abcdefghijklmnopqrstuvwxyz012345"},
+        ),
+        "page": call(
+            server,
+            "GET",
+            "/",
+            None,
+            headers={"Cookie": "sessionid=abcdefghijklmnopqrstuvwxyz012345"},
+        ),
         "ready": call(server, "GET", "/readyz"),
     }
     for name, (status, headers, body) in answers.items():

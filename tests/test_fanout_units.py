@@ -14,8 +14,14 @@ def update(task_id: str, version: int) -> Update:
 
 def test_late_copies_are_dropped_and_newer_versions_pass_even_several_in_one_batch():
     floor = {"a": 2, "b": 5}
-    batch = [update("a", 1), update("a", 2), update("a", 3), update("a", 4),
-             update("b", 5), update("c", 1)]
+    batch = [
+        update("a", 1),
+        update("a", 2),
+        update("a", 3),
+        update("a", 4),
+        update("b", 5),
+        update("c", 1),
+    ]
     passed = [(u.task_id, u.version) for u in batch if newer_than_floor(floor, u)]
     assert passed == [("a", 3), ("a", 4), ("c", 1)]
     assert floor == {"b": 5}, "a task is forgotten once a newer version passed"

@@ -23,21 +23,36 @@ from tests.support.servers import ROOT, free_port, service_env, wait_http
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-EXAMPLES = hypothesis_settings(max_examples=60, deadline=None, derandomize=True,
-                               suppress_health_check=list(HealthCheck))
+EXAMPLES = hypothesis_settings(
+    max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
+)
 
 # -- the WebSocket consumer -----------------------------------------------------
 
-scalars = (st.none() | st.booleans() | st.integers() | st.integers(min_value=10**300)
-           | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=40))
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
-                      | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=10**300)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=40)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
 frames = st.one_of(
     st.fixed_dictionaries(
         {"action": st.sampled_from(["subscribe", "unsubscribe", "ping", "nope"]) | values},
-        optional={"operation": values | st.sampled_from(["daily_sales", "email_tips"]),
-                  "task_id": values | st.uuids().map(str), "since": values,
-                  "extra": values},
+        optional={
+            "operation": values | st.sampled_from(["daily_sales", "email_tips"]),
+            "task_id": values | st.uuids().map(str),
+            "since": values,
+            "extra": values,
+        },
     ).map(json.dumps),
     values.map(json.dumps),
     st.text(max_size=200),
@@ -66,8 +81,9 @@ def test_every_generated_frame_gets_json_back_and_the_connection_stays(live, ws_
                 return got
 
         got = asyncio.run(exchange())
-        assert all(m["type"] in {"error", "subscribed", "unsubscribed", "pong", "task_status"}
-                   for m in got), got
+        assert all(
+            m["type"] in {"error", "subscribed", "unsubscribed", "pong", "task_status"} for m in got
+        ), got
         replies.extend(got)
 
     one()
@@ -92,9 +108,23 @@ def gunicorn(transactional_db):
     (whose own refusals are JSON too, unlike daphne's bare 400)."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "-w", "1",
-         "-b", f"127.0.0.1:{port}", "tasksite.wsgi:application"],
-        cwd=ROOT, env=service_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "deploy/gunicorn.conf.py",
+            "-w",
+            "1",
+            "-b",
+            f"127.0.0.1:{port}",
+            "tasksite.wsgi:application",
+        ],
+        cwd=ROOT,
+        env=service_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz")
         yield f"http://127.0.0.1:{port}"
@@ -112,5 +142,12 @@ def test_no_generated_request_gets_a_server_error(case, gunicorn, staff_auth):
     content_type = (response.headers.get("content-type") or [""])[0]
     if response.status_code >= 400:  # every error is JSON, whatever was asked
         assert content_type.startswith("application/json"), (
-            response.status_code, content_type, case.method, case.path, case.path_parameters,
-            case.query, response.request.url, response.content[:200])
+            response.status_code,
+            content_type,
+            case.method,
+            case.path,
+            case.path_parameters,
+            case.query,
+            response.request.url,
+            response.content[:200],
+        )

@@ -26,16 +26,22 @@ def json_lines(text: str) -> list[dict]:
 
 
 def get(url: str, token: str, request_id: str) -> int:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}",
-                                                   "X-Request-ID": request_id})
+    request = urllib.request.Request(
+        url, headers={"Authorization": f"Bearer {token}", "X-Request-ID": request_id}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return response.status
 
 
 def serve(command: list[str], log: Path, port: int) -> subprocess.Popen:
     with open(log, "wb") as out:
-        proc = subprocess.Popen(command, cwd=ROOT, env=service_env(LOG_FORMAT="json"),
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=service_env(LOG_FORMAT="json"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     wait_http(f"http://127.0.0.1:{port}/healthz")
     return proc
 
@@ -44,17 +50,37 @@ def serve(command: list[str], log: Path, port: int) -> subprocess.Popen:
 def test_a_server_logs_json_with_the_request_id_and_no_token(server, token, tmp_path):
     port = free_port()
     command = {
-        "daphne": [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                   "tasksite.asgi:application"],
-        "gunicorn": [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py",
-                     "-w", "1", "-b", f"127.0.0.1:{port}", "tasksite.wsgi:application"],
+        "daphne": [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "tasksite.asgi:application",
+        ],
+        "gunicorn": [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "deploy/gunicorn.conf.py",
+            "-w",
+            "1",
+            "-b",
+            f"127.0.0.1:{port}",
+            "tasksite.wsgi:application",
+        ],
     }[server]
     log = tmp_path / f"{server}.log"
     proc = serve(command, log, port)
     rid = f"json-{uuid.uuid4().hex[:12]}"
     try:
-        assert get(f"http://127.0.0.1:{port}/task-status?access_token={token}&limit=1",
-                   token, rid) == 200
+        assert (
+            get(f"http://127.0.0.1:{port}/task-status?access_token={token}&limit=1", token, rid)
+            == 200
+        )
         time.sleep(0.3)
     finally:
         proc.terminate()
@@ -75,18 +101,21 @@ def test_a_worker_logs_json_lines_that_name_the_task_and_operation(tmp_path, set
 
     queue = f"test-json-{uuid.uuid4().hex[:8]}"
     settings.CELERY_TASK_DEFAULT_QUEUE = queue
-    with celery_process("worker", env_for(queue, LOG_FORMAT="json"), tmp_path,
-                        '"message": "') as worker:
-        task_id = services.launch("get_mpvs", {"business_date": "2025-06-10",
-                                               "locations": ["L01"]},
-                                  request_id="json-worker-1", user_label="test")
+    with celery_process(
+        "worker", env_for(queue, LOG_FORMAT="json"), tmp_path, '"message": "'
+    ) as worker:
+        task_id = services.launch(
+            "get_mpvs",
+            {"business_date": "2025-06-10", "locations": ["L01"]},
+            request_id="json-worker-1",
+            user_label="test",
+        )
         terminal(task_id)
         time.sleep(0.3)
     entries = json_lines(Path(worker.log_path).read_text())
     mine = [e for e in entries if e.get("task_id") == task_id]
     assert mine, entries[-5:]
-    assert all(e["operation"] == "get_mpvs" and e["request_id"] == "json-worker-1"
-               for e in mine)
+    assert all(e["operation"] == "get_mpvs" and e["request_id"] == "json-worker-1" for e in mine)
     assert any("started on" in e["message"] for e in mine)
 
 
@@ -95,8 +124,9 @@ def test_a_traceback_is_one_json_value_and_redacted():
     try:
         raise RuntimeError(f"token {secret} refused")
     except RuntimeError:
-        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "boom %s", (secret,),
-                                   sys.exc_info())
+        record = logging.LogRecord(
+            "x", logging.ERROR, __file__, 1, "boom %s", (secret,), sys.exc_info()
+        )
     request_token, task_token = request_id_var.set("r-1"), task_id_var.set("t-1")
     try:
         RequestIDFilter().filter(record)

@@ -72,8 +72,13 @@ def test_an_open_handle_beats_while_its_process_lives(settings):
     """A reporter in its own process, asleep in a long step, is not taken for dead."""
     settings.TASK_STALE_SECONDS = 2
     env = service_env(TASK_HEARTBEAT_SECONDS="0.3")
-    steps = [["begin", "daily_sales", 2], ["progress", 1, "long step"], ["sleep", 4],
-             ["progress", 2, "done"], ["complete", {"ok": True}]]
+    steps = [
+        ["begin", "daily_sales", 2],
+        ["progress", 1, "long step"],
+        ["sleep", 4],
+        ["progress", 2, "done"],
+        ["complete", {"ok": True}],
+    ]
     result: dict = {}
     thread = threading.Thread(target=lambda: result.update(report(steps, env=env)))
     thread.start()
@@ -108,30 +113,42 @@ def _wait_for(predicate, timeout: float = 20.0) -> None:
 def test_a_reporter_rides_out_a_short_outage_and_its_final_state_lands(proxy, tmp_path: Path):
     go = tmp_path / "go"
     env = service_env(DATABASE_URL=_through_proxy(proxy), TRACKER_RETRY_SECONDS="30")
-    steps = [["begin", "get_mpvs", 3], ["progress", 1, "before"], ["wait_for_file", str(go)],
-             ["progress", 2, "during: may be dropped"], ["error", "location L02: bad file"],
-             ["progress", 3, "after"], ["complete", {"ok": True}]]
+    steps = [
+        ["begin", "get_mpvs", 3],
+        ["progress", 1, "before"],
+        ["wait_for_file", str(go)],
+        ["progress", 2, "during: may be dropped"],
+        ["error", "location L02: bad file"],
+        ["progress", 3, "after"],
+        ["complete", {"ok": True}],
+    ]
     result: dict = {}
     thread = threading.Thread(target=lambda: result.update(report(steps, env=env)))
     thread.start()
-    _wait_for(lambda: TaskStatus.objects.filter(operation="get_mpvs",
-                                                progress_current=1).exists())
+    _wait_for(lambda: TaskStatus.objects.filter(operation="get_mpvs", progress_current=1).exists())
     proxy.cut()
     go.touch()
     time.sleep(2)  # the reporter is now retrying its error() against a dead database
     proxy.restore()
     thread.join(60)
     row = status_of(result["task_id"])
-    assert (row.status, row.result, row.error) == ("completed_with_errors", {"ok": True},
-                                                   "location L02: bad file")
+    assert (row.status, row.result, row.error) == (
+        "completed_with_errors",
+        {"ok": True},
+        "location L02: bad file",
+    )
     assert row.progress_current == 3
 
 
 def test_a_reporter_that_gives_up_is_failed_by_the_liveness_bound(proxy, tmp_path: Path):
     go = tmp_path / "go"
     env = service_env(DATABASE_URL=_through_proxy(proxy), TRACKER_RETRY_SECONDS="1")
-    steps = [["begin", "get_mpvs", 2], ["progress", 1, "before"], ["wait_for_file", str(go)],
-             ["complete", {"never": "stored"}]]
+    steps = [
+        ["begin", "get_mpvs", 2],
+        ["progress", 1, "before"],
+        ["wait_for_file", str(go)],
+        ["complete", {"never": "stored"}],
+    ]
     failure: list[BaseException] = []
 
     def run() -> None:
@@ -142,8 +159,7 @@ def test_a_reporter_that_gives_up_is_failed_by_the_liveness_bound(proxy, tmp_pat
 
     thread = threading.Thread(target=run)
     thread.start()
-    _wait_for(lambda: TaskStatus.objects.filter(operation="get_mpvs",
-                                                progress_current=1).exists())
+    _wait_for(lambda: TaskStatus.objects.filter(operation="get_mpvs", progress_current=1).exists())
     task_id = str(TaskStatus.objects.get(operation="get_mpvs").task_id)
     proxy.cut()
     go.touch()
@@ -165,14 +181,22 @@ def test_a_worker_job_that_loses_its_database_says_so_not_worker_lost(proxy, set
     settings.CELERY_TASK_DEFAULT_QUEUE = queue
     with source_server() as server:
         server.fail("location=L03", "slow:3")  # a long step, during which the database goes
-        env = env_for(queue, DATABASE_URL=_through_proxy(proxy), TRACKER_RETRY_SECONDS="1",
-                      TIMECLOCK_SOURCE_URL=f"{server.base}/timeclock", SOURCE_TOKEN=server.token)
+        env = env_for(
+            queue,
+            DATABASE_URL=_through_proxy(proxy),
+            TRACKER_RETRY_SECONDS="1",
+            TIMECLOCK_SOURCE_URL=f"{server.base}/timeclock",
+            SOURCE_TOKEN=server.token,
+        )
         settings.TIMECLOCK_SOURCE_URL = f"{server.base}/timeclock"
         settings.SOURCE_TOKEN = server.token
         with celery_process("worker", env, tmp_path, "ready."):
-            task_id = services.launch("get_mpvs", {"business_date": "2025-06-10",
-                                                    "locations": ["L01", "L02", "L03", "L04"]},
-                                      request_id=None, user_label="test")
+            task_id = services.launch(
+                "get_mpvs",
+                {"business_date": "2025-06-10", "locations": ["L01", "L02", "L03", "L04"]},
+                request_id=None,
+                user_label="test",
+            )
             _wait_for(lambda: any("location=L03" in path for _, path in server.requests), 30)
             proxy.cut()
             time.sleep(6)  # the job's next write fails, retries for 1 s and gives up

@@ -40,8 +40,7 @@ def test_revoking_in_the_admin_takes_effect_at_once(user, django_user_model):
     token = issue_local_token(user)
     client = bearer(token)
     assert client.get("/task-status").status_code == 200
-    django_user_model.objects.create_user("boss", password="pw", is_staff=True,
-                                          is_superuser=True)
+    django_user_model.objects.create_user("boss", password="pw", is_staff=True, is_superuser=True)
     staff = Client()
     staff.login(username="boss", password="pw")
     row = ApiToken.objects.get()

@@ -51,8 +51,9 @@ class Scrape:
 
 
 def scrape(base: str, token: str = METRICS_TOKEN) -> Scrape:
-    response = requests.get(f"{base}/metrics", headers={"Authorization": f"Bearer {token}"},
-                            timeout=10)
+    response = requests.get(
+        f"{base}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
     assert response.status_code == 200, response.text
     assert response.headers["Content-Type"].startswith("text/plain")
     return Scrape(response.text)
@@ -63,8 +64,7 @@ def assert_guarded(base: str) -> None:
     missing = requests.get(f"{base}/metrics", timeout=10)
     assert missing.status_code == 404
     assert missing.json()["detail"] == "not found"
-    wrong = requests.get(f"{base}/metrics", headers={"Authorization": "Bearer nope"},
-                         timeout=10)
+    wrong = requests.get(f"{base}/metrics", headers={"Authorization": "Bearer nope"}, timeout=10)
     assert wrong.status_code == 401
     body = wrong.json()
     assert body["detail"] == "invalid metrics token" and body["request_id"]
@@ -110,8 +110,12 @@ def test_the_hub_counts_each_round_once_conflated_stale_and_delivered():
     def value(name: str, **labels: str) -> float:
         return REGISTRY.get_sample_value(name, labels) or 0.0
 
-    names = ["tasksite_hub_rounds_total", "tasksite_hub_updates_routed_total",
-             "tasksite_hub_updates_conflated_total", "tasksite_hub_frames_delivered_total"]
+    names = [
+        "tasksite_hub_rounds_total",
+        "tasksite_hub_updates_routed_total",
+        "tasksite_hub_updates_conflated_total",
+        "tasksite_hub_frames_delivered_total",
+    ]
     hub = Hub()
     got: list[list[int]] = [[], []]
 
@@ -138,8 +142,9 @@ def test_the_hub_counts_each_round_once_conflated_stale_and_delivered():
     stale_before = value("tasksite_hub_updates_dropped_total", reason="stale")
     lag_before = value("tasksite_hub_round_lag_seconds_count")
     # v2 a transition, v3 and v4 plain progress (v4 replaces v3), v1 again: stale
-    hub.dispatch_raw_many([wire(2, "processing"), wire(3, "processing"),
-                           wire(4, "processing"), wire(1, "started")])
+    hub.dispatch_raw_many(
+        [wire(2, "processing"), wire(3, "processing"), wire(4, "processing"), wire(1, "started")]
+    )
     after = [value(name) for name in names]
     assert [b - a for a, b in zip(before, after, strict=True)] == [1, 2, 1, 4]
     assert value("tasksite_hub_updates_dropped_total", reason="stale") - stale_before == 1
@@ -166,31 +171,45 @@ def test_daphne_counts_requests_by_route_and_websocket_connections_and_the_hub(d
     before = scrape(base)
     n = 5
     for _ in range(n):
-        response = requests.get(f"{base}/task-status/{task.task_id}",
-                                headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        response = requests.get(
+            f"{base}/task-status/{task.task_id}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
         assert response.status_code == 200
-    missing = requests.get(f"{base}/task-status/{uuid.uuid4()}",
-                           headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    missing = requests.get(
+        f"{base}/task-status/{uuid.uuid4()}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
     assert missing.status_code == 404
 
     async def watch() -> dict:
         async with websockets.connect(f"{daphne.ws}?access_token={token}") as ws:
             assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "subscribed"
             middle = scrape(base)
-            assert middle("tasksite_websocket_connections") == before(
-                "tasksite_websocket_connections") + 1
+            assert (
+                middle("tasksite_websocket_connections")
+                == before("tasksite_websocket_connections") + 1
+            )
             # a change made by another process reaches this one's hub through Redis
             await asyncio.get_running_loop().run_in_executor(
-                None, lambda: tracker.create_task("invoice_sync"))
+                None, lambda: tracker.create_task("invoice_sync")
+            )
             message = json.loads(await asyncio.wait_for(ws.recv(), 5))
             assert message["type"] == "task_status"
             return message
 
     asyncio.run(watch())
     after = wait_until(
-        lambda: (s := scrape(base))("tasksite_websocket_connections_closed_total", code="1000")
-        > before("tasksite_websocket_connections_closed_total", code="1000") and s,
-        5, "the close to be counted")
+        lambda: (
+            (s := scrape(base))("tasksite_websocket_connections_closed_total", code="1000")
+            > before("tasksite_websocket_connections_closed_total", code="1000")
+            and s
+        ),
+        5,
+        "the close to be counted",
+    )
 
     def delta(name: str, **labels: str) -> float:
         return after(name, **labels) - before(name, **labels)
@@ -207,10 +226,14 @@ def test_daphne_counts_requests_by_route_and_websocket_connections_and_the_hub(d
     assert delta("tasksite_hub_frames_delivered_total") >= 1
     assert delta("tasksite_hub_round_lag_seconds_count") >= 1
     # Unlabelled ones show from the first scrape, at 0 until something happens.
-    assert {"tasksite_hub_subscription_reconnects_total",
-            "tasksite_websocket_updates_dropped_total",
-            "tasksite_websocket_updates_conflated_total", "tasksite_tracker_publishes_total",
-            "tasksite_tasks_purged_total", "tasksite_beat_lock_held"} <= after.names()
+    assert {
+        "tasksite_hub_subscription_reconnects_total",
+        "tasksite_websocket_updates_dropped_total",
+        "tasksite_websocket_updates_conflated_total",
+        "tasksite_tracker_publishes_total",
+        "tasksite_tasks_purged_total",
+        "tasksite_beat_lock_held",
+    } <= after.names()
 
 
 # -- gunicorn ---------------------------------------------------------------------
@@ -221,9 +244,21 @@ def gunicorn(env: dict[str, str], log: Path) -> Iterator[str]:
     port = free_port()
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
-             "--bind", f"127.0.0.1:{port}", "tasksite.wsgi:application"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                str(ROOT / "deploy" / "gunicorn.conf.py"),
+                "--bind",
+                f"127.0.0.1:{port}",
+                "tasksite.wsgi:application",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{base}/healthz", 30)
@@ -237,17 +272,21 @@ def gunicorn(env: dict[str, str], log: Path) -> Iterator[str]:
             proc.wait()
 
 
-def test_gunicorn_workers_are_summed_in_multiprocess_mode(transactional_db, runner, tmp_path,
-                                                          settings):
+def test_gunicorn_workers_are_summed_in_multiprocess_mode(
+    transactional_db, runner, tmp_path, settings
+):
     from tasks.auth.identity import issue_local_token
 
     token = issue_local_token(runner)
     metrics_dir = tmp_path / "prometheus"
     metrics_dir.mkdir()
     (metrics_dir / "counter_1.db").write_bytes(b"stale, from a previous run")
-    env = service_env(METRICS_TOKEN=METRICS_TOKEN, WEB_WORKERS="2",
-                      PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
-                      CELERY_QUEUE=settings.CELERY_TASK_DEFAULT_QUEUE)
+    env = service_env(
+        METRICS_TOKEN=METRICS_TOKEN,
+        WEB_WORKERS="2",
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+        CELERY_QUEUE=settings.CELERY_TASK_DEFAULT_QUEUE,
+    )
     task = tracker.create_task("daily_sales")
     with gunicorn(env, tmp_path / "gunicorn.log") as base:
         assert not (metrics_dir / "counter_1.db").exists(), "emptied at start"
@@ -256,11 +295,18 @@ def test_gunicorn_workers_are_summed_in_multiprocess_mode(transactional_db, runn
         n = 8
         headers = {"Authorization": f"Bearer {token}"}
         for _ in range(n):  # a new connection each: the kernel spreads them over workers
-            assert requests.get(f"{base}/task-status/{task.task_id}", headers=headers,
-                                timeout=10).status_code == 200
-        launched = requests.post(f"{base}/task-status", headers=headers, timeout=10,
-                                 json={"operation": "daily_sales",
-                                       "params": {"business_date": "2025-06-05"}})
+            assert (
+                requests.get(
+                    f"{base}/task-status/{task.task_id}", headers=headers, timeout=10
+                ).status_code
+                == 200
+            )
+        launched = requests.post(
+            f"{base}/task-status",
+            headers=headers,
+            timeout=10,
+            json={"operation": "daily_sales", "params": {"business_date": "2025-06-05"}},
+        )
         assert launched.status_code == 202, launched.text
         assert requests.get(f"{base}/no/such/page", timeout=10).status_code == 404
         # Whichever worker answers, it reports the sum of all of them.
@@ -269,15 +315,22 @@ def test_gunicorn_workers_are_summed_in_multiprocess_mode(transactional_db, runn
         log = (tmp_path / "gunicorn.log").read_text(errors="replace")
     assert len(pids) >= 2, (pids, log[-2000:])
     for after in scrapes:
+
         def delta(name: str, after=after, **labels: str) -> float:
             return after(name, **labels) - before(name, **labels)
 
-        assert delta("tasksite_http_requests_total", route="task-detail", method="GET",
-                     status="200") == n
-        assert delta("tasksite_http_requests_total", route="task-list", method="POST",
-                     status="202") == 1
-        assert delta("tasksite_http_requests_total", route="unmatched", method="GET",
-                     status="404") == 1
+        assert (
+            delta("tasksite_http_requests_total", route="task-detail", method="GET", status="200")
+            == n
+        )
+        assert (
+            delta("tasksite_http_requests_total", route="task-list", method="POST", status="202")
+            == 1
+        )
+        assert (
+            delta("tasksite_http_requests_total", route="unmatched", method="GET", status="404")
+            == 1
+        )
         assert delta("tasksite_http_request_duration_seconds_count", route="task-detail") == n
         assert delta("tasksite_tracker_writes_total", kind="create") == 1
         assert delta("tasksite_tracker_publishes_total") == 1
@@ -291,16 +344,29 @@ def test_gunicorn_workers_are_summed_in_multiprocess_mode(transactional_db, runn
 def celery(kind: str, env: dict[str, str], log: Path, ready: str) -> Iterator[subprocess.Popen]:
     args = [sys.executable, "-m", "celery", "-A", "tasksite", kind, "-l", "INFO"]
     if kind == "worker":  # as deploy/systemd/tasksite-worker@.service runs it
-        args += ["--pool", "prefork", "--concurrency", "1", "-Q", env["CELERY_QUEUE"],
-                 "-n", f"{uuid.uuid4().hex[:6]}@%h", "--without-heartbeat",
-                 "--without-mingle", "--without-gossip"]
+        args += [
+            "--pool",
+            "prefork",
+            "--concurrency",
+            "1",
+            "-Q",
+            env["CELERY_QUEUE"],
+            "-n",
+            f"{uuid.uuid4().hex[:6]}@%h",
+            "--without-heartbeat",
+            "--without-mingle",
+            "--without-gossip",
+        ]
     else:
         args += ["-s", str(log.parent / "beat-schedule"), "--pidfile", ""]
     with open(log, "wb") as out:
         proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_until(lambda: ready in log.read_text(errors="replace") or proc.poll() is not None,
-                   30, f"{kind} to start")
+        wait_until(
+            lambda: ready in log.read_text(errors="replace") or proc.poll() is not None,
+            30,
+            f"{kind} to start",
+        )
         assert proc.poll() is None, log.read_text()
         yield proc
     finally:
@@ -315,8 +381,7 @@ def celery(kind: str, env: dict[str, str], log: Path, ready: str) -> Iterator[su
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_a_job_on_a_prefork_worker_is_counted_by_the_worker_s_exporter(queue, sources,
-                                                                        tmp_path):
+def test_a_job_on_a_prefork_worker_is_counted_by_the_worker_s_exporter(queue, sources, tmp_path):
     from operations import services
     from tasks.selectors import get_task
     from tests.test_operations_celery import env_for, terminal
@@ -327,28 +392,36 @@ def test_a_job_on_a_prefork_worker_is_counted_by_the_worker_s_exporter(queue, so
     with celery("worker", env, tmp_path / "worker.log", " ready."):
         assert_guarded(base)
         before = scrape(base)
-        task_id = services.launch("daily_sales", {"business_date": "2025-06-05"},
-                                  request_id="metrics", user_label="test")
+        task_id = services.launch(
+            "daily_sales", {"business_date": "2025-06-05"}, request_id="metrics", user_label="test"
+        )
         task = terminal(task_id)
         after = wait_until(
-            lambda: (s := scrape(base))("tasksite_jobs_finished_total",
-                                        operation="daily_sales", status=task.status)
-            > before("tasksite_jobs_finished_total", operation="daily_sales",
-                     status=task.status) and s,
-            10, "the job to be counted")
+            lambda: (
+                (s := scrape(base))(
+                    "tasksite_jobs_finished_total", operation="daily_sales", status=task.status
+                )
+                > before(
+                    "tasksite_jobs_finished_total", operation="daily_sales", status=task.status
+                )
+                and s
+            ),
+            10,
+            "the job to be counted",
+        )
     assert task.status == "completed", task.error
 
     def delta(name: str, **labels: str) -> float:
         return after(name, **labels) - before(name, **labels)
 
     assert delta("tasksite_jobs_started_total", operation="daily_sales") == 1
-    assert delta("tasksite_jobs_finished_total", operation="daily_sales",
-                 status="completed") == 1
+    assert delta("tasksite_jobs_finished_total", operation="daily_sales", status="completed") == 1
     assert delta("tasksite_job_duration_seconds_count", operation="daily_sales") == 1
     assert delta("tasksite_job_duration_seconds_sum", operation="daily_sales") > 0
     # Every write after the launch's create was the job's, each published once.
     writes = delta("tasksite_tracker_writes_total", kind="update") + delta(
-        "tasksite_tracker_writes_total", kind="locked")
+        "tasksite_tracker_writes_total", kind="locked"
+    )
     assert writes == get_task(task_id).version - 1 > 0
     assert delta("tasksite_tracker_publishes_total") == writes
 
@@ -363,8 +436,9 @@ def test_beat_reports_that_it_holds_the_lock(queue, sources, tmp_path):
     base = f"http://127.0.0.1:{port}"
     with celery("beat", env, tmp_path / "beat.log", "beat: Starting"):
         assert_guarded(base)
-        held = wait_until(lambda: scrape(base)("tasksite_beat_lock_held") == 1, 10,
-                          "the beat to hold the lock")
+        held = wait_until(
+            lambda: scrape(base)("tasksite_beat_lock_held") == 1, 10, "the beat to hold the lock"
+        )
     assert held
 
 
@@ -375,8 +449,9 @@ def queue(settings) -> Iterator[str]:
     name = f"test-metrics-{uuid.uuid4().hex[:10]}"
     settings.CELERY_TASK_DEFAULT_QUEUE = name
     yield name
-    redis.Redis.from_url(settings.REDIS_URL).delete(name, f"{name}-beat:lock",
-                                                    f"{name}-beat:last-run")
+    redis.Redis.from_url(settings.REDIS_URL).delete(
+        name, f"{name}-beat:lock", f"{name}-beat:last-run"
+    )
 
 
 @pytest.fixture

@@ -53,21 +53,34 @@ def env_for(queue: str, **extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def celery_process(kind: str, env: dict[str, str], tmp_path: Path,
-                   ready: str) -> Iterator[subprocess.Popen]:
+def celery_process(
+    kind: str, env: dict[str, str], tmp_path: Path, ready: str
+) -> Iterator[subprocess.Popen]:
     log_path = tmp_path / f"{kind}-{uuid.uuid4().hex[:6]}.log"
     args = [sys.executable, "-m", "celery", "-A", "tasksite", kind, "-l", "INFO"]
     if kind == "worker":
-        args += ["--pool", "solo", "-Q", env["CELERY_QUEUE"], "-n", f"{uuid.uuid4().hex[:6]}@%h",
-                 "--without-heartbeat", "--without-mingle", "--without-gossip"]
+        args += [
+            "--pool",
+            "solo",
+            "-Q",
+            env["CELERY_QUEUE"],
+            "-n",
+            f"{uuid.uuid4().hex[:6]}@%h",
+            "--without-heartbeat",
+            "--without-mingle",
+            "--without-gossip",
+        ]
     else:
         args += ["-s", str(tmp_path / "beat-schedule"), "--pidfile", ""]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     proc.log_path = log_path  # type: ignore[attr-defined]
     try:
-        wait_for(lambda: ready in log_path.read_text(errors="replace") or proc.poll() is not None,
-                 30, f"{kind} to start")
+        wait_for(
+            lambda: ready in log_path.read_text(errors="replace") or proc.poll() is not None,
+            30,
+            f"{kind} to start",
+        )
         assert proc.poll() is None, log_path.read_text()
         yield proc
     finally:
@@ -91,8 +104,9 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> obje
 
 
 def terminal(task_id: str, timeout: float = 60):
-    return wait_for(lambda: (t := get_task(task_id)) and t.is_terminal and t, timeout,
-                    f"task {task_id} to end")
+    return wait_for(
+        lambda: (t := get_task(task_id)) and t.is_terminal and t, timeout, f"task {task_id} to end"
+    )
 
 
 @pytest.fixture
@@ -111,32 +125,42 @@ def test_job_launched_over_rest_runs_on_a_worker(queue, sources, runner, tmp_pat
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {issue_local_token(runner)}")
     with celery_process("worker", env_for(queue), tmp_path, "ready."):
-        response = client.post("/task-status", {"operation": "daily_sales",
-                                                "params": {"business_date": "2025-06-05"}},
-                               format="json")
+        response = client.post(
+            "/task-status",
+            {"operation": "daily_sales", "params": {"business_date": "2025-06-05"}},
+            format="json",
+        )
         assert response.status_code == 202, response.content
         task = terminal(response.json()["task_id"])
     assert task.status == "completed", task.error
     rows = DailySalesSummary.objects.filter(business_date="2025-06-05")
     assert rows.count() == 12
     assert sum(round(r.net_sales * 100) for r in rows) == sum(
-        expected(date(2025, 6, 5), r.location_id)["net_sales"]
-        for r in rows)
+        expected(date(2025, 6, 5), r.location_id)["net_sales"] for r in rows
+    )
     assert JobRun.objects.get(task_id=task.task_id).outcome == "completed"
 
 
 def test_killed_worker_ends_the_task_worker_lost_and_it_is_not_rerun(
-        settings, queue, sources, tmp_path):
+    settings, queue, sources, tmp_path
+):
     with source_server() as server:
         settings.SALES_SOURCE_URL = f"{server.base}/sales"
         for n in range(1, 13):
             server.fail(f"location=L{n:02d}", "slow:1")
         env = env_for(queue, SOURCE_TOKEN="test-token", SOURCE_TIMEOUT_SECONDS="10")
-        task_id = services.launch("daily_sales", {"business_date": "2025-06-04"},
-                                  request_id="kill-test", user_label="test")
+        task_id = services.launch(
+            "daily_sales",
+            {"business_date": "2025-06-04"},
+            request_id="kill-test",
+            user_label="test",
+        )
         with celery_process("worker", env, tmp_path, "ready.") as worker:
-            wait_for(lambda: (t := get_task(task_id)) and (t.progress_current or 0) >= 1, 30,
-                     "the job to make progress")
+            wait_for(
+                lambda: (t := get_task(task_id)) and (t.progress_current or 0) >= 1,
+                30,
+                "the job to make progress",
+            )
             os.kill(worker.pid, signal.SIGKILL)
             worker.wait(10)
         running = get_task(task_id)
@@ -146,8 +170,10 @@ def test_killed_worker_ends_the_task_worker_lost_and_it_is_not_rerun(
         assert any(task_id in raw.decode(errors="replace") for raw in unacked.values())
         started = time.monotonic()
         beat_env = {**env, "WORKER_LOST_CHECK_SECONDS": "1"}
-        with celery_process("worker", beat_env, tmp_path, "ready."), \
-                celery_process("beat", beat_env, tmp_path, "beat: Starting"):
+        with (
+            celery_process("worker", beat_env, tmp_path, "ready."),
+            celery_process("beat", beat_env, tmp_path, "beat: Starting"),
+        ):
             task = terminal(task_id, timeout=20)
             elapsed = time.monotonic() - started
             assert task.status == "failed" and task.error.startswith("worker lost"), task.error
@@ -164,11 +190,16 @@ def test_killed_worker_ends_the_task_worker_lost_and_it_is_not_rerun(
 def test_duplicate_delivery_while_running_is_ignored(queue, sources):
     from operations import runner
 
-    clean = registry.validate_params("daily_sales", {"business_date": "2025-06-07",
-                                                     "locations": ["L01"]})
+    clean = registry.validate_params(
+        "daily_sales", {"business_date": "2025-06-07", "locations": ["L01"]}
+    )
     handle = tracker.create_task("daily_sales", params=clean)
-    JobRun.objects.create(task_id=handle.task_id, operation="daily_sales", worker="other:1",
-                          lease_until=timezone.now() + timedelta(seconds=30))
+    JobRun.objects.create(
+        task_id=handle.task_id,
+        operation="daily_sales",
+        worker="other:1",
+        lease_until=timezone.now() + timedelta(seconds=30),
+    )
     assert runner.run_task("daily_sales", handle.task_id, clean) == "skipped"
     assert get_task(handle.task_id).status == "started"
 
@@ -178,8 +209,12 @@ def test_expired_lease_on_redelivery_fails_worker_lost(queue, sources):
 
     clean = registry.validate_params("daily_sales", {"business_date": "2025-06-07"})
     handle = tracker.create_task("daily_sales", params=clean)
-    JobRun.objects.create(task_id=handle.task_id, operation="daily_sales", worker="dead:1",
-                          lease_until=timezone.now() - timedelta(seconds=1))
+    JobRun.objects.create(
+        task_id=handle.task_id,
+        operation="daily_sales",
+        worker="dead:1",
+        lease_until=timezone.now() - timedelta(seconds=1),
+    )
     assert runner.run_task("daily_sales", handle.task_id, clean) == "skipped"
     task = get_task(handle.task_id)
     assert task.status == "failed" and "worker lost" in task.error
@@ -187,8 +222,12 @@ def test_expired_lease_on_redelivery_fails_worker_lost(queue, sources):
 
 def test_a_task_cancelled_in_the_queue_ends_now_and_never_runs(queue, sources, tmp_path):
 
-    task_id = services.launch("daily_sales", {"business_date": "2025-06-06"},
-                              request_id="cancel-queued", user_label="test")
+    task_id = services.launch(
+        "daily_sales",
+        {"business_date": "2025-06-06"},
+        request_id="cancel-queued",
+        user_label="test",
+    )
     assert [m["headers"]["id"] for m in _queued(queue)] == [task_id]
     task = services.cancel_task(task_id, by="alice")
     assert task.status == "failed", "no worker has it: it ends at once, not at a next step"
@@ -197,8 +236,11 @@ def test_a_task_cancelled_in_the_queue_ends_now_and_never_runs(queue, sources, t
     with pytest.raises(tracker.TaskAlreadyFinished):
         services.cancel_task(task_id, by="bob")
     with celery_process("worker", env_for(queue), tmp_path, "ready.") as worker:
-        wait_for(lambda: "already ran (cancelled)" in worker.log_path.read_text(errors="replace"),
-                 30, "the worker to receive the message and acknowledge it")
+        wait_for(
+            lambda: "already ran (cancelled)" in worker.log_path.read_text(errors="replace"),
+            30,
+            "the worker to receive the message and acknowledge it",
+        )
     after = get_task(task_id)
     assert (after.version, after.status, after.error) == (task.version, "failed", task.error)
     assert not DailySalesSummary.objects.filter(business_date="2025-06-06").exists()
@@ -246,7 +288,8 @@ def test_a_second_beat_sends_nothing_until_the_first_dies(queue, sources, tmp_pa
 
 
 def test_beat_schedule_fires_the_purge_which_removes_only_expired_rows(
-        settings, queue, sources, tmp_path):
+    settings, queue, sources, tmp_path
+):
     settings.TASK_STATUS_TTL = -60
     expired = tracker.create_task("daily_sales").task_id
     settings.TASK_STATUS_TTL = 3600
@@ -254,8 +297,10 @@ def test_beat_schedule_fires_the_purge_which_removes_only_expired_rows(
     from tasks.models import TaskStatus
 
     env = env_for(queue, PURGE_SCHEDULE_SECONDS="1")
-    with celery_process("worker", env, tmp_path, "ready."), \
-            celery_process("beat", env, tmp_path, "beat: Starting"):
+    with (
+        celery_process("worker", env, tmp_path, "ready."),
+        celery_process("beat", env, tmp_path, "beat: Starting"),
+    ):
         wait_for(lambda: not TaskStatus.objects.filter(pk=expired).exists(), 20, "the purge")
     assert TaskStatus.objects.filter(pk=alive).exists()
 
@@ -279,14 +324,19 @@ def test_embedded_worker_runs_a_launched_job_without_redis(sources, tmp_path):
         "print(json.dumps({'status': t.status, 'result': t.result, 'error': t.error}))\n"
     )
     env = env_for("unused", REDIS_URL="")
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=90)
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     outcome = json.loads(proc.stdout.strip().splitlines()[-1])
     assert outcome["status"] == "completed", outcome
     assert outcome["result"]["summarised"] == ["L05"]
-    assert DailySalesSummary.objects.filter(business_date="2025-06-08",
-                                            location_id="L05").exists()
+    assert DailySalesSummary.objects.filter(business_date="2025-06-08", location_id="L05").exists()
 
 
 def test_a_websocket_client_sees_a_worker_run_job_in_order(queue, sources, runner, tmp_path):
@@ -310,10 +360,13 @@ def test_a_websocket_client_sees_a_worker_run_job_in_order(queue, sources, runne
                     assert json.loads(await ws.recv())["type"] == "subscribed"
                     request = urllib.request.Request(
                         f"{server.http}/task-status",
-                        data=json.dumps({"operation": "daily_sales",
-                                         "params": {"business_date": "2025-06-10"}}).encode(),
-                        headers={"Authorization": f"Bearer {token}",
-                                 "Content-Type": "application/json"},
+                        data=json.dumps(
+                            {"operation": "daily_sales", "params": {"business_date": "2025-06-10"}}
+                        ).encode(),
+                        headers={
+                            "Authorization": f"Bearer {token}",
+                            "Content-Type": "application/json",
+                        },
                         method="POST",
                     )
                     loop = asyncio.get_running_loop()
@@ -322,7 +375,9 @@ def test_a_websocket_client_sees_a_worker_run_job_in_order(queue, sources, runne
                     task_id = json.load(response)["task_id"]
                     seen = []
                     while not seen or seen[-1]["status"] not in (
-                        "completed", "completed_with_errors", "failed"
+                        "completed",
+                        "completed_with_errors",
+                        "failed",
                     ):
                         message = json.loads(await asyncio.wait_for(ws.recv(), 60))
                         if message["type"] == "task_status" and (

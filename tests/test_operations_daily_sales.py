@@ -28,16 +28,16 @@ def cents(value) -> int:
 
 def expected(day: date, location: str) -> dict:
     """The summary computed straight from the raw export, in integer cents."""
-    zones = {loc["id"]: loc["timezone"] for loc in json.loads(
-        (SAMPLE / "sales" / "locations.json").read_text())["locations"]}
-    raw = gzip.decompress((SAMPLE / "sales" / day.isoformat() / f"{location}.json.gz")
-                          .read_bytes())
+    zones = {
+        loc["id"]: loc["timezone"]
+        for loc in json.loads((SAMPLE / "sales" / "locations.json").read_text())["locations"]
+    }
+    raw = gzip.decompress((SAMPLE / "sales" / day.isoformat() / f"{location}.json.gz").read_bytes())
     out = defaultdict(int)
     hours: dict[str, int] = defaultdict(int)
     centers: dict[str, int] = defaultdict(int)
     for check in json.loads(raw)["checks"]:
-        items = [(cents(i["unit_price"]) * i["qty"], bool(i.get("voided")))
-                 for i in check["items"]]
+        items = [(cents(i["unit_price"]) * i["qty"], bool(i.get("voided"))) for i in check["items"]]
         if check["status"] == "voided":
             out["voids"] += sum(a for a, _ in items)
             continue
@@ -54,8 +54,7 @@ def expected(day: date, location: str) -> dict:
         out["service_charges"] += sum(cents(s["amount"]) for s in check["service_charges"])
         out["guest_count"] += check["guest_count"]
         out["check_count"] += 1
-        hour = datetime.fromisoformat(check["opened_at"]).astimezone(
-            ZoneInfo(zones[location])).hour
+        hour = datetime.fromisoformat(check["opened_at"]).astimezone(ZoneInfo(zones[location])).hour
         hours[f"{hour:02d}"] += gross - disc - ref
         centers[check["revenue_center"]] += gross - disc - ref
     out["hours"] = dict(hours)
@@ -64,8 +63,16 @@ def expected(day: date, location: str) -> dict:
 
 
 def assert_summary_matches(row: DailySalesSummary, exp: dict) -> None:
-    for field in ("gross_sales", "net_sales", "discounts", "voids", "refunds", "tax", "tips",
-                  "service_charges"):
+    for field in (
+        "gross_sales",
+        "net_sales",
+        "discounts",
+        "voids",
+        "refunds",
+        "tax",
+        "tips",
+        "service_charges",
+    ):
         assert cents(getattr(row, field)) == exp[field], field
     assert row.guest_count == exp["guest_count"]
     assert row.check_count == exp["check_count"]
@@ -96,13 +103,15 @@ def test_rerun_replaces_and_never_duplicates(sample_sources):
     assert cents(rows.get().net_sales) == expected(DAY, "L02")["net_sales"]
 
 
-@pytest.mark.parametrize(("day", "location", "reason"), [
-    (date(2025, 6, 10), "L07", "corrupt"),
-    (date(2025, 6, 12), "L03", "items[0].qty: not a number ('two')"),
-    (date(2025, 6, 13), "L11", "missing data"),
-])
-def test_bad_location_is_an_error_and_the_job_goes_on(sample_sources, day, location,
-                                                      reason):
+@pytest.mark.parametrize(
+    ("day", "location", "reason"),
+    [
+        (date(2025, 6, 10), "L07", "corrupt"),
+        (date(2025, 6, 12), "L03", "items[0].qty: not a number ('two')"),
+        (date(2025, 6, 13), "L11", "missing data"),
+    ],
+)
+def test_bad_location_is_an_error_and_the_job_goes_on(sample_sources, day, location, reason):
     task = run_job("daily_sales", {"business_date": day.isoformat()})
     assert task.status == "completed_with_errors"
     assert list(task.result["failed_locations"]) == [location]
@@ -119,10 +128,12 @@ def test_date_without_any_data_fails_clearly(sample_sources):
 
 def test_bad_parameters_are_refused_before_launch(sample_sources):
     future = (timezone.localdate() + timedelta(days=2)).isoformat()
-    for params, field in (({"business_date": future}, "business_date"),
-                          ({"business_date": "yesterday"}, "business_date"),
-                          ({"locations": ["L01", "NOPE"]}, "locations"),
-                          ({"bogus": 1}, "bogus")):
+    for params, field in (
+        ({"business_date": future}, "business_date"),
+        ({"business_date": "yesterday"}, "business_date"),
+        ({"locations": ["L01", "NOPE"]}, "locations"),
+        ({"bogus": 1}, "bogus"),
+    ):
         with pytest.raises(ValidationError) as info:
             registry.validate_params("daily_sales", params)
         assert field in info.value.detail
@@ -132,8 +143,10 @@ def test_bad_parameters_are_refused_before_launch(sample_sources):
 
 def test_default_business_date_is_yesterday_in_time_zone(sample_sources):
     clean = registry.validate_params("daily_sales", {})
-    assert clean == {"business_date": (timezone.localdate() - timedelta(days=1)).isoformat(),
-                     "locations": []}
+    assert clean == {
+        "business_date": (timezone.localdate() - timedelta(days=1)).isoformat(),
+        "locations": [],
+    }
 
 
 def test_cancel_stops_the_job_and_names_who(sample_sources):
@@ -157,8 +170,9 @@ def test_daily_sales_over_http_source_equals_file_source(settings, sample_source
         settings.SOURCE_BACKOFF_SECONDS = 0.01
         server.fail("L04", "500")
         server.fail("L05", "429:0.1")
-        task = run_job("daily_sales", {"business_date": DAY.isoformat(),
-                                       "locations": ["L04", "L05"]})
+        task = run_job(
+            "daily_sales", {"business_date": DAY.isoformat(), "locations": ["L04", "L05"]}
+        )
     assert task.status == "completed", task.error
     for location in ("L04", "L05"):
         row = DailySalesSummary.objects.get(business_date=DAY, location_id=location)

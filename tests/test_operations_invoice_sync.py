@@ -28,8 +28,9 @@ def raw_invoices(folder: Path = SAMPLE / "invoices") -> list[dict]:
         for row in csv.DictReader(fh):
             key = (row["vendor_id"], row["invoice_number"])
             head = grouped.setdefault(key, {**row, "lines": []})
-            head["lines"].append({"qty": row["qty"], "unit_price": row["unit_price"],
-                                  "amount": row["amount"]})
+            head["lines"].append(
+                {"qty": row["qty"], "unit_price": row["unit_price"], "amount": row["amount"]}
+            )
     return invoices + list(grouped.values())
 
 
@@ -94,8 +95,7 @@ def test_second_sync_reads_nothing_and_full_resync_changes_nothing(sample_source
     assert AccountingExport.objects.count() == 1
 
 
-def test_changed_invoice_is_updated_and_exported_once_more(settings, sample_sources,
-                                                           tmp_path):
+def test_changed_invoice_is_updated_and_exported_once_more(settings, sample_sources, tmp_path):
     folder = tmp_path / "invoices"
     shutil.copytree(SAMPLE / "invoices", folder)
     settings.INVOICE_SOURCE_URL = f"file://{folder}"
@@ -136,8 +136,7 @@ def test_two_syncs_at_once_never_export_an_invoice_twice(sample_sources):
     assert all(r.status == "completed_with_errors" for r in results)
 
 
-def test_export_over_http_retries_and_failed_export_is_retried_next_sync(
-        settings, sample_sources):
+def test_export_over_http_retries_and_failed_export_is_retried_next_sync(settings, sample_sources):
     settings.SOURCE_TOKEN = "test-token"
     settings.SOURCE_BACKOFF_SECONDS = 0.01
     settings.SOURCE_MAX_RETRIES = 1
@@ -162,7 +161,13 @@ def test_export_over_http_retries_and_failed_export_is_retried_next_sync(
 def test_invoice_with_future_date_is_invalid():
     from operations.jobs.invoice_sync import InvalidInvoice, validate_invoice
 
-    inv = {"vendor_id": "V01", "invoice_number": "A1", "invoice_date": "2031-01-01",
-           "total": 1, "tax": 0, "lines": [{"qty": 1, "unit_price": 1, "amount": 1}]}
+    inv = {
+        "vendor_id": "V01",
+        "invoice_number": "A1",
+        "invoice_date": "2031-01-01",
+        "total": 1,
+        "tax": 0,
+        "lines": [{"qty": 1, "unit_price": 1, "amount": 1}],
+    }
     with pytest.raises(InvalidInvoice, match="not a plausible date"):
         validate_invoice(inv, vendors={"V01"}, today=date(2025, 6, 1))

@@ -46,8 +46,9 @@ def expected_shift(shift: dict) -> tuple[str, str]:
     first = second = ""
     if worked > 300 and not (shift["first_meal_waiver"] and worked <= 360):
         first = verdict(0, 300, "first")
-    if worked > 600 and not (shift["second_meal_waiver"] and worked <= 720
-                             and not shift["first_meal_waiver"]):
+    if worked > 600 and not (
+        shift["second_meal_waiver"] and worked <= 720 and not shift["first_meal_waiver"]
+    ):
         second = verdict(1, 600, "second")
     return first, second
 
@@ -62,11 +63,19 @@ def expected(day: date, location: str) -> dict:
         kinds.update(k for k in (first, second) if k)
         hours = bool(first) + bool(second)
         if hours:
-            rows[shift["shift_id"]] = (first, second, hours,
-                                       round(shift["hourly_rate"] * 100) * hours)
-    return {"shifts": len(raw["shifts"]), "rows": rows, "kinds": kinds,
-            "hours": sum(r[2] for r in rows.values()),
-            "cents": sum(r[3] for r in rows.values())}
+            rows[shift["shift_id"]] = (
+                first,
+                second,
+                hours,
+                round(shift["hourly_rate"] * 100) * hours,
+            )
+    return {
+        "shifts": len(raw["shifts"]),
+        "rows": rows,
+        "kinds": kinds,
+        "hours": sum(r[2] for r in rows.values()),
+        "cents": sum(r[3] for r in rows.values()),
+    }
 
 
 def cents(value) -> int:
@@ -74,9 +83,10 @@ def cents(value) -> int:
 
 
 def stored(day: date, location: str) -> dict:
-    return {r.shift_id: (r.first_meal, r.second_meal, r.premium_hours, cents(r.premium_pay))
-            for r in MealPeriodViolation.objects.filter(business_date=day,
-                                                        location_id=location)}
+    return {
+        r.shift_id: (r.first_meal, r.second_meal, r.premium_hours, cents(r.premium_pay))
+        for r in MealPeriodViolation.objects.filter(business_date=day, location_id=location)
+    }
 
 
 def test_violations_match_the_raw_punches(sample_sources):
@@ -130,15 +140,24 @@ def test_rerun_replaces_and_never_duplicates(sample_sources):
     MealPeriodViolation.objects.filter(location_id="L02").update(premium_hours=9)
     row = MealPeriodViolation.objects.filter(location_id="L02").first()
     MealPeriodViolation.objects.create(  # a shift that no longer violates (corrected punches)
-        business_date=DAY, location_id="L02", employee_id=row.employee_id, shift_id="gone",
-        clock_in=row.clock_in, clock_out=row.clock_out, hours_worked=row.hours_worked,
-        first_meal="late_first_meal", hourly_rate=row.hourly_rate, premium_hours=1,
-        premium_pay=row.hourly_rate)
+        business_date=DAY,
+        location_id="L02",
+        employee_id=row.employee_id,
+        shift_id="gone",
+        clock_in=row.clock_in,
+        clock_out=row.clock_out,
+        hours_worked=row.hours_worked,
+        first_meal="late_first_meal",
+        hourly_rate=row.hourly_rate,
+        premium_hours=1,
+        premium_pay=row.hourly_rate,
+    )
     second = run_job("get_mpvs", params)
     assert second.status == "completed"
     assert stored(DAY, "L02") == first == expected(DAY, "L02")["rows"]
     assert set(MealPeriodViolation.objects.values_list("task_id", flat=True)) == {
-        str(second.task_id)}
+        str(second.task_id)
+    }
 
 
 def test_date_without_any_data_fails_clearly(sample_sources):
@@ -149,24 +168,34 @@ def test_date_without_any_data_fails_clearly(sample_sources):
 
 def test_bad_parameters_are_refused_before_launch(sample_sources):
     future = (timezone.localdate() + timedelta(days=2)).isoformat()
-    for params, field in (({"business_date": future}, "business_date"),
-                          ({"business_date": "yesterday"}, "business_date"),
-                          ({"locations": ["L01", "NOPE"]}, "locations"),
-                          ({"bogus": 1}, "bogus")):
+    for params, field in (
+        ({"business_date": future}, "business_date"),
+        ({"business_date": "yesterday"}, "business_date"),
+        ({"locations": ["L01", "NOPE"]}, "locations"),
+        ({"bogus": 1}, "bogus"),
+    ):
         with pytest.raises(ValidationError) as info:
             registry.validate_params("get_mpvs", params)
         assert field in info.value.detail
     clean = registry.validate_params("get_mpvs", {})
-    assert clean == {"business_date": (timezone.localdate() - timedelta(days=1)).isoformat(),
-                     "locations": []}
+    assert clean == {
+        "business_date": (timezone.localdate() - timedelta(days=1)).isoformat(),
+        "locations": [],
+    }
 
 
 def test_bad_parameters_are_400_over_the_api(client, runner, sample_sources):
     client.force_login(runner)
-    for params in ({"business_date": "not-a-date"}, {"business_date": "2999-01-01"},
-                   {"locations": ["NOPE"]}):
-        response = client.post("/task-status", {"operation": "get_mpvs", "params": params},
-                               content_type="application/json")
+    for params in (
+        {"business_date": "not-a-date"},
+        {"business_date": "2999-01-01"},
+        {"locations": ["NOPE"]},
+    ):
+        response = client.post(
+            "/task-status",
+            {"operation": "get_mpvs", "params": params},
+            content_type="application/json",
+        )
         assert response.status_code == 400, response.content
         assert next(iter(params)) in json.dumps(response.json())
 
@@ -178,8 +207,7 @@ def test_over_http_source_equals_file_source(settings, sample_sources):
         settings.SOURCE_BACKOFF_SECONDS = 0.01
         settings.SOURCE_PAGE_SIZE = 7  # several pages a location
         server.fail("L04", "500")
-        task = run_job("get_mpvs", {"business_date": DAY.isoformat(),
-                                    "locations": ["L04", "L05"]})
+        task = run_job("get_mpvs", {"business_date": DAY.isoformat(), "locations": ["L04", "L05"]})
         bad = run_job("get_mpvs", {"business_date": "2025-06-05", "locations": ["L07", "L08"]})
         gone = run_job("get_mpvs", {"business_date": "2025-06-14", "locations": ["L04"]})
     assert task.status == "completed", task.error
@@ -200,12 +228,10 @@ def test_unreachable_source_fails_with_a_clear_message(settings, sample_sources)
     assert task.error.startswith("timeclock source unusable:") and "unreachable" in task.error
 
 
-def test_violations_are_browsable_read_only_in_the_admin(client, django_user_model,
-                                                         sample_sources):
+def test_violations_are_browsable_read_only_in_the_admin(client, django_user_model, sample_sources):
     run_job("get_mpvs", {"business_date": DAY.isoformat(), "locations": ["L01"]})
     row = MealPeriodViolation.objects.filter(location_id="L01").first()
-    django_user_model.objects.create_user("boss", password="pw", is_staff=True,
-                                          is_superuser=True)
+    django_user_model.objects.create_user("boss", password="pw", is_staff=True, is_superuser=True)
     client.login(username="boss", password="pw")
     page = client.get("/admin/operations/mealperiodviolation/")
     assert page.status_code == 200 and row.shift_id in page.content.decode()
@@ -214,39 +240,58 @@ def test_violations_are_browsable_read_only_in_the_admin(client, django_user_mod
     assert change.status_code == 200 and 'name="premium_pay"' not in change.content.decode()
 
 
-def _shift(worked_h: float, meals: list[tuple[float, int]] = (), *, first_waiver=False,
-           second_waiver=False) -> dict:
+def _shift(
+    worked_h: float, meals: list[tuple[float, int]] = (), *, first_waiver=False, second_waiver=False
+) -> dict:
     """A shift clocking in at 08:00; meals as (worked hours at start, minutes)."""
     start = datetime.fromisoformat("2025-06-06T08:00:00-07:00")
     breaks, unpaid = [], 0
     for at, length in meals:
         begin = start + timedelta(hours=at, minutes=unpaid)
-        breaks.append({"kind": "meal", "start": begin.isoformat(),
-                       "end": (begin + timedelta(minutes=length)).isoformat()})
+        breaks.append(
+            {
+                "kind": "meal",
+                "start": begin.isoformat(),
+                "end": (begin + timedelta(minutes=length)).isoformat(),
+            }
+        )
         unpaid += length
     out = start + timedelta(hours=worked_h, minutes=unpaid)
-    return {"shift_id": "S1", "employee_id": "E1", "hourly_rate": 18.5,
-            "clock_in": start.isoformat(), "clock_out": out.isoformat(), "breaks": breaks,
-            "first_meal_waiver": first_waiver, "second_meal_waiver": second_waiver}
+    return {
+        "shift_id": "S1",
+        "employee_id": "E1",
+        "hourly_rate": 18.5,
+        "clock_in": start.isoformat(),
+        "clock_out": out.isoformat(),
+        "breaks": breaks,
+        "first_meal_waiver": first_waiver,
+        "second_meal_waiver": second_waiver,
+    }
 
 
-@pytest.mark.parametrize(("shift", "first", "second"), [
-    (_shift(5), "", ""),                                         # exactly 5 h: no meal due
-    (_shift(5.5), "missing_first_meal", ""),
-    (_shift(5.5, first_waiver=True), "", ""),                    # valid waiver (<= 6 h)
-    (_shift(6.5, first_waiver=True), "missing_first_meal", ""),  # waiver void over 6 h
-    (_shift(8, [(5, 30)]), "", ""),                              # starts at 5:00: on time
-    (_shift(8, [(5 + 1 / 60, 30)]), "late_first_meal", ""),
-    (_shift(8, [(4, 29)]), "short_first_meal", ""),
-    (_shift(8, [(5.5, 20)]), "late_first_meal", ""),             # late wins over short
-    (_shift(11, [(4, 30)]), "", "missing_second_meal"),
-    (_shift(11, [(4, 30)], second_waiver=True), "", ""),         # valid second waiver
-    (_shift(12.5, [(4, 30)], second_waiver=True), "", "missing_second_meal"),
-    (_shift(11, [(4, 30), (10.5, 30)]), "", "late_second_meal"),
-    (_shift(11, [(4, 30), (9, 15)]), "", "short_second_meal"),
-    (_shift(11, [(6, 10)], first_waiver=True, second_waiver=True),
-     "late_first_meal", "missing_second_meal"),                 # first waiver voids the second
-])
+@pytest.mark.parametrize(
+    ("shift", "first", "second"),
+    [
+        (_shift(5), "", ""),  # exactly 5 h: no meal due
+        (_shift(5.5), "missing_first_meal", ""),
+        (_shift(5.5, first_waiver=True), "", ""),  # valid waiver (<= 6 h)
+        (_shift(6.5, first_waiver=True), "missing_first_meal", ""),  # waiver void over 6 h
+        (_shift(8, [(5, 30)]), "", ""),  # starts at 5:00: on time
+        (_shift(8, [(5 + 1 / 60, 30)]), "late_first_meal", ""),
+        (_shift(8, [(4, 29)]), "short_first_meal", ""),
+        (_shift(8, [(5.5, 20)]), "late_first_meal", ""),  # late wins over short
+        (_shift(11, [(4, 30)]), "", "missing_second_meal"),
+        (_shift(11, [(4, 30)], second_waiver=True), "", ""),  # valid second waiver
+        (_shift(12.5, [(4, 30)], second_waiver=True), "", "missing_second_meal"),
+        (_shift(11, [(4, 30), (10.5, 30)]), "", "late_second_meal"),
+        (_shift(11, [(4, 30), (9, 15)]), "", "short_second_meal"),
+        (
+            _shift(11, [(6, 10)], first_waiver=True, second_waiver=True),
+            "late_first_meal",
+            "missing_second_meal",
+        ),  # first waiver voids the second
+    ],
+)
 def test_the_rule_on_its_edges(shift, first, second):
     from zoneinfo import ZoneInfo
 

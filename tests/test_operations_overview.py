@@ -41,7 +41,8 @@ def finished_run(operation: str, status: str, seconds: float) -> str:
             handle.error("one location")
         handle.complete({})
     TaskStatus.objects.filter(pk=handle.task_id).update(
-        updated_at=TaskStatus.objects.get(pk=handle.task_id).created_at + seconds)
+        updated_at=TaskStatus.objects.get(pk=handle.task_id).created_at + seconds
+    )
     return handle.task_id
 
 
@@ -76,8 +77,14 @@ def test_get_operations_lists_what_the_reader_may_see(api):
 
 def test_stats_are_computed_in_the_database_and_hide_personal_data(api, django_user_model):
     durations = [5, 7, 9, 11, 13, 100]
-    statuses = ["completed", "completed", "failed", "completed", "completed_with_errors",
-                "completed"]
+    statuses = [
+        "completed",
+        "completed",
+        "failed",
+        "completed",
+        "completed_with_errors",
+        "completed",
+    ]
     for seconds, status in zip(durations, statuses, strict=True):
         finished_run("invoice_sync", status, seconds)
     tracker.create_task("invoice_sync")  # still running: not in the history

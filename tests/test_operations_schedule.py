@@ -47,9 +47,7 @@ def test_a_configured_cron_expression_is_honoured(settings):
 def test_invoice_sync_every_30_minutes_by_default(settings):
     tz = ZoneInfo(settings.TIME_ZONE)
     last_run = datetime(2025, 6, 11, 10, 0, tzinfo=tz)
-    due, wait = entry_at("invoice-sync", datetime(2025, 6, 11, 10, 10, tzinfo=tz)).is_due(
-        last_run
-    )
+    due, wait = entry_at("invoice-sync", datetime(2025, 6, 11, 10, 10, tzinfo=tz)).is_due(last_run)
     assert not due and abs(wait - 1200) < 5
 
 

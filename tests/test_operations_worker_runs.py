@@ -37,10 +37,11 @@ def launch_and_watch(server: Daphne, token: str, operation: str, params: dict) -
         async with websockets.connect(f"{server.ws}?access_token={token}") as ws:
             assert json.loads(await ws.recv())["type"] == "subscribed"
             request = urllib.request.Request(
-                f"{server.http}/task-status", method="POST",
+                f"{server.http}/task-status",
+                method="POST",
                 data=json.dumps({"operation": operation, "params": params}).encode(),
-                headers={"Authorization": f"Bearer {token}",
-                         "Content-Type": "application/json"})
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            )
             loop = asyncio.get_running_loop()
             response = await loop.run_in_executor(None, urllib.request.urlopen, request)
             assert response.status == 202
@@ -69,20 +70,27 @@ def reader_runner(runner):
 
 
 def test_email_tips_on_a_worker_sends_each_statement_and_a_client_watches(
-        sample_sources, settings, reader_runner, queue, tmp_path):
+    sample_sources, settings, reader_runner, queue, tmp_path
+):
     settings.ROSTER_SOURCE_URL = f"file://{SAMPLE / 'roster'}"
     settings.TIP_POLICY_FILE = SAMPLE / "tips" / "policies.json"
     assert run_job("transform_tips", {**WEEK1, "locations": ["L01"]}).status == "completed"
     employees = set(TipShare.objects.values_list("employee_id", flat=True))
     with smtp_server() as smtp:
-        env = env_for(queue, ROSTER_SOURCE_URL=settings.ROSTER_SOURCE_URL,
-                      EMAIL_HOST=smtp.host, EMAIL_PORT=str(smtp.port), EMAIL_USE_TLS="0",
-                      EMAIL_RATE_PER_SECOND="1000")
+        env = env_for(
+            queue,
+            ROSTER_SOURCE_URL=settings.ROSTER_SOURCE_URL,
+            EMAIL_HOST=smtp.host,
+            EMAIL_PORT=str(smtp.port),
+            EMAIL_USE_TLS="0",
+            EMAIL_RATE_PER_SECOND="1000",
+        )
         server = Daphne(env).start()
         try:
             with celery_process("worker", env, tmp_path, "ready."):
-                seen = launch_and_watch(server, issue_local_token(reader_runner),
-                                        "email_tips", WEEK1)
+                seen = launch_and_watch(
+                    server, issue_local_token(reader_runner), "email_tips", WEEK1
+                )
         finally:
             server.stop()
         received = smtp.received
@@ -95,21 +103,28 @@ def test_email_tips_on_a_worker_sends_each_statement_and_a_client_watches(
 
 
 def test_food_handler_links_on_a_worker_link_to_the_stored_pdfs(
-        settings, reader_runner, queue, tmp_path, client):
+    settings, reader_runner, queue, tmp_path, client
+):
     documents = tmp_path / "documents"
     settings.ROSTER_SOURCE_URL = f"file://{SAMPLE / 'roster'}"
-    settings.STORAGES = {**settings.STORAGES, "documents": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(documents)}}}
-    checked = run_job("update_food_handler_pdfs",
-                      {"locations": ["L02", "L03"], "as_of": "2025-06-15"})
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "documents": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(documents)},
+        },
+    }
+    checked = run_job(
+        "update_food_handler_pdfs", {"locations": ["L02", "L03"], "as_of": "2025-06-15"}
+    )
     assert checked.status == "completed_with_errors"  # L02-E015's certificate is truncated
     env = env_for(queue, DOCUMENT_STORAGE_OPTIONS=json.dumps({"location": str(documents)}))
     server = Daphne(env).start()
     try:
         with celery_process("worker", env, tmp_path, "ready."):
-            seen = launch_and_watch(server, issue_local_token(reader_runner),
-                                    "get_food_handler_links", {})
+            seen = launch_and_watch(
+                server, issue_local_token(reader_runner), "get_food_handler_links", {}
+            )
     finally:
         server.stop()
     statuses = in_order(seen)
@@ -120,6 +135,7 @@ def test_food_handler_links_on_a_worker_link_to_the_stored_pdfs(
     packet = result["locations"][0]["packet"]["url"]
     response = client.get(packet)
     assert response.status_code == 200 and response["Content-Type"] == "application/pdf"
-    assert b"".join(response.streaming_content if response.streaming else [response.content]
-                    ).startswith(b"%PDF")
+    assert b"".join(
+        response.streaming_content if response.streaming else [response.content]
+    ).startswith(b"%PDF")
     assert Path(documents).is_dir()

@@ -70,8 +70,9 @@ def listed(client: APIClient, query: str = "") -> set[str]:
 
 def test_rest_reads_and_lists_show_a_personal_task_only_to_its_readers(tasks, people):
     plain, tips, staff = bearer(people["plain"]), bearer(people["tips"]), bearer(people["staff"])
-    sales, tip, food = (tasks[k] for k in ("daily_sales", "transform_tips",
-                                           "update_food_handler_pdfs"))
+    sales, tip, food = (
+        tasks[k] for k in ("daily_sales", "transform_tips", "update_food_handler_pdfs")
+    )
 
     assert listed(plain) == {sales}
     assert listed(tips) == {sales, tip}
@@ -79,8 +80,14 @@ def test_rest_reads_and_lists_show_a_personal_task_only_to_its_readers(tasks, pe
     assert listed(plain, "?operation=transform_tips") == set()
     assert listed(tips, "?operation=transform_tips") == {tip}
 
-    for client, task_id, expected in ((plain, tip, 404), (plain, food, 404), (tips, tip, 200),
-                                      (tips, food, 404), (staff, food, 200), (plain, sales, 200)):
+    for client, task_id, expected in (
+        (plain, tip, 404),
+        (plain, food, 404),
+        (tips, tip, 200),
+        (tips, food, 404),
+        (staff, food, 200),
+        (plain, sales, 200),
+    ):
         response = client.get(f"/task-status/{task_id}")
         assert response.status_code == expected, (task_id, response.content)
     # Hidden reads exactly like an unknown id: same status, same shape.
@@ -92,12 +99,12 @@ def test_a_runner_without_the_reader_role_can_neither_cancel_nor_launch_it(tasks
     runner = bearer(people["runner"])
     response = runner.post(f"/task-status/{tasks['transform_tips']}/cancel")
     assert response.status_code == 404
-    response = runner.post("/task-status", {"operation": "transform_tips", "params": {}},
-                           format="json")
+    response = runner.post(
+        "/task-status", {"operation": "transform_tips", "params": {}}, format="json"
+    )
     assert response.status_code == 403
     assert "reader role" in response.json()["detail"]
-    assert listed(bearer(people["staff"]), "?operation=transform_tips") == {
-        tasks["transform_tips"]}
+    assert listed(bearer(people["staff"]), "?operation=transform_tips") == {tasks["transform_tips"]}
 
 
 def test_the_monitor_and_the_task_page_leave_it_out(client, tasks, people):
@@ -137,29 +144,44 @@ def test_the_websocket_neither_delivers_nor_catches_up_a_personal_task(live, tas
             websockets.connect(url(live, plain_token, "since=0")) as plain,
             websockets.connect(url(live, tips_token, "since=0")) as tips,
         ):
-            caught_plain = [m["payload"]["task_id"] for m in await quiet(plain, 1.0)
-                            if m["type"] == "task_status"]
-            caught_tips = [m["payload"]["task_id"] for m in await quiet(tips, 0.3)
-                           if m["type"] == "task_status"]
+            caught_plain = [
+                m["payload"]["task_id"]
+                for m in await quiet(plain, 1.0)
+                if m["type"] == "task_status"
+            ]
+            caught_tips = [
+                m["payload"]["task_id"]
+                for m in await quiet(tips, 0.3)
+                if m["type"] == "task_status"
+            ]
             # A subscription by a hidden task's id answers like one by an unknown id.
-            await plain.send(json.dumps({"action": "subscribe",
-                                         "task_id": tasks["transform_tips"], "since": 0}))
+            await plain.send(
+                json.dumps({"action": "subscribe", "task_id": tasks["transform_tips"], "since": 0})
+            )
             by_id = await recv_json(plain)
             await plain.send(json.dumps({"action": "subscribe", "operation": "email_tips"}))
             by_operation = await recv_json(plain)
             await loop.run_in_executor(None, report, [["start", "email_tips"], ["complete"]])
             await loop.run_in_executor(None, report, [["start", "invoice_sync"], ["complete"]])
-            live_plain = [m["payload"]["operation"] for m in await quiet(plain, 1.0)
-                          if m["type"] == "task_status"]
-            live_tips = [m["payload"]["operation"] for m in await quiet(tips, 0.3)
-                         if m["type"] == "task_status"]
+            live_plain = [
+                m["payload"]["operation"]
+                for m in await quiet(plain, 1.0)
+                if m["type"] == "task_status"
+            ]
+            live_tips = [
+                m["payload"]["operation"]
+                for m in await quiet(tips, 0.3)
+                if m["type"] == "task_status"
+            ]
             return caught_plain, caught_tips, by_id, by_operation, live_plain, live_tips
 
     caught_plain, caught_tips, by_id, by_operation, live_plain, live_tips = run(scenario())
     assert caught_plain == [tasks["daily_sales"]]
     assert sorted(caught_tips) == sorted([tasks["daily_sales"], tasks["transform_tips"]])
-    assert by_id == {"type": "subscribed",
-                     "subscription": {"task_id": tasks["transform_tips"], "since": 0}}
+    assert by_id == {
+        "type": "subscribed",
+        "subscription": {"task_id": tasks["transform_tips"], "since": 0},
+    }
     assert by_operation["type"] == "error" and "reader role" in by_operation["error"]
     assert live_plain == ["invoice_sync", "invoice_sync"]
     assert live_tips == ["email_tips", "email_tips", "invoice_sync", "invoice_sync"]

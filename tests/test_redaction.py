@@ -12,12 +12,15 @@ from tasks.auth.redaction import REDACTED, RedactTokensFilter, redact
 LOCAL = TOKEN_PREFIX + "Zm9vYmFyYmF6cXV4LXF1dXgtY29yZ2UtZ3JhdWx0"
 
 
-@pytest.mark.parametrize("text", [
-    f"GET /ws/task-status?token={LOCAL}&operation=daily_sales",
-    f"GET /ws/task-status?operation=x&key={LOCAL}",
-    f"refused credentials {LOCAL} from 10.0.0.1",
-    f'{{"authorization": "{LOCAL}"}}',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"GET /ws/task-status?token={LOCAL}&operation=daily_sales",
+        f"GET /ws/task-status?operation=x&key={LOCAL}",
+        f"refused credentials {LOCAL} from 10.0.0.1",
+        f'{{"authorization": "{LOCAL}"}}',
+    ],
+)
 def test_a_local_api_token_is_redacted_anywhere(text):
     cleaned = redact(text)
     assert LOCAL not in cleaned and TOKEN_PREFIX + "Zm9v" not in cleaned

@@ -16,8 +16,15 @@ from tasks.models import Operation, TaskStatus
 pytestmark = pytest.mark.django_db
 
 DOCUMENT_KEYS = {
-    "task_id", "operation", "status", "progress", "result", "error",
-    "created_at", "updated_at", "version",
+    "task_id",
+    "operation",
+    "status",
+    "progress",
+    "result",
+    "error",
+    "created_at",
+    "updated_at",
+    "version",
 }
 
 
@@ -310,17 +317,25 @@ def test_launching_email_tips_with_a_bad_period_is_400_naming_the_field(client, 
 
     runner.groups.add(Group.objects.get_or_create(name="TaskStatus.Tips.Read")[0])
     client.force_login(runner)
-    response = launch(client, {"operation": "email_tips",
-                               "params": {"period_start": "2025-06-08",
-                                          "period_end": "2025-06-02"}})
+    response = launch(
+        client,
+        {
+            "operation": "email_tips",
+            "params": {"period_start": "2025-06-08", "period_end": "2025-06-02"},
+        },
+    )
     assert response.status_code == 400, response.content
     assert response.json()["errors"]["period_end"] == ["is before period_start"]
 
 
 @pytest.mark.parametrize(
     "params",
-    [{"business_date": "yesterday"}, {"business_date": "2999-01-01"}, {"locations": ["NOPE"]},
-     {"colour": "red"}],
+    [
+        {"business_date": "yesterday"},
+        {"business_date": "2999-01-01"},
+        {"locations": ["NOPE"]},
+        {"colour": "red"},
+    ],
 )
 def test_bad_parameters_are_400_with_field_errors(client, runner, params):
     client.force_login(runner)

@@ -84,8 +84,11 @@ def test_a_repeat_with_the_same_key_carries_the_location(client, runner):
 )
 def test_a_key_reused_for_a_different_launch_is_422_and_launches_nothing(client, runner, other):
     client.force_login(runner)
-    first = launch(client, {"operation": "daily_sales", "params": {"business_date": "2025-06-10"}},
-                   HTTP_IDEMPOTENCY_KEY="k-2")
+    first = launch(
+        client,
+        {"operation": "daily_sales", "params": {"business_date": "2025-06-10"}},
+        HTTP_IDEMPOTENCY_KEY="k-2",
+    )
     assert first.status_code == 202
     response = launch(client, other, HTTP_IDEMPOTENCY_KEY="k-2")
     assert "different launch" in assert_json_error(response, 422)["detail"]
@@ -95,8 +98,7 @@ def test_a_key_reused_for_a_different_launch_is_422_and_launches_nothing(client,
 @pytest.mark.parametrize("key", ["", "x" * 201, "clé"])
 def test_a_bad_idempotency_key_is_400_naming_the_header(client, runner, key):
     client.force_login(runner)
-    response = launch(client, {"operation": "invoice_sync", "params": {}},
-                      HTTP_IDEMPOTENCY_KEY=key)
+    response = launch(client, {"operation": "invoice_sync", "params": {}}, HTTP_IDEMPOTENCY_KEY=key)
     assert "Idempotency-Key" in assert_json_error(response, 400)["detail"]
     assert TaskStatus.objects.count() == 0
 

@@ -30,8 +30,14 @@ def launch(client, body):
 def test_a_rerun_is_a_launch_that_names_the_run_it_repeats(client, runner):
     client.force_login(runner)
     original = finished("get_mpvs", {"business_date": "2025-06-10", "locations": ["L01"]})
-    response = launch(client, {"operation": "get_mpvs", "rerun_of": original,
-                               "params": {"business_date": "2025-06-11", "locations": ["L01"]}})
+    response = launch(
+        client,
+        {
+            "operation": "get_mpvs",
+            "rerun_of": original,
+            "params": {"business_date": "2025-06-11", "locations": ["L01"]},
+        },
+    )
     assert response.status_code == 202, response.content
     new = TaskStatus.objects.get(pk=response.json()["task_id"])
     assert str(new.rerun_of) == original and new.params["business_date"] == "2025-06-11"
@@ -53,8 +59,7 @@ def test_a_rerun_of_another_operation_or_an_unseen_task_is_refused(client, runne
 def test_run_again_opens_the_form_filled_with_the_run_s_parameters(context, runner):
     reader = runner.__class__.objects.create_user("reader-only", password="pw")
     original = finished("get_mpvs", {"business_date": "2025-06-10", "locations": ["L01", "L02"]})
-    server = Daphne(service_env(DEBUG="0", CELERY_QUEUE=settings.CELERY_TASK_DEFAULT_QUEUE)
-                    ).start()
+    server = Daphne(service_env(DEBUG="0", CELERY_QUEUE=settings.CELERY_TASK_DEFAULT_QUEUE)).start()
     try:
         log_in(context, server.http, reader)
         page = watch(context.new_page()).page

@@ -416,8 +416,12 @@ def test_metrics_are_never_passed_on_by_nginx_only_scraped_on_loopback(stack):
     assert not reply.from_app
     assert assert_json_error(reply, 404, "metrics")["detail"] == "not found"
     # gunicorn, each daphne, the worker's and beat's exporters: directly, on loopback
-    for port in [stack.web_port, *stack.ws_ports, stack.worker_metrics_port,
-                 stack.beat_metrics_port]:
+    for port in [
+        stack.web_port,
+        *stack.ws_ports,
+        stack.worker_metrics_port,
+        stack.beat_metrics_port,
+    ]:
         direct = requests.get(f"http://127.0.0.1:{port}/metrics", headers=bearer, timeout=10)
         assert direct.status_code == 200 and "tasksite_tracker_publishes_total" in direct.text
 

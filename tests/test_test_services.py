@@ -118,7 +118,11 @@ def test_ctrl_c_on_the_command_line_stops_the_command_and_the_servers():
     # A session of its own, like a terminal's foreground job: Ctrl-C reaches the group.
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), "--no-browser-packages", "--", sys.executable, "-c", child],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,
     )
     try:
@@ -139,7 +143,8 @@ def test_ctrl_c_on_the_command_line_stops_the_command_and_the_servers():
 
 def test_given_urls_or_answering_default_ports_start_nothing():
     given = test_services.running_services(
-        database_url="postgres://someone@db.example:5432/x", redis_url="redis://cache.example/1",
+        database_url="postgres://someone@db.example:5432/x",
+        redis_url="redis://cache.example/1",
         default_database_url="postgres://postgres@127.0.0.1:1/tasks",
         default_redis_url="redis://127.0.0.1:1/0",
     )

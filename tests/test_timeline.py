@@ -37,16 +37,25 @@ def test_every_status_change_and_every_error_is_kept_in_order(api, settings):
     handle.error("L04: corrupt")
     handle.complete({"ok": True})
     got = events(api, handle.task_id)
-    assert [e["status"] for e in got] == ["started", "processing", "error", "processing",
-                                          "error", "completed_with_errors"]
+    assert [e["status"] for e in got] == [
+        "started",
+        "processing",
+        "error",
+        "processing",
+        "error",
+        "completed_with_errors",
+    ]
     assert [e["error"] for e in got if e["status"] == "error"] == [
-        "L02: file missing", "L04: corrupt"]
+        "L02: file missing",
+        "L04: corrupt",
+    ]
     document = api.get(f"/task-status/{handle.task_id}").json()
     assert got[-1]["version"] == document["version"]  # written with the change itself
     assert [e["version"] for e in got] == sorted({e["version"] for e in got})
     assert got[1]["progress"] == {"current": 1, "total": 3, "message": "L01"}
-    assert all(set(e) == {"version", "at", "kind", "status", "progress", "error", "by"}
-               for e in got)
+    assert all(
+        set(e) == {"version", "at", "kind", "status", "progress", "error", "by"} for e in got
+    )
 
 
 def test_a_cancel_request_and_worker_lost_are_on_it():
@@ -58,8 +67,11 @@ def test_a_cancel_request_and_worker_lost_are_on_it():
     runner._fail_task(handle.task_id, "worker lost: w1 stopped renewing its lease")
     rows = list(TaskEvent.objects.filter(task_id=handle.task_id).order_by("version"))
     assert [(r.kind, r.status) for r in rows] == [
-        ("status", "started"), ("status", "processing"), ("cancel_requested", "processing"),
-        ("status", "failed")]
+        ("status", "started"),
+        ("status", "processing"),
+        ("cancel_requested", "processing"),
+        ("status", "failed"),
+    ]
     assert rows[2].by == "alice" and rows[3].error.startswith("worker lost")
 
 

@@ -381,9 +381,7 @@ def test_clients_of_two_servers_both_see_a_change_made_by_a_third_process(live, 
                 await recv_json(a)
                 await recv_json(b)
                 loop = asyncio.get_running_loop()
-                await loop.run_in_executor(
-                    None, report, [["start", "get_mpvs"], ["fail", "x"]]
-                )
+                await loop.run_in_executor(None, report, [["start", "get_mpvs"], ["fail", "x"]])
                 return await statuses_until_terminal(a), await statuses_until_terminal(b)
 
     seen_a, seen_b = run(scenario())

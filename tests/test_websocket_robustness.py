@@ -34,6 +34,7 @@ async def answer_to(ws, frame: str) -> dict:
 def test_deeply_nested_frames_get_an_error_and_leak_nothing(token):
     server = Daphne(service_env()).start()
     try:
+
         async def scenario():
             answers = []
             for _ in range(3):
@@ -98,8 +99,9 @@ def test_since_is_echoed_as_the_number_sent(live, token):
     async def scenario():
         async with websockets.connect(f"{live.ws}?access_token={token}") as ws:
             await recv_json(ws)
-            whole = await answer_to(ws, '{"action": "subscribe", "operation": "daily_sales", '
-                                        '"since": 1700000000}')
+            whole = await answer_to(
+                ws, '{"action": "subscribe", "operation": "daily_sales", "since": 1700000000}'
+            )
             return whole
 
     assert run(scenario())["subscription"] == {"operation": "daily_sales", "since": 1700000000}
@@ -109,6 +111,7 @@ def test_with_redis_down_a_client_still_connects_and_catches_up(token):
     dead = f"redis://127.0.0.1:{free_port()}/0"
     report([["start", "invoice_sync"], ["complete", {"n": 1}]])
     with running_daphne(REDIS_URL=dead) as server:
+
         async def scenario():
             async with websockets.connect(f"{server.ws}?access_token={token}&since=0") as ws:
                 subscribed = await recv_json(ws)
@@ -125,14 +128,22 @@ def test_with_redis_down_a_client_still_connects_and_catches_up(token):
 def test_embedded_default_hears_a_job_in_another_process(token):
     """Without Redis, a job run by ``run_operation`` (another process) still shows live."""
     with running_daphne(REDIS_URL="") as server:
+
         async def scenario():
             async with websockets.connect(f"{server.ws}?access_token={token}") as ws:
                 await recv_json(ws)
                 loop = asyncio.get_running_loop()
                 done = await loop.run_in_executor(
-                    None, lambda: report([["start", "daily_sales", 2], ["progress", 1, "one"],
-                                          ["complete", {"ok": True}]],
-                                         env=service_env(REDIS_URL="")))
+                    None,
+                    lambda: report(
+                        [
+                            ["start", "daily_sales", 2],
+                            ["progress", 1, "one"],
+                            ["complete", {"ok": True}],
+                        ],
+                        env=service_env(REDIS_URL=""),
+                    ),
+                )
                 while True:
                     message = await recv_json(ws, timeout=5)
                     if message["payload"]["status"] == "completed":

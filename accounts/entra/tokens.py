@@ -180,9 +180,7 @@ def _current_state() -> _State:
         return state
     with _state_lock:
         if _state is None or _state.config != config:
-            _state = _State(
-                config, EntraProviderConfig(config), IdentityCache(IDENTITY_CACHE_SIZE)
-            )
+            _state = _State(config, EntraProviderConfig(config), IdentityCache(IDENTITY_CACHE_SIZE))
         return _state
 
 

@@ -31,8 +31,16 @@ from ..sources import sales_source
 from .locations import MalformedData, each_location
 
 CENT = Decimal("0.01")
-MONEY_FIELDS = ("gross_sales", "net_sales", "discounts", "voids", "refunds", "tax", "tips",
-                "service_charges")
+MONEY_FIELDS = (
+    "gross_sales",
+    "net_sales",
+    "discounts",
+    "voids",
+    "refunds",
+    "tax",
+    "tips",
+    "service_charges",
+)
 
 
 def _number(value: Any, where: str) -> Decimal:
@@ -65,8 +73,7 @@ def _amounts(check: dict, key: str, where: str) -> Decimal:
     return total
 
 
-def summarise_checks(checks: list[Any], *, business_date: date,
-                     tz: ZoneInfo) -> dict[str, Any]:
+def summarise_checks(checks: list[Any], *, business_date: date, tz: ZoneInfo) -> dict[str, Any]:
     """The summary of one location-day; MalformedData on the first unreadable check."""
     sums = {name: Decimal(0) for name in MONEY_FIELDS}
     guests = count = voided = 0
@@ -77,15 +84,18 @@ def summarise_checks(checks: list[Any], *, business_date: date,
             raise MalformedData(f"check #{index}: not an object")
         where = f"check {check.get('check_id') or '#' + str(index)}"
         if check.get("business_date") not in (None, business_date.isoformat()):
-            raise MalformedData(f"{where}: business_date {check.get('business_date')!r} "
-                                f"is not {business_date.isoformat()}")
+            raise MalformedData(
+                f"{where}: business_date {check.get('business_date')!r} "
+                f"is not {business_date.isoformat()}"
+            )
         items = _list(check, "items", where)
         live = void = Decimal(0)
         for n, item in enumerate(items):
             if not isinstance(item, dict):
                 raise MalformedData(f"{where}: items[{n}] is not an object")
-            amount = (_number(item.get("qty"), f"{where} items[{n}].qty")
-                      * _number(item.get("unit_price"), f"{where} items[{n}].unit_price"))
+            amount = _number(item.get("qty"), f"{where} items[{n}].qty") * _number(
+                item.get("unit_price"), f"{where} items[{n}].unit_price"
+            )
             if item.get("voided"):
                 void += amount
             else:
@@ -97,8 +107,9 @@ def summarise_checks(checks: list[Any], *, business_date: date,
         try:
             opened = datetime.fromisoformat(str(check.get("opened_at")))
         except ValueError as exc:
-            raise MalformedData(f"{where}: opened_at {check.get('opened_at')!r} "
-                                "is not a timestamp") from exc
+            raise MalformedData(
+                f"{where}: opened_at {check.get('opened_at')!r} is not a timestamp"
+            ) from exc
         if opened.tzinfo is None:
             opened = opened.replace(tzinfo=tz)
         center = check.get("revenue_center")
@@ -128,25 +139,36 @@ def summarise_checks(checks: list[Any], *, business_date: date,
         check_count=count,
         voided_check_count=voided,
         average_check=(sums["net_sales"] / count).quantize(CENT, ROUND_HALF_UP)
-        if count else Decimal("0.00"),
-        net_sales_by_hour={h: str(v.quantize(CENT, ROUND_HALF_UP))
-                           for h, v in sorted(by_hour.items())},
-        net_sales_by_revenue_center={c: str(v.quantize(CENT, ROUND_HALF_UP))
-                                     for c, v in sorted(by_center.items())},
+        if count
+        else Decimal("0.00"),
+        net_sales_by_hour={
+            h: str(v.quantize(CENT, ROUND_HALF_UP)) for h, v in sorted(by_hour.items())
+        },
+        net_sales_by_revenue_center={
+            c: str(v.quantize(CENT, ROUND_HALF_UP)) for c, v in sorted(by_center.items())
+        },
     )
     return summary
 
 
 def save_summary(business_date: date, location: dict, summary: dict, task_id: str) -> None:
     """Insert or replace in one statement: re-runs (even concurrent ones) never duplicate."""
-    row = DailySalesSummary(business_date=business_date, location_id=location["id"],
-                            location_name=location.get("name", ""), task_id=task_id,
-                            computed_at=timezone.now(), **summary)
+    row = DailySalesSummary(
+        business_date=business_date,
+        location_id=location["id"],
+        location_name=location.get("name", ""),
+        task_id=task_id,
+        computed_at=timezone.now(),
+        **summary,
+    )
     update = [*summary.keys(), "location_name", "task_id", "computed_at"]
     with transaction.atomic():
         DailySalesSummary.objects.bulk_create(
-            [row], update_conflicts=True, unique_fields=["business_date", "location_id"],
-            update_fields=update)
+            [row],
+            update_conflicts=True,
+            unique_fields=["business_date", "location_id"],
+            update_fields=update,
+        )
 
 
 def run(task: TaskHandle, params: dict[str, Any]) -> dict[str, Any]:
@@ -159,8 +181,7 @@ def run(task: TaskHandle, params: dict[str, Any]) -> dict[str, Any]:
         save_summary(business_date, location, summary, task.task_id)
         return {"net_sales": str(summary["net_sales"]), "check_count": summary["check_count"]}
 
-    done, failed = each_location(task, source, params, summarise, data="sales",
-                                 verb="summarised")
+    done, failed = each_location(task, source, params, summarise, data="sales", verb="summarised")
     net = sum((Decimal(v["net_sales"]) for v in done.values()), Decimal(0))
     return {
         "business_date": params["business_date"].isoformat(),

@@ -35,18 +35,26 @@ def location_links(location_id: str) -> dict[str, Any]:
     packet_link = None
     if packet is not None and packet.document:
         filename = f"food-handler-packet-{location_id}.pdf"
-        packet_link = {"url": documents.link_path(packet.document, filename),
-                       "filename": filename}
+        packet_link = {"url": documents.link_path(packet.document, filename), "filename": filename}
     employees = []
     for row in FoodHandlerCertificate.objects.filter(location_id=location_id).order_by(
-            "employee_id"):
-        url = (documents.link_path(row.document, f"food-handler-{row.employee_id}.pdf")
-               if row.document else None)
-        employees.append({
-            "employee_id": row.employee_id, "name": row.employee_name, "job": row.job,
-            "status": row.status,
-            "expires_on": row.expires_on.isoformat() if row.expires_on else None, "url": url,
-        })
+        "employee_id"
+    ):
+        url = (
+            documents.link_path(row.document, f"food-handler-{row.employee_id}.pdf")
+            if row.document
+            else None
+        )
+        employees.append(
+            {
+                "employee_id": row.employee_id,
+                "name": row.employee_name,
+                "job": row.job,
+                "status": row.status,
+                "expires_on": row.expires_on.isoformat() if row.expires_on else None,
+                "url": url,
+            }
+        )
     return {"location_id": location_id, "packet": packet_link, "employees": employees}
 
 
@@ -58,8 +66,9 @@ def run(task: TaskHandle, params: dict[str, Any]) -> dict[str, Any]:
     wanted = list(params.get("locations") or on_file)
     unknown = [loc for loc in wanted if loc not in on_file]
     if unknown:
-        raise JobFailed(f"unknown location(s): {', '.join(unknown)} "
-                        "(no food handler records on file)")
+        raise JobFailed(
+            f"unknown location(s): {', '.join(unknown)} (no food handler records on file)"
+        )
     # Before signing: a link made below expires at this instant or a moment later.
     expires_at = int(time.time()) + settings.DOCUMENT_LINK_SECONDS
     total = len(wanted)

@@ -106,10 +106,13 @@ def parse_card(raw: Any, where: str) -> Card | None:
         return None
     if not isinstance(raw, dict):
         raise MalformedData(f"{where}: food_handler is not an object")
-    return Card(number=_text(raw, "card_number", where), issuer=str(raw.get("issuer") or ""),
-                issued_on=_date(raw.get("issued_on"), f"{where} issued_on", required=False),
-                expires_on=_date(raw.get("expires_on"), f"{where} expires_on"),
-                url=_text(raw, "certificate_url", where))
+    return Card(
+        number=_text(raw, "card_number", where),
+        issuer=str(raw.get("issuer") or ""),
+        issued_on=_date(raw.get("issued_on"), f"{where} issued_on", required=False),
+        expires_on=_date(raw.get("expires_on"), f"{where} expires_on"),
+        url=_text(raw, "certificate_url", where),
+    )
 
 
 def parse_employee(raw: Any, index: int) -> FoodHandler:
@@ -118,11 +121,14 @@ def parse_employee(raw: Any, index: int) -> FoodHandler:
         raise MalformedData(f"employee #{index}: not an object")
     where = f"employee {raw.get('employee_id') or '#' + str(index)}"
     return FoodHandler(
-        employee_id=_text(raw, "employee_id", where), name=_text(raw, "name", where),
+        employee_id=_text(raw, "employee_id", where),
+        name=_text(raw, "name", where),
         location_id=_text(raw, "location_id", where),
-        location_name=str(raw.get("location_name") or ""), job=str(raw.get("job") or ""),
+        location_name=str(raw.get("location_name") or ""),
+        job=str(raw.get("job") or ""),
         hire_date=_date(raw.get("hire_date"), f"{where} hire_date"),
-        card=parse_card(raw.get("food_handler"), where))
+        card=parse_card(raw.get("food_handler"), where),
+    )
 
 
 def card_status(handler: FoodHandler, on_file: bool, as_of: date) -> str:
@@ -138,8 +144,9 @@ def card_status(handler: FoodHandler, on_file: bool, as_of: date) -> str:
     return FoodHandlerStatus.MISSING.value
 
 
-def read_roster(task: TaskHandle, source: Connector) -> tuple[dict[str, list[FoodHandler]],
-                                                               set[str]]:
+def read_roster(
+    task: TaskHandle, source: Connector
+) -> tuple[dict[str, list[FoodHandler]], set[str]]:
     """Food handlers by location, and the ids of malformed records (reported, left alone)."""
     try:
         employees = source.list_employees()
@@ -164,8 +171,9 @@ def read_roster(task: TaskHandle, source: Connector) -> tuple[dict[str, list[Foo
     return by_location, malformed
 
 
-def fetch_certificate(source: Connector, handler: FoodHandler,
-                      stored: FoodHandlerCertificate | None) -> Certificate:
+def fetch_certificate(
+    source: Connector, handler: FoodHandler, stored: FoodHandlerCertificate | None
+) -> Certificate:
     """This run's certificate for the handler's card: fetched only when it changed, stored
     by hash when it is a readable PDF, else refused (an earlier accepted PDF of the same
     card number stays on file)."""
@@ -175,62 +183,104 @@ def fetch_certificate(source: Connector, handler: FoodHandler,
     same_card = stored if stored is not None and stored.card_number == card.number else None
     kept = Certificate()
     if same_card is not None and same_card.document and documents.exists(same_card.document):
-        kept = Certificate(same_card.document, same_card.content_hash, same_card.source_url,
-                           same_card.source_etag)
+        kept = Certificate(
+            same_card.document, same_card.content_hash, same_card.source_url, same_card.source_etag
+        )
     # The stored ETag names what we hold: an accepted PDF still in storage, or a refused one.
     etag = ""
-    if (same_card is not None and same_card.source_url == card.url
-            and (kept.document or not same_card.document)):
+    if (
+        same_card is not None
+        and same_card.source_url == card.url
+        and (kept.document or not same_card.document)
+    ):
         etag = same_card.source_etag
     try:
         fetched = source.fetch_document(card.url, etag=etag)
     except SourceError as exc:
-        reason = ("not found at the source" if isinstance(exc, DataNotFound)
-                  else f"could not be fetched: {exc}")
-        return Certificate(kept.document, kept.content_hash, kept.source_url, kept.source_etag,
-                           refused=reason)
+        reason = (
+            "not found at the source"
+            if isinstance(exc, DataNotFound)
+            else f"could not be fetched: {exc}"
+        )
+        return Certificate(
+            kept.document, kept.content_hash, kept.source_url, kept.source_etag, refused=reason
+        )
     content = fetched.content
     if content is None:  # not modified since ``etag``
         if kept.document:
             return Certificate(kept.document, kept.content_hash, card.url, etag)
         # The version we refused last time, still the same: refused again, not downloaded.
-        return Certificate(source_url=card.url, source_etag=etag,
-                           refused="unchanged at the source since it was refused")
+        return Certificate(
+            source_url=card.url,
+            source_etag=etag,
+            refused="unchanged at the source since it was refused",
+        )
     try:
         pdfs.check_pdf(content)
     except pdfs.InvalidPdf as exc:
         if kept.document:  # keep the accepted PDF, and fetch again next time
-            return Certificate(kept.document, kept.content_hash, kept.source_url,
-                               kept.source_etag, refused=str(exc))
+            return Certificate(
+                kept.document,
+                kept.content_hash,
+                kept.source_url,
+                kept.source_etag,
+                refused=str(exc),
+            )
         return Certificate(source_url=card.url, source_etag=fetched.etag, refused=str(exc))
     name, digest = documents.store("certificates", content)
     return Certificate(name, digest, card.url, fetched.etag)
 
 
-def build_location_packet(location_id: str, location_name: str, as_of: date,
-                          handlers: list[FoodHandler], rows: dict[str, FoodHandlerCertificate],
-                          counts: dict[str, int]) -> tuple[str, str]:
+def build_location_packet(
+    location_id: str,
+    location_name: str,
+    as_of: date,
+    handlers: list[FoodHandler],
+    rows: dict[str, FoodHandlerCertificate],
+    counts: dict[str, int],
+) -> tuple[str, str]:
     """Cover page and every current certificate, stored by hash; (storage name, hash)."""
     ordered = sorted(handlers, key=lambda h: (h.name.lower(), h.employee_id))
     cover_rows = []
     certificates = []
     for handler in ordered:
         row = rows[handler.employee_id]
-        cover_rows.append(pdfs.CoverRow(
-            employee=f"{handler.name} ({handler.employee_id})", job=handler.job,
-            card_number=row.card_number, expires_on=row.expires_on, status=row.status))
+        cover_rows.append(
+            pdfs.CoverRow(
+                employee=f"{handler.name} ({handler.employee_id})",
+                job=handler.job,
+                card_number=row.card_number,
+                expires_on=row.expires_on,
+                status=row.status,
+            )
+        )
         if row.status in CURRENT:
             certificates.append(documents.read(row.document))
-    cover = pdfs.cover_page(location_id=location_id, location_name=location_name, as_of=as_of,
-                            rows=cover_rows, counts=counts)
+    cover = pdfs.cover_page(
+        location_id=location_id,
+        location_name=location_name,
+        as_of=as_of,
+        rows=cover_rows,
+        counts=counts,
+    )
     return documents.store("packets", pdfs.build_packet(cover, certificates))
 
 
-def check_location(task: TaskHandle, source: Connector, location_id: str,
-                   handlers: list[FoodHandler], keep: set[str], as_of: date) -> LocationOutcome:
+def check_location(
+    task: TaskHandle,
+    source: Connector,
+    location_id: str,
+    handlers: list[FoodHandler],
+    keep: set[str],
+    as_of: date,
+) -> LocationOutcome:
     """Fetch, judge and store one location's certificates, then its rows and packet."""
-    stored = {row.employee_id: row for row in FoodHandlerCertificate.objects.filter(
-        employee_id__in=[h.employee_id for h in handlers])}
+    stored = {
+        row.employee_id: row
+        for row in FoodHandlerCertificate.objects.filter(
+            employee_id__in=[h.employee_id for h in handlers]
+        )
+    }
     outcome = LocationOutcome(counts=dict.fromkeys(STATUSES, 0))
     rows: dict[str, FoodHandlerCertificate] = {}
     for handler in handlers:
@@ -240,44 +290,86 @@ def check_location(task: TaskHandle, source: Connector, location_id: str,
             held = fetch_certificate(source, handler, stored.get(handler.employee_id))
             if held.refused:
                 outcome.failed[handler.employee_id] = held.refused
-                task.error(f"{handler.employee_id} {handler.name}: certificate {card.number} "
-                           f"refused: {held.refused}")
+                task.error(
+                    f"{handler.employee_id} {handler.name}: certificate {card.number} "
+                    f"refused: {held.refused}"
+                )
         status = card_status(handler, bool(held.document), as_of)
         outcome.counts[status] += 1
         rows[handler.employee_id] = FoodHandlerCertificate(
-            employee_id=handler.employee_id, employee_name=handler.name,
-            location_id=location_id, job=handler.job, hire_date=handler.hire_date,
-            card_number=card.number if card else "", issuer=card.issuer if card else "",
+            employee_id=handler.employee_id,
+            employee_name=handler.name,
+            location_id=location_id,
+            job=handler.job,
+            hire_date=handler.hire_date,
+            card_number=card.number if card else "",
+            issuer=card.issuer if card else "",
             issued_on=card.issued_on if card else None,
-            expires_on=card.expires_on if card else None, status=status,
-            document=held.document, content_hash=held.content_hash,
-            source_url=held.source_url, source_etag=held.source_etag, as_of=as_of,
-            task_id=task.task_id)
+            expires_on=card.expires_on if card else None,
+            status=status,
+            document=held.document,
+            content_hash=held.content_hash,
+            source_url=held.source_url,
+            source_etag=held.source_etag,
+            as_of=as_of,
+            task_id=task.task_id,
+        )
     location_name = next((h.location_name for h in handlers if h.location_name), "")
-    packet, digest = build_location_packet(location_id, location_name, as_of, handlers, rows,
-                                           outcome.counts)
-    save_location(location_id, location_name, as_of, list(rows.values()), keep, packet, digest,
-                  outcome.counts, task.task_id)
+    packet, digest = build_location_packet(
+        location_id, location_name, as_of, handlers, rows, outcome.counts
+    )
+    save_location(
+        location_id,
+        location_name,
+        as_of,
+        list(rows.values()),
+        keep,
+        packet,
+        digest,
+        outcome.counts,
+        task.task_id,
+    )
     return outcome
 
 
-def save_location(location_id: str, location_name: str, as_of: date,
-                  rows: list[FoodHandlerCertificate], keep: set[str], packet: str, digest: str,
-                  counts: dict[str, int], task_id: str) -> None:
+def save_location(
+    location_id: str,
+    location_name: str,
+    as_of: date,
+    rows: list[FoodHandlerCertificate],
+    keep: set[str],
+    packet: str,
+    digest: str,
+    counts: dict[str, int],
+    task_id: str,
+) -> None:
     """One transaction per location: upsert the employees (a concurrent run cannot make us
     fail), remove those no longer on its roster, record the packet."""
-    update = [f.name for f in FoodHandlerCertificate._meta.concrete_fields
-              if f.name not in ("id", "employee_id")]
+    update = [
+        f.name
+        for f in FoodHandlerCertificate._meta.concrete_fields
+        if f.name not in ("id", "employee_id")
+    ]
     with transaction.atomic():
         FoodHandlerCertificate.objects.bulk_create(
-            rows, update_conflicts=True, unique_fields=["employee_id"], update_fields=update)
-        (FoodHandlerCertificate.objects.filter(location_id=location_id)
-         .exclude(employee_id__in=[r.employee_id for r in rows] + sorted(keep)).delete())
+            rows, update_conflicts=True, unique_fields=["employee_id"], update_fields=update
+        )
+        (
+            FoodHandlerCertificate.objects.filter(location_id=location_id)
+            .exclude(employee_id__in=[r.employee_id for r in rows] + sorted(keep))
+            .delete()
+        )
         FoodHandlerPacket.objects.update_or_create(
             location_id=location_id,
-            defaults={"location_name": location_name, "document": packet,
-                      "content_hash": digest, "counts": counts, "as_of": as_of,
-                      "task_id": task_id})
+            defaults={
+                "location_name": location_name,
+                "document": packet,
+                "content_hash": digest,
+                "counts": counts,
+                "as_of": as_of,
+                "task_id": task_id,
+            },
+        )
 
 
 def run(task: TaskHandle, params: dict[str, Any]) -> dict[str, Any]:
@@ -294,8 +386,9 @@ def run(task: TaskHandle, params: dict[str, Any]) -> dict[str, Any]:
     counts: dict[str, dict[str, int]] = {}
     failed: dict[str, str] = {}
     for i, location_id in enumerate(wanted, 1):
-        outcome = check_location(task, source, location_id, by_location[location_id],
-                                 malformed, as_of)
+        outcome = check_location(
+            task, source, location_id, by_location[location_id], malformed, as_of
+        )
         counts[location_id] = outcome.counts
         failed.update(outcome.failed)
         task.progress(i, f"as of {as_of.isoformat()}: location {location_id} ({i} of {total})")

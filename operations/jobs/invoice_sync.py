@@ -94,25 +94,36 @@ def validate_invoice(raw: Any, *, vendors: set[str], today: date) -> dict[str, A
             raise InvalidInvoice(f"line {n} is not an object")
         qty = _decimal(line.get("qty"), f"line {n} qty")
         price = _decimal(line.get("unit_price"), f"line {n} unit_price")
-        amount = (_decimal(line["amount"], f"line {n} amount")
-                  if line.get("amount") not in (None, "") else qty * price)
+        amount = (
+            _decimal(line["amount"], f"line {n} amount")
+            if line.get("amount") not in (None, "")
+            else qty * price
+        )
         if qty < 0 and doc_type != "credit_memo":
             raise InvalidInvoice(f"line {n} has negative quantity {qty} and is not a credit memo")
         if abs(qty * price - amount) > CENT:
-            raise InvalidInvoice(f"line {n} amount {amount} is not qty x unit_price "
-                                 f"({(qty * price).quantize(CENT)})")
+            raise InvalidInvoice(
+                f"line {n} amount {amount} is not qty x unit_price ({(qty * price).quantize(CENT)})"
+            )
         line_sum += amount
-        lines.append({"line_no": int(_decimal(line.get("line_no", n), f"line {n} line_no")),
-                      "sku": str(line.get("sku") or ""),
-                      "description": str(line.get("description") or ""),
-                      "qty": str(qty.normalize()), "unit_price": str(price.quantize(CENT)),
-                      "amount": str(amount.quantize(CENT))})
+        lines.append(
+            {
+                "line_no": int(_decimal(line.get("line_no", n), f"line {n} line_no")),
+                "sku": str(line.get("sku") or ""),
+                "description": str(line.get("description") or ""),
+                "qty": str(qty.normalize()),
+                "unit_price": str(price.quantize(CENT)),
+                "amount": str(amount.quantize(CENT)),
+            }
+        )
     tax = _decimal(raw.get("tax", 0) if raw.get("tax") not in (None, "") else 0, "tax")
     total = _decimal(raw["total"], "total")
     if abs(line_sum + tax - total) > CENT:
-        raise InvalidInvoice(f"lines {line_sum.quantize(CENT)} + tax {tax.quantize(CENT)} "
-                             f"= {(line_sum + tax).quantize(CENT)}, not the total "
-                             f"{total.quantize(CENT)}")
+        raise InvalidInvoice(
+            f"lines {line_sum.quantize(CENT)} + tax {tax.quantize(CENT)} "
+            f"= {(line_sum + tax).quantize(CENT)}, not the total "
+            f"{total.quantize(CENT)}"
+        )
     try:
         updated_at = parse_timestamp(raw["updated_at"]) if raw.get("updated_at") else None
     except ValueError as exc:
@@ -183,12 +194,20 @@ def advance_watermark(value: datetime) -> None:
 
 
 def _invoice_payload(inv: Invoice) -> dict[str, Any]:
-    return {"vendor_id": inv.vendor_id, "invoice_number": inv.invoice_number,
-            "document_type": inv.document_type, "invoice_date": inv.invoice_date.isoformat(),
-            "due_date": inv.due_date.isoformat() if inv.due_date else None,
-            "location_id": inv.location_id, "currency": inv.currency,
-            "subtotal": str(inv.subtotal), "tax": str(inv.tax), "total": str(inv.total),
-            "lines": inv.lines, "content_hash": inv.content_hash}
+    return {
+        "vendor_id": inv.vendor_id,
+        "invoice_number": inv.invoice_number,
+        "document_type": inv.document_type,
+        "invoice_date": inv.invoice_date.isoformat(),
+        "due_date": inv.due_date.isoformat() if inv.due_date else None,
+        "location_id": inv.location_id,
+        "currency": inv.currency,
+        "subtotal": str(inv.subtotal),
+        "tax": str(inv.tax),
+        "total": str(inv.total),
+        "lines": inv.lines,
+        "content_hash": inv.content_hash,
+    }
 
 
 def claim_pending(task_id: str) -> AccountingExport | None:
@@ -207,8 +226,9 @@ def claim_pending(task_id: str) -> AccountingExport | None:
         for inv in pending:
             try:
                 with transaction.atomic():
-                    AccountingExportLine.objects.create(batch=batch, invoice=inv,
-                                                        content_hash=inv.content_hash)
+                    AccountingExportLine.objects.create(
+                        batch=batch, invoice=inv, content_hash=inv.content_hash
+                    )
                 claimed += 1
             except IntegrityError:
                 continue  # another sync claimed this version first
@@ -223,23 +243,30 @@ def claim_pending(task_id: str) -> AccountingExport | None:
 def send_batch(batch: AccountingExport) -> int:
     """Deliver a claimed batch; on failure release its claims so the next sync retries."""
     lines = list(batch.lines.select_related("invoice").order_by("pk"))
-    payload = {"batch_id": str(batch.batch_id), "created_at": batch.created_at.isoformat(),
-               "invoices": [{**_invoice_payload(line.invoice),
-                             "content_hash": line.content_hash} for line in lines]}
+    payload = {
+        "batch_id": str(batch.batch_id),
+        "created_at": batch.created_at.isoformat(),
+        "invoices": [
+            {**_invoice_payload(line.invoice), "content_hash": line.content_hash} for line in lines
+        ],
+    }
     try:
         reference = accounting_target().send_batch(str(batch.batch_id), payload)
     except SourceError as exc:
         with transaction.atomic():
             batch.lines.all().delete()
             AccountingExport.objects.filter(pk=batch.pk).update(
-                state=AccountingExport.State.FAILED, error=str(exc)[:2000])
+                state=AccountingExport.State.FAILED, error=str(exc)[:2000]
+            )
         raise
     with transaction.atomic():
         AccountingExport.objects.filter(pk=batch.pk).update(
-            state=AccountingExport.State.SENT, reference=reference[:200], sent_at=timezone.now())
+            state=AccountingExport.State.SENT, reference=reference[:200], sent_at=timezone.now()
+        )
         for line in lines:
             Invoice.objects.filter(pk=line.invoice_id, content_hash=line.content_hash).update(
-                exported_hash=line.content_hash)
+                exported_hash=line.content_hash
+            )
     return len(lines)
 
 
@@ -248,8 +275,9 @@ def resend_stale_batches() -> int:
     (same batch id, so the target can deduplicate)."""
     cutoff = timezone.now() - timedelta(seconds=settings.JOB_MAX_SECONDS * 2)
     sent = 0
-    for batch in AccountingExport.objects.filter(state=AccountingExport.State.PENDING,
-                                                 created_at__lt=cutoff):
+    for batch in AccountingExport.objects.filter(
+        state=AccountingExport.State.PENDING, created_at__lt=cutoff
+    ):
         sent += send_batch(batch)
     return sent
 
@@ -264,8 +292,9 @@ def run(task: TaskHandle, params: dict[str, Any]) -> dict[str, Any]:
     except (SourceError, KeyError) as exc:
         raise JobFailed(f"invoice source unusable: {exc}") from exc
     total = len(invoices) + 1  # + the export step
-    task.progress(0, f"{len(invoices)} invoice(s) changed since {since or 'the beginning'}",
-                  total=total)
+    task.progress(
+        0, f"{len(invoices)} invoice(s) changed since {since or 'the beginning'}", total=total
+    )
     counts = {"created": 0, "updated": 0, "unchanged": 0, "invalid": 0, "exported": 0}
     invalid: list[str] = []
     newest = since
@@ -307,5 +336,9 @@ def run(task: TaskHandle, params: dict[str, Any]) -> dict[str, Any]:
     if newest is not None:
         advance_watermark(newest)
     task.progress(total, f"exported {counts['exported']} invoice(s)")
-    return {**counts, "batch_id": batch_id, "invalid_invoices": invalid[:100],
-            "watermark": newest.isoformat() if newest else None}
+    return {
+        **counts,
+        "batch_id": batch_id,
+        "invalid_invoices": invalid[:100],
+        "watermark": newest.isoformat() if newest else None,
+    }

@@ -91,8 +91,13 @@ def _rate(value: Any, where: str) -> Decimal:
     return rate
 
 
-def _meal_violation(meals: list[tuple[datetime, datetime]], index: int, clock_in: datetime,
-                    due: timedelta, name: str) -> str:
+def _meal_violation(
+    meals: list[tuple[datetime, datetime]],
+    index: int,
+    clock_in: datetime,
+    due: timedelta,
+    name: str,
+) -> str:
     """The violation of meal ``index`` (0 first, 1 second), or "" when it was compliant."""
     if len(meals) <= index:
         return f"missing_{name}_meal"
@@ -114,8 +119,10 @@ def check_shift(shift: Any, index: int, *, business_date: date, tz: ZoneInfo) ->
         if not isinstance(shift.get(key), str) or not shift[key]:
             raise MalformedData(f"{where}: {key} missing")
     if shift.get("business_date") not in (None, business_date.isoformat()):
-        raise MalformedData(f"{where}: business_date {shift.get('business_date')!r} "
-                            f"is not {business_date.isoformat()}")
+        raise MalformedData(
+            f"{where}: business_date {shift.get('business_date')!r} "
+            f"is not {business_date.isoformat()}"
+        )
     clock_in = _timestamp(shift.get("clock_in"), f"{where} clock_in", tz)
     clock_out = _timestamp(shift.get("clock_out"), f"{where} clock_out", tz)
     if not timedelta() < clock_out - clock_in <= LONGEST_SHIFT:
@@ -142,16 +149,18 @@ def check_shift(shift: Any, index: int, *, business_date: date, tz: ZoneInfo) ->
     first = second = ""
     if worked > FIRST_DUE and not (first_waiver and worked <= FIRST_WAIVABLE):
         first = _meal_violation(meals, 0, clock_in, FIRST_DUE, "first")
-    if worked > SECOND_DUE and not (shift.get("second_meal_waiver") is True
-                                    and worked <= SECOND_WAIVABLE and not first_waiver):
+    if worked > SECOND_DUE and not (
+        shift.get("second_meal_waiver") is True and worked <= SECOND_WAIVABLE and not first_waiver
+    ):
         second = _meal_violation(meals, 1, clock_in, SECOND_DUE, "second")
     return ShiftResult(shift, clock_in, clock_out, worked, rate, first, second)
 
 
 def check_shifts(shifts: list[Any], *, business_date: date, tz: ZoneInfo) -> list[ShiftResult]:
     """Every shift of one location-day; MalformedData on the first unreadable one."""
-    results = [check_shift(shift, n, business_date=business_date, tz=tz)
-               for n, shift in enumerate(shifts)]
+    results = [
+        check_shift(shift, n, business_date=business_date, tz=tz) for n, shift in enumerate(shifts)
+    ]
     seen: set[tuple[str, str]] = set()
     for result in results:
         key = (result.shift["employee_id"], result.shift["shift_id"])
@@ -161,33 +170,48 @@ def check_shifts(shifts: list[Any], *, business_date: date, tz: ZoneInfo) -> lis
     return results
 
 
-def save_violations(business_date: date, location: dict, results: list[ShiftResult],
-                    task_id: str) -> None:
+def save_violations(
+    business_date: date, location: dict, results: list[ShiftResult], task_id: str
+) -> None:
     """Replace the location-day's rows in one transaction: a re-run never duplicates, and a
     shift that no longer violates (corrected punches) loses its row."""
     now = timezone.now()
     rows = [
         MealPeriodViolation(
-            business_date=business_date, location_id=location["id"],
-            location_name=location.get("name", ""), employee_id=r.shift["employee_id"],
-            employee_name=str(r.shift.get("employee_name") or ""), shift_id=r.shift["shift_id"],
-            clock_in=r.clock_in, clock_out=r.clock_out,
+            business_date=business_date,
+            location_id=location["id"],
+            location_name=location.get("name", ""),
+            employee_id=r.shift["employee_id"],
+            employee_name=str(r.shift.get("employee_name") or ""),
+            shift_id=r.shift["shift_id"],
+            clock_in=r.clock_in,
+            clock_out=r.clock_out,
             hours_worked=(Decimal(int(r.worked.total_seconds())) / 3600).quantize(
-                CENT, ROUND_HALF_UP),
-            first_meal=r.first_meal, second_meal=r.second_meal, hourly_rate=r.hourly_rate,
-            premium_hours=r.premium_hours, premium_pay=r.premium_pay, task_id=task_id,
-            computed_at=now)
-        for r in results if r.premium_hours
+                CENT, ROUND_HALF_UP
+            ),
+            first_meal=r.first_meal,
+            second_meal=r.second_meal,
+            hourly_rate=r.hourly_rate,
+            premium_hours=r.premium_hours,
+            premium_pay=r.premium_pay,
+            task_id=task_id,
+            computed_at=now,
+        )
+        for r in results
+        if r.premium_hours
     ]
     keys = ["business_date", "location_id", "employee_id", "shift_id"]
-    update = [f.name for f in MealPeriodViolation._meta.concrete_fields
-              if f.name not in (*keys, "id")]
+    update = [
+        f.name for f in MealPeriodViolation._meta.concrete_fields if f.name not in (*keys, "id")
+    ]
     with transaction.atomic():
-        MealPeriodViolation.objects.filter(business_date=business_date,
-                                           location_id=location["id"]).delete()
+        MealPeriodViolation.objects.filter(
+            business_date=business_date, location_id=location["id"]
+        ).delete()
         # An upsert, so that a concurrent run of the same day cannot make us fail.
-        MealPeriodViolation.objects.bulk_create(rows, update_conflicts=True, unique_fields=keys,
-                                                update_fields=update)
+        MealPeriodViolation.objects.bulk_create(
+            rows, update_conflicts=True, unique_fields=keys, update_fields=update
+        )
 
 
 def run(task: TaskHandle, params: dict[str, Any]) -> dict[str, Any]:

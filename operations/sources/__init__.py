@@ -8,9 +8,18 @@ from django.conf import settings
 
 from .base import Connector, DataNotFound, FetchedDocument, SourceError
 
-__all__ = ["Connector", "DataNotFound", "FetchedDocument", "SourceError", "connect",
-           "sales_source", "timeclock_source", "invoice_source", "roster_source",
-           "accounting_target"]
+__all__ = [
+    "Connector",
+    "DataNotFound",
+    "FetchedDocument",
+    "SourceError",
+    "connect",
+    "sales_source",
+    "timeclock_source",
+    "invoice_source",
+    "roster_source",
+    "accounting_target",
+]
 
 
 def connect(url: str, *, quick: bool = False) -> Connector:

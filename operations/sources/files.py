@@ -34,9 +34,19 @@ from django.conf import settings
 
 from .base import MAX_DOCUMENT_BYTES, Connector, DataNotFound, FetchedDocument, SourceError
 
-INVOICE_HEADER_FIELDS = ("vendor_id", "invoice_number", "document_type", "invoice_date",
-                         "due_date", "location_id", "currency", "subtotal", "tax", "total",
-                         "updated_at")
+INVOICE_HEADER_FIELDS = (
+    "vendor_id",
+    "invoice_number",
+    "document_type",
+    "invoice_date",
+    "due_date",
+    "location_id",
+    "currency",
+    "subtotal",
+    "tax",
+    "total",
+    "updated_at",
+)
 LINE_FIELDS = ("line_no", "sku", "description", "qty", "unit_price", "amount")
 
 
@@ -91,8 +101,9 @@ class FileConnector(Connector):
             raise SourceError("locations.json has no 'locations' list")
         return locations
 
-    def _location_day(self, business_date: date, location_id: str, key: str,
-                      what: str) -> list[dict[str, Any]]:
+    def _location_day(
+        self, business_date: date, location_id: str, key: str, what: str
+    ) -> list[dict[str, Any]]:
         self._require_root()
         folder = self.root / business_date.isoformat()
         for name in (f"{location_id}.json.gz", f"{location_id}.json"):
@@ -195,8 +206,9 @@ class FileConnector(Connector):
             with path.open(newline="", encoding="utf-8") as fh:
                 for row in csv.DictReader(fh):
                     key = (row.get("vendor_id", ""), row.get("invoice_number", ""))
-                    head = grouped.setdefault(key, {
-                        **{f: row.get(f) for f in INVOICE_HEADER_FIELDS}, "lines": []})
+                    head = grouped.setdefault(
+                        key, {**{f: row.get(f) for f in INVOICE_HEADER_FIELDS}, "lines": []}
+                    )
                     head["lines"].append({f: row.get(f) for f in LINE_FIELDS})
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise SourceError(f"{path.name} is not readable CSV ({exc})") from exc

@@ -44,13 +44,20 @@ def _setting(name: str, default: float) -> float:
 class HttpConnector(Connector):
     """Talks to the source API; every request is bounded by a timeout and a retry budget."""
 
-    def __init__(self, url: str, *, token: str = "", sleep: Callable[[float], None] = time.sleep,
-                 ) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str = "",
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.url = url.rstrip("/")
         parsed = urlparse(self.url)
         self.label = f"{parsed.scheme}://{parsed.netloc}{parsed.path}"
-        self.timeout = (min(5.0, _setting("SOURCE_TIMEOUT_SECONDS", 30)),
-                        _setting("SOURCE_TIMEOUT_SECONDS", 30))
+        self.timeout = (
+            min(5.0, _setting("SOURCE_TIMEOUT_SECONDS", 30)),
+            _setting("SOURCE_TIMEOUT_SECONDS", 30),
+        )
         self.max_retries = int(_setting("SOURCE_MAX_RETRIES", 4))
         self.backoff = _setting("SOURCE_BACKOFF_SECONDS", 0.5)
         self.max_wait = _setting("SOURCE_MAX_RETRY_WAIT_SECONDS", 60)
@@ -79,7 +86,7 @@ class HttpConnector(Connector):
                     except (TypeError, ValueError):
                         seconds = self.backoff
                 return min(max(seconds, 0.0), self.max_wait)
-        return min(self.backoff * (2 ** attempt) * (1 + random.random() / 4), self.max_wait)
+        return min(self.backoff * (2**attempt) * (1 + random.random() / 4), self.max_wait)
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._response(method, path, **kwargs)
@@ -88,8 +95,9 @@ class HttpConnector(Connector):
         except ValueError as exc:
             raise SourceError(f"{self.label}/{path}: malformed response (not JSON)") from exc
 
-    def _response(self, method: str, path: str, *, url: str = "",
-                  **kwargs: Any) -> requests.Response:
+    def _response(
+        self, method: str, path: str, *, url: str = "", **kwargs: Any
+    ) -> requests.Response:
         """A 2xx or 304 response, after retries; anything else is a SourceError."""
         url = url or f"{self.url}/{path}"
         last = "no attempt"
@@ -108,8 +116,9 @@ class HttpConnector(Connector):
                 if status == 404:
                     raise DataNotFound(f"{self.label}/{path}: not found")
                 if status in (401, 403):
-                    raise SourceError(f"{self.label}: credentials refused (HTTP {status}); "
-                                      "check SOURCE_TOKEN")
+                    raise SourceError(
+                        f"{self.label}: credentials refused (HTTP {status}); check SOURCE_TOKEN"
+                    )
                 if status == 429 or status >= 500:
                     last = f"HTTP {status}"
                 elif status >= 400:
@@ -118,8 +127,9 @@ class HttpConnector(Connector):
                     return response
             if attempt < self.max_retries:
                 self.sleep(self._wait(attempt, response))
-        raise SourceError(f"{self.label}/{path}: {last} (gave up after "
-                          f"{self.max_retries + 1} attempts)")
+        raise SourceError(
+            f"{self.label}/{path}: {last} (gave up after {self.max_retries + 1} attempts)"
+        )
 
     def _get_list(self, path: str, params: dict[str, Any] | None = None) -> list[Any]:
         data = self._request("GET", path, params=params)
@@ -131,12 +141,12 @@ class HttpConnector(Connector):
     def _pages(self, path: str, params: dict[str, Any]) -> Iterator[list[Any]]:
         page: Any = 1
         for _ in range(MAX_PAGES):
-            data = self._request("GET", path, params={**params, "page": page,
-                                                       "page_size": self.page_size})
+            data = self._request(
+                "GET", path, params={**params, "page": page, "page_size": self.page_size}
+            )
             rows = data.get("data") if isinstance(data, dict) else None
             if not isinstance(rows, list):
-                raise SourceError(f"{self.label}/{path}: malformed page {page} "
-                                  "(no 'data' list)")
+                raise SourceError(f"{self.label}/{path}: malformed page {page} (no 'data' list)")
             yield rows
             page = data.get("next_page")
             if page in (None, ""):
@@ -147,8 +157,9 @@ class HttpConnector(Connector):
     def list_locations(self) -> list[dict[str, Any]]:
         return self._get_list("locations")
 
-    def _location_day(self, path: str, business_date: date, location_id: str,
-                      what: str) -> list[dict[str, Any]]:
+    def _location_day(
+        self, path: str, business_date: date, location_id: str, what: str
+    ) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         params = {"business_date": business_date.isoformat(), "location": location_id}
         try:
@@ -200,12 +211,16 @@ class HttpConnector(Connector):
                     raise SourceError(f"document {path}: larger than {MAX_DOCUMENT_BYTES} bytes")
                 chunks.append(chunk)
         except requests.RequestException as exc:
-            raise SourceError(f"document {path}: download broke off "
-                              f"({exc.__class__.__name__})") from exc
+            raise SourceError(
+                f"document {path}: download broke off ({exc.__class__.__name__})"
+            ) from exc
         finally:
             response.close()
-        return FetchedDocument(b"".join(chunks), response.headers.get("ETag", ""),
-                               response.headers.get("Content-Type", ""))
+        return FetchedDocument(
+            b"".join(chunks),
+            response.headers.get("ETag", ""),
+            response.headers.get("Content-Type", ""),
+        )
 
     def iter_invoices(self, updated_since: datetime | None) -> Iterator[dict[str, Any]]:
         params = {"updated_since": updated_since.isoformat()} if updated_since else {}
@@ -213,16 +228,24 @@ class HttpConnector(Connector):
             yield from rows
 
     def send_batch(self, batch_id: str, payload: dict[str, Any]) -> str:
-        data = self._request("POST", "ap-batches", json=payload,
-                             headers={"Idempotency-Key": batch_id})
+        data = self._request(
+            "POST", "ap-batches", json=payload, headers={"Idempotency-Key": batch_id}
+        )
         if not isinstance(data, dict):
             raise SourceError(f"{self.label}/ap-batches: malformed response")
         return str(data.get("reference") or batch_id)
 
     def send_file(self, kind: str, name: str, content: bytes, content_type: str) -> str:
-        data = self._request("POST", kind, data=content,
-                             headers={"Idempotency-Key": name, "Content-Type": content_type,
-                                      "Content-Disposition": f'attachment; filename="{name}"'})
+        data = self._request(
+            "POST",
+            kind,
+            data=content,
+            headers={
+                "Idempotency-Key": name,
+                "Content-Type": content_type,
+                "Content-Disposition": f'attachment; filename="{name}"',
+            },
+        )
         if not isinstance(data, dict):
             raise SourceError(f"{self.label}/{kind}: malformed response")
         return str(data.get("reference") or name)

@@ -58,8 +58,9 @@ def _authenticate_local(raw: str) -> Identity:
     if token is None or not token.user.is_active:
         raise InvalidToken()
     # The user's groups are its roles, read once per cache period like the token.
-    identity = Identity(user=token.user,
-                        roles=frozenset(token.user.groups.values_list("name", flat=True)))
+    identity = Identity(
+        user=token.user, roles=frozenset(token.user.groups.values_list("name", flat=True))
+    )
     _local_cache.put(key, identity, until=time.time() + settings.API_TOKEN_CACHE_SECONDS)
     return identity
 

@@ -52,8 +52,11 @@ def hidden_operations(user: Any, identity: Identity | None = None) -> frozenset[
     elif identity is not None and identity.by_token:
         held = identity.roles  # a local token: the user's groups when it was validated
     else:
-        held = frozenset(user.groups.filter(name__in=set(roles_by_operation.values()))
-                         .values_list("name", flat=True))
+        held = frozenset(
+            user.groups.filter(name__in=set(roles_by_operation.values())).values_list(
+                "name", flat=True
+            )
+        )
     return frozenset(op for op, role in roles_by_operation.items() if role not in held)
 
 

@@ -69,8 +69,16 @@ class RedactTokensFilter(logging.Filter):
         return True
 
 
-def _write_json_entry(generator: Any, host: Any, date: Any, request: Any, status: Any = None,
-                      length: Any = None, ident: Any = None, user: Any = None) -> None:
+def _write_json_entry(
+    generator: Any,
+    host: Any,
+    date: Any,
+    request: Any,
+    status: Any = None,
+    length: Any = None,
+    ident: Any = None,
+    user: Any = None,
+) -> None:
     """daphne's access line as one JSON object (LOG_FORMAT=json), like every other line."""
     entry = {
         "time": datetime.now(UTC).isoformat(timespec="milliseconds"),

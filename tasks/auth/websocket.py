@@ -108,8 +108,9 @@ class AllowedHostValidator:
         self.inner = inner
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
-        host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"),
-                    None)
+        host = next(
+            (v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), None
+        )
         if host is not None:
             domain, _port = split_domain_port(host)
             if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
@@ -133,7 +134,5 @@ class ServerSendMiddleware:
 
 def websocket_security(inner: Any) -> Any:
     return ServerSendMiddleware(
-        AllowedHostValidator(
-            BrowserOriginValidator(CredentialsMiddleware(inner), ["*"])
-        )
+        AllowedHostValidator(BrowserOriginValidator(CredentialsMiddleware(inner), ["*"]))
     )

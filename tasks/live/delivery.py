@@ -131,8 +131,19 @@ class Delivery:
     passes ``WS_OUTBOX_LIMIT``, is closed with 4013.
     """
 
-    __slots__ = ("_send", "_close", "_protocol", "_socket", "_backlog", "_replaceable",
-                 "_backlog_bytes", "_drainer", "_behind_since", "_refused", "closed")
+    __slots__ = (
+        "_send",
+        "_close",
+        "_protocol",
+        "_socket",
+        "_backlog",
+        "_replaceable",
+        "_backlog_bytes",
+        "_drainer",
+        "_behind_since",
+        "_refused",
+        "closed",
+    )
 
     def __init__(
         self,

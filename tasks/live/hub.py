@@ -174,8 +174,9 @@ class Hub:
             by_operation = routes.get(operation_key(update.operation), ())
             for clients in (by_operation, routes.get(task_key(update.task_id), ())):
                 for client in clients:
-                    if client in everyone or (clients is not by_operation
-                                              and client in by_operation):
+                    if client in everyone or (
+                        clients is not by_operation and client in by_operation
+                    ):
                         continue
                     wanted.setdefault(client, []).append(update)
         for client, mine in wanted.items():
@@ -193,8 +194,9 @@ class Hub:
         if client in self._failed:
             return
         self._failed.add(client)
-        logger.exception("delivery to a WebSocket client failed; closing it with %s",
-                         CLOSE_SERVER_ERROR)
+        logger.exception(
+            "delivery to a WebSocket client failed; closing it with %s", CLOSE_SERVER_ERROR
+        )
         client.shut_down(CLOSE_SERVER_ERROR)
 
     def dispatch_raw(self, data: str | bytes) -> None:
@@ -421,4 +423,3 @@ class Hub:
 
 
 hub = Hub()
-

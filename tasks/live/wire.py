@@ -85,8 +85,13 @@ def encode_document(document: dict[str, Any]) -> Update:
         separators=(",", ":"),
         ensure_ascii=False,
     )
-    return Update(str(document["task_id"]), document["operation"], document["version"],
-                  document["status"], text)
+    return Update(
+        str(document["task_id"]),
+        document["operation"],
+        document["version"],
+        document["status"],
+        text,
+    )
 
 
 def encode(task: TaskStatus) -> Update:
@@ -129,6 +134,6 @@ def age(update: Update) -> float | None:
     start = at + len(_UPDATED_AT)
     end = text.find(",", start)
     try:
-        return max(0.0, time.time() - int(text[start:end if end > 0 else None]))
+        return max(0.0, time.time() - int(text[start : end if end > 0 else None]))
     except ValueError:
         return None

@@ -34,7 +34,8 @@ def main() -> None:
             handle = tracker.create_task(args[0], total=args[1] if len(args) > 1 else None)
         elif kind == "begin":
             handle = opened.enter_context(
-                tracker.start_task(args[0], total=args[1] if len(args) > 1 else None))
+                tracker.start_task(args[0], total=args[1] if len(args) > 1 else None)
+            )
         elif kind == "progress":
             handle.progress(args[0], args[1] if len(args) > 1 else "")
         elif kind == "error":
@@ -55,8 +56,14 @@ def main() -> None:
     opened.close()
     if handle is not None:
         handle._finish_on_exit()
-    print(json.dumps({"task_id": handle.task_id if handle else None,
-                      "status": handle.status if handle else None}))
+    print(
+        json.dumps(
+            {
+                "task_id": handle.task_id if handle else None,
+                "status": handle.status if handle else None,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -95,10 +95,17 @@ class Daphne:
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "daphne",
-                "-b", "127.0.0.1", "-p", str(self.port),
-                "--websocket-max-message-size", "65536",
-                "--access-log", "-",
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "--websocket-max-message-size",
+                "65536",
+                "--access-log",
+                "-",
                 "tasksite.asgi:application",
             ],
             cwd=ROOT,

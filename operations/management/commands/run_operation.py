@@ -41,8 +41,9 @@ def parse_params(argv: list[str], fields: Mapping[str, serializers.Field]) -> di
         field = fields.get(name)
         if not value:
             nxt = argv[i + 1] if i + 1 < len(argv) else None
-            if isinstance(field, serializers.BooleanField) and (nxt is None
-                                                                 or nxt.startswith("--")):
+            if isinstance(field, serializers.BooleanField) and (
+                nxt is None or nxt.startswith("--")
+            ):
                 value = "true"
             elif nxt is None:
                 raise CommandError(f"--{name} needs a value")
@@ -61,19 +62,24 @@ class Command(BaseCommand):
     help = "Run one operation's job and show its progress; exits 1 when the task fails."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--queue", action="store_true",
-                            help="send the job to the Celery workers and watch it there")
+        parser.add_argument(
+            "--queue",
+            action="store_true",
+            help="send the job to the Celery workers and watch it there",
+        )
         parser.add_argument("operation")
-        parser.add_argument("params", nargs=argparse.REMAINDER,
-                            help="operation parameters as --name value")
+        parser.add_argument(
+            "params", nargs=argparse.REMAINDER, help="operation parameters as --name value"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         operation = options["operation"]
         try:
             spec = registry.get_spec(operation)
             params = parse_params(options["params"], spec.params_serializer().fields)
-            launched = services.launch_task(operation, params, launched_by="command line",
-                                            send=options["queue"])
+            launched = services.launch_task(
+                operation, params, launched_by="command line", send=options["queue"]
+            )
         except ValidationError as exc:
             raise CommandError(f"{operation}: {exc.detail}") from exc
         except ServiceError as exc:
@@ -83,8 +89,11 @@ class Command(BaseCommand):
         job = None
         if not options["queue"]:  # the same job the workers run, in this process
             job = threading.Thread(
-                target=runner.run_task, args=(operation, str(started.task_id), started.params),
-                kwargs={"worker": runner.worker_label("command line")}, daemon=True)
+                target=runner.run_task,
+                args=(operation, str(started.task_id), started.params),
+                kwargs={"worker": runner.worker_label("command line")},
+                daemon=True,
+            )
             job.start()
         try:
             task = self.watch(str(started.task_id))
@@ -124,5 +133,7 @@ class Command(BaseCommand):
         total = task.progress_total or 0
         filled = int(BAR * current / total) if total else 0
         message = (task.progress_message or "")[:60]
-        return (f"[{'#' * filled}{'.' * (BAR - filled)}] {current}/{total or '?'} "
-                f"{task.status:<21} {message}")
+        return (
+            f"[{'#' * filled}{'.' * (BAR - filled)}] {current}/{total or '?'} "
+            f"{task.status:<21} {message}"
+        )
