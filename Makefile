@@ -10,7 +10,7 @@ PYTEST_WORKERS ?= 2
 # mypy.ini names the packages; django-stubs imports the settings (quietly: no dev-key warning).
 MYPY := TASKSITE_QUIET_DEV_WARNING=1 $(VENV)/bin/mypy
 
-.PHONY: run test lint install bench migrate worker beat stack
+.PHONY: run test lint install install-dev bench migrate worker beat stack
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,14 @@ $(VENV)/.installed: requirements.txt
 	$(VENV)/bin/pip install --quiet -r requirements.txt
 	touch $@
 
+# Tests, type checks and benchmarks need more than the service (requirements-dev.txt).
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	touch $@
+
 install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
 
 migrate: install
 	$(PY) manage.py migrate --noinput
@@ -30,7 +37,7 @@ run: migrate
 # scripts/test_services.py: DATABASE_URL / REDIS_URL when given, else the servers on the
 # default ports when they answer, else throwaway ones of its own (TEST_SERVICES=own:
 # always), stopped afterwards; as root it first installs the Debian packages missing.
-test: install
+test: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(MYPY)
@@ -38,12 +45,12 @@ test: install
 		--default-redis-url $(TEST_REDIS_URL) -- \
 		$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
-lint: install
+lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(MYPY)
 
-bench: install
+bench: install-dev
 	$(PY) -m bench $(BENCH_ARGS)
 
 # Production layout (README, "Running in production"): gunicorn serves HTTP, daphne
