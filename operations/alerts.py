@@ -48,7 +48,9 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from tasks.models import Operation, Status, TaskStatus
+from tasksite.celery import app
 
+from .jobs.tip_emails import Mailer, MailServerUnavailable, Undeliverable, is_transient
 from .models import AlertDelivery, AlertRoute, JobRun
 
 logger = logging.getLogger(__name__)
@@ -137,9 +139,10 @@ def on_task_finished(sender: Any, task: TaskStatus, **kwargs: Any) -> None:
         logger.warning(
             "task %s: alert routes not readable; enqueuing anyway", task.task_id, exc_info=True
         )
-    from .celery_tasks import send_alerts
-
-    send_alerts.apply_async(args=[str(task.task_id)], queue=settings.CELERY_TASK_DEFAULT_QUEUE)
+    # By name: the Celery task module imports this one.
+    app.send_task(
+        "operations.send_alerts", args=[str(task.task_id)], queue=settings.CELERY_TASK_DEFAULT_QUEUE
+    )
     logger.info("task %s: %s alert enqueued", task.task_id, task.status)
 
 
@@ -302,8 +305,6 @@ class _Mail:
         self.mailer: Any = None
 
     def send(self, address: str, alert: Alert) -> None:
-        from .jobs.tip_emails import Mailer, MailServerUnavailable, Undeliverable, is_transient
-
         if self.mailer is None:
             self.mailer = Mailer()
         message = EmailMessage(

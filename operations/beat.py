@@ -28,8 +28,11 @@ from typing import Any, cast
 
 from celery.beat import ScheduleEntry, Scheduler
 from django.conf import settings
+from django.db import connection
 
 from tasks import metrics
+
+from . import celery_tasks  # noqa: F401  (registers the tasks the beat runs itself)
 
 logger = logging.getLogger(__name__)
 
@@ -171,10 +174,6 @@ class LockedScheduler(Scheduler):
 
 
 def _run_in_beat(app: Any, entry: ScheduleEntry) -> None:
-    from django.db import connection
-
-    import operations.celery_tasks  # noqa: F401  (registers the task)
-
     try:
         app.tasks[entry.task](*(entry.args or ()), **(entry.kwargs or {}))
     except Exception:

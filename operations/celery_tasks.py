@@ -14,7 +14,7 @@ from django.conf import settings
 from tasks import metrics, tracker
 from tasksite.celery import app
 
-from . import runner, services
+from . import alerts, runner, services
 from .jobs import purge as purge_job
 
 logger = logging.getLogger(__name__)
@@ -144,8 +144,6 @@ ALERT_TASK_RETRIES = 6
 )
 def send_alerts(self: Task, task_id: str, event: str = "finished") -> int:
     """Tell the task's alert routes it ended failed or completed_with_errors (once each)."""
-    from . import alerts
-
     outcome = alerts.send_alerts(task_id, event)
     if outcome.retry_after is None:
         return outcome.sent
@@ -168,6 +166,4 @@ def alert_not_started(self: Task) -> int:
     The beat runs this one itself (operations.beat.IN_BEAT_TASKS), so that it
     works when no worker does; a worker runs it only if a message is sent by hand.
     """
-    from . import alerts
-
     return alerts.check_not_started()

@@ -17,6 +17,12 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from tasks.models import TERMINAL_STATUSES, TaskStatus
+from tasksite.celery import app
+
+from .models import JobRun
+from .runner import _fail_task
+
 logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
@@ -30,8 +36,6 @@ def start_embedded_worker(*, beat: bool = True) -> Any:
     separate ``celery worker`` and ``celery beat`` processes do this job.
     """
     from celery.beat import EmbeddedService
-
-    from tasksite.celery import app
 
     with _lock:
         if "worker" in _started:
@@ -100,11 +104,6 @@ def fail_orphans() -> int:
     A task that was ``started`` or running when the server stopped would
     otherwise stay unfinished forever.
     """
-    from tasks.models import TERMINAL_STATUSES, TaskStatus
-
-    from .models import JobRun
-    from .runner import _fail_task
-
     orphans = 0
     for task_id in TaskStatus.objects.exclude(status__in=TERMINAL_STATUSES).values_list(
         "task_id", flat=True

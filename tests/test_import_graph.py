@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 #: The packages held to these rules (a package covers its subpackages).
-CHECKED_PACKAGES = ["tasks", "tasks.live", "tasks.auth", "accounts"]
+CHECKED_PACKAGES = ["tasks", "tasks.live", "tasks.auth", "accounts", "operations"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,9 @@ class Import:
     target: str  # the project module imported
     line: int
     in_function: bool
+    # Inside an AppConfig's ready(): Django's place for imports that need the app
+    # registry, so not counted as a hidden import.
+    in_app_ready: bool = False
 
     def __str__(self) -> str:
         where = "inside a function" if self.in_function else "at module level"
@@ -71,16 +74,26 @@ class _Collector(ast.NodeVisitor):
         self.package = module if is_package else module.rpartition(".")[0]
         self.modules = modules
         self.depth = 0
+        self.in_ready = False
         self.imports: list[Import] = []
 
     def _add(self, name: str, node: ast.stmt) -> None:
         target = _resolve(name, self.modules)
         if target is not None and target != self.module:
-            self.imports.append(Import(self.module, target, node.lineno, self.depth > 0))
+            self.imports.append(
+                Import(self.module, target, node.lineno, self.depth > 0, self.in_ready)
+            )
 
     def _function(self, node: ast.AST) -> None:
+        ready = (
+            self.module.endswith(".apps")
+            and getattr(node, "name", "") == "ready"
+            and not self.depth
+        )
         self.depth += 1
+        self.in_ready = self.in_ready or ready
         self.generic_visit(node)
+        self.in_ready = self.in_ready and not ready
         self.depth -= 1
 
     visit_FunctionDef = _function
@@ -171,7 +184,7 @@ def function_level_imports(packages: list[str], root: Path = ROOT) -> list[Impor
         for module, imports in sorted(graph.items())
         if _in_packages(module, packages)
         for i in imports
-        if i.in_function
+        if i.in_function and not i.in_app_ready
     ]
 
 

@@ -7,6 +7,8 @@ from urllib.parse import urlparse
 from django.conf import settings
 
 from .base import Connector, DataNotFound, FetchedDocument, SourceError
+from .files import FileConnector
+from .http import HttpConnector
 
 __all__ = [
     "Connector",
@@ -29,12 +31,8 @@ def connect(url: str, *, quick: bool = False) -> Connector:
     """
     scheme = urlparse(url or "").scheme.lower()
     if scheme == "file":
-        from .files import FileConnector
-
         return FileConnector(url)
     if scheme in ("http", "https"):
-        from .http import HttpConnector
-
         connector = HttpConnector(url, token=getattr(settings, "SOURCE_TOKEN", ""))
         if quick:
             connector.max_retries = 0
