@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import date, datetime
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -29,6 +29,7 @@ from tasks.tracker import TaskHandle
 from ..models import DailySalesSummary
 from ..sources import sales_source
 from .locations import MalformedData, each_location
+from .numbers import finite_decimal
 
 CENT = Decimal("0.01")
 MONEY_FIELDS = (
@@ -44,13 +45,8 @@ MONEY_FIELDS = (
 
 
 def _number(value: Any, where: str) -> Decimal:
-    if isinstance(value, bool) or value is None:
-        raise MalformedData(f"{where}: not a number ({value!r})")
-    try:
-        result = Decimal(str(value))
-    except (InvalidOperation, ValueError) as exc:
-        raise MalformedData(f"{where}: not a number ({value!r})") from exc
-    if not result.is_finite():
+    result = finite_decimal(value)
+    if result is None:
         raise MalformedData(f"{where}: not a number ({value!r})")
     return result
 

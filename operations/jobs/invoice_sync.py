@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 from datetime import date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -28,6 +28,7 @@ from ..models import AccountingExport, AccountingExportLine, Invoice, SyncWaterm
 from ..sources import SourceError, accounting_target, invoice_source
 from ..sources.files import parse_timestamp
 from . import JobFailed
+from .numbers import finite_decimal
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +50,8 @@ def invoice_label(raw: Any) -> str:
 def _decimal(value: Any, field: str) -> Decimal:
     if value is None or value == "" or isinstance(value, bool):
         raise InvalidInvoice(f"{field} is missing")
-    try:
-        result = Decimal(str(value))
-    except (InvalidOperation, ValueError) as exc:
-        raise InvalidInvoice(f"{field} is not a number ({value!r})") from exc
-    if not result.is_finite():
+    result = finite_decimal(value)
+    if result is None:
         raise InvalidInvoice(f"{field} is not a number ({value!r})")
     return result
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -37,6 +37,7 @@ from tasks.tracker import TaskHandle
 from ..models import MealPeriodViolation
 from ..sources import timeclock_source
 from .locations import MalformedData, each_location
+from .numbers import finite_decimal
 
 CENT = Decimal("0.01")
 MEAL_MINIMUM = timedelta(minutes=30)
@@ -80,13 +81,8 @@ def _timestamp(value: Any, where: str, tz: ZoneInfo) -> datetime:
 
 
 def _rate(value: Any, where: str) -> Decimal:
-    if isinstance(value, bool) or value is None:
-        raise MalformedData(f"{where}: not a rate ({value!r})")
-    try:
-        rate = Decimal(str(value))
-    except (InvalidOperation, ValueError) as exc:
-        raise MalformedData(f"{where}: not a rate ({value!r})") from exc
-    if not rate.is_finite() or rate <= 0:
+    rate = finite_decimal(value)
+    if rate is None or rate <= 0:
         raise MalformedData(f"{where}: not a rate ({value!r})")
     return rate
 

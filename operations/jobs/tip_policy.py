@@ -17,11 +17,13 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+
+from .numbers import finite_decimal
 
 MAX_POINTS = Decimal("1000")
 
@@ -48,13 +50,10 @@ def is_manager_job(job: str) -> bool:
 
 
 def _points(value: Any, job: str) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
+    points = finite_decimal(value)
+    if points is None:
         raise ValueError(f"job {job!r}: points {value!r} are not a number")
-    try:
-        points = Decimal(str(value))
-    except (InvalidOperation, ValueError) as exc:
-        raise ValueError(f"job {job!r}: points {value!r} are not a number") from exc
-    if not points.is_finite() or not Decimal(0) < points <= MAX_POINTS:
+    if not Decimal(0) < points <= MAX_POINTS:
         raise ValueError(f"job {job!r}: points {value!r} are not between 0 and {MAX_POINTS}")
     return points
 

@@ -32,7 +32,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -56,6 +56,7 @@ from . import JobFailed
 from .daily_sales import summarise_checks
 from .locations import MalformedData, location_zone
 from .mpvs import check_shifts
+from .numbers import finite_decimal
 from .tip_policy import LocationPolicy, PolicyFileError, load_policies
 
 CENT = Decimal("0.01")
@@ -144,13 +145,10 @@ def distribute(pool: Decimal, weights: Mapping[str, Fraction | Decimal]) -> dict
 
 def _cents(value: Any, where: str) -> Decimal:
     """A non-negative amount in whole cents."""
-    if isinstance(value, bool) or value is None:
+    amount = finite_decimal(value)
+    if amount is None:
         raise MalformedData(f"{where}: not an amount ({value!r})")
-    try:
-        amount = Decimal(str(value))
-    except (InvalidOperation, ValueError) as exc:
-        raise MalformedData(f"{where}: not an amount ({value!r})") from exc
-    if not amount.is_finite() or amount < 0 or amount != amount.quantize(CENT):
+    if amount < 0 or amount != amount.quantize(CENT):
         raise MalformedData(f"{where}: not an amount in cents ({value!r})")
     return amount.quantize(CENT)
 
