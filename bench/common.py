@@ -167,3 +167,14 @@ def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = N
         if time.monotonic() > deadline:
             raise RuntimeError(f"server at {url} did not come up in {timeout:.0f} s")
         time.sleep(0.1)
+
+
+def finish(part: str, figures: dict[str, Any], args: Any) -> None:
+    """Record a part's figures, or with ``--no-record`` print how to rerun it."""
+    if args.no_record:
+        # From ``python -m bench`` its own command line; from elsewhere (the smoke tests) the part.
+        from_cli = Path(sys.argv[0]).resolve() == ROOT / "bench" / "__main__.py"
+        smoke = " --smoke" if args.smoke else ""
+        print("rerun: " + (rerun_command(part) if from_cli else f"python -m bench {part}{smoke}"))
+    else:
+        record(part, figures, smoke=args.smoke)

@@ -45,11 +45,10 @@ from bench import _load, _stack, fanout
 from bench.common import (
     ROOT,
     busy,
+    finish,
     free_port,
     header,
     ratio,
-    record,
-    rerun_command,
     table,
 )
 from bench.fanout_client import raise_open_files
@@ -130,19 +129,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     figures["load_after"] = busy()
     figures["seconds"] = round(time.monotonic() - started)
     print(f"after: {figures['load_after']}; proxy bench took {figures['seconds']}s")
-    if args.no_record:
-        # From ``python -m bench`` its own command line; from elsewhere (the smoke test) the part.
-        from_cli = Path(sys.argv[0]).resolve() == ROOT / "bench" / "__main__.py"
-        print(
-            "rerun: "
-            + (
-                rerun_command("proxy")
-                if from_cli
-                else "python -m bench proxy" + (" --smoke" if args.smoke else "")
-            )
-        )
-    else:
-        record("proxy", figures, smoke=args.smoke)
+    finish("proxy", figures, args)
     return figures
 
 

@@ -44,11 +44,18 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 from bench import _load, _stack
-from bench.common import ROOT, busy, free_port, header, percentile, record, rerun_command, table
+from bench.common import (
+    ROOT,
+    busy,
+    finish,
+    free_port,
+    header,
+    percentile,
+    table,
+)
 from deploy.stack import GUNICORN_CONF
 
 HOST = "127.0.0.1"
@@ -179,18 +186,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     figures["load_after"] = busy()
     figures["elapsed_s"] = round(time.monotonic() - started)
     print(f"after: {figures['load_after']}; stats bench took {figures['elapsed_s']}s")
-    if args.no_record:
-        from_cli = Path(sys.argv[0]).resolve() == ROOT / "bench" / "__main__.py"
-        print(
-            "rerun: "
-            + (
-                rerun_command("stats")
-                if from_cli
-                else "python -m bench stats" + (" --smoke" if args.smoke else "")
-            )
-        )
-    else:
-        record("stats", figures, smoke=args.smoke)
+    finish("stats", figures, args)
     return figures
 
 

@@ -41,6 +41,19 @@ class CoverRow:
     status: str
 
 
+# What pypdf raises on a file it cannot read or copy: broken, hostile or merely odd.
+_UNREADABLE = (
+    PyPdfError,
+    ValueError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    RecursionError,
+    NotImplementedError,
+)
+
+
 def _reader(content: bytes) -> PdfReader:
     """A pypdf reader on ``content``; InvalidPdf naming what is wrong with the file."""
     if not content:
@@ -60,16 +73,7 @@ def _reader(content: bytes) -> PdfReader:
         return reader
     except InvalidPdf:
         raise
-    except (
-        PyPdfError,
-        ValueError,
-        KeyError,
-        TypeError,
-        AttributeError,
-        IndexError,
-        RecursionError,
-        NotImplementedError,
-    ) as exc:
+    except _UNREADABLE as exc:
         raise InvalidPdf(f"unreadable PDF ({exc.__class__.__name__})") from exc
 
 
@@ -89,16 +93,7 @@ def check_pdf(content: bytes) -> int:
         writer.write(io.BytesIO())
     except InvalidPdf:
         raise
-    except (
-        PyPdfError,
-        ValueError,
-        KeyError,
-        TypeError,
-        AttributeError,
-        IndexError,
-        RecursionError,
-        NotImplementedError,
-    ) as exc:
+    except _UNREADABLE as exc:
         raise InvalidPdf(f"unreadable PDF ({exc.__class__.__name__})") from exc
     return pages
 

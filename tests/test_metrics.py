@@ -340,56 +340,17 @@ def test_gunicorn_workers_are_summed_in_multiprocess_mode(
 # -- a Celery worker and beat -----------------------------------------------------
 
 
-@contextmanager
-def celery(kind: str, env: dict[str, str], log: Path, ready: str) -> Iterator[subprocess.Popen]:
-    args = [sys.executable, "-m", "celery", "-A", "tasksite", kind, "-l", "INFO"]
-    if kind == "worker":  # as deploy/systemd/tasksite-worker@.service runs it
-        args += [
-            "--pool",
-            "prefork",
-            "--concurrency",
-            "1",
-            "-Q",
-            env["CELERY_QUEUE"],
-            "-n",
-            f"{uuid.uuid4().hex[:6]}@%h",
-            "--without-heartbeat",
-            "--without-mingle",
-            "--without-gossip",
-        ]
-    else:
-        args += ["-s", str(log.parent / "beat-schedule"), "--pidfile", ""]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_until(
-            lambda: ready in log.read_text(errors="replace") or proc.poll() is not None,
-            30,
-            f"{kind} to start",
-        )
-        assert proc.poll() is None, log.read_text()
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_job_on_a_prefork_worker_is_counted_by_the_worker_s_exporter(queue, sources, tmp_path):
     from operations import services
     from tasks.selectors import get_task
-    from tests.test_operations_celery import env_for, terminal
+    from tests.test_operations_celery import celery_process, env_for, terminal
 
     port = free_port()
     env = env_for(queue, METRICS_TOKEN=METRICS_TOKEN, WORKER_METRICS_PORT=str(port))
     base = f"http://127.0.0.1:{port}"
-    with celery("worker", env, tmp_path / "worker.log", " ready."):
+    with celery_process("worker", env, tmp_path, " ready.", pool="prefork"):
         assert_guarded(base)
         before = scrape(base)
         task_id = services.launch(
@@ -429,12 +390,12 @@ def test_a_job_on_a_prefork_worker_is_counted_by_the_worker_s_exporter(queue, so
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_beat_reports_that_it_holds_the_lock(queue, sources, tmp_path):
-    from tests.test_operations_celery import env_for
+    from tests.test_operations_celery import celery_process, env_for
 
     port = free_port()
     env = env_for(queue, METRICS_TOKEN=METRICS_TOKEN, BEAT_METRICS_PORT=str(port))
     base = f"http://127.0.0.1:{port}"
-    with celery("beat", env, tmp_path / "beat.log", "beat: Starting"):
+    with celery_process("beat", env, tmp_path, "beat: Starting"):
         assert_guarded(base)
         held = wait_until(
             lambda: scrape(base)("tasksite_beat_lock_held") == 1, 10, "the beat to hold the lock"

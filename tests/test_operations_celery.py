@@ -30,6 +30,7 @@ from tasks import tracker
 from tasks.selectors import get_task
 from tests.support.servers import ROOT, service_env
 from tests.support.source_server import SAMPLE, source_server
+from tests.support.watch import launch_and_watch
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -54,14 +55,16 @@ def env_for(queue: str, **extra: str) -> dict[str, str]:
 
 @contextmanager
 def celery_process(
-    kind: str, env: dict[str, str], tmp_path: Path, ready: str
+    kind: str, env: dict[str, str], tmp_path: Path, ready: str, *, pool: str = "solo"
 ) -> Iterator[subprocess.Popen]:
+    """A worker (``pool``: solo, or prefork as deploy/systemd runs it) or a beat process."""
     log_path = tmp_path / f"{kind}-{uuid.uuid4().hex[:6]}.log"
     args = [sys.executable, "-m", "celery", "-A", "tasksite", kind, "-l", "INFO"]
     if kind == "worker":
         args += [
             "--pool",
-            "solo",
+            pool,
+            *(["--concurrency", "1"] if pool == "prefork" else []),
             "-Q",
             env["CELERY_QUEUE"],
             "-n",
@@ -341,10 +344,6 @@ def test_embedded_worker_runs_a_launched_job_without_redis(sources, tmp_path):
 
 def test_a_websocket_client_sees_a_worker_run_job_in_order(queue, sources, runner, tmp_path):
     """Launched over HTTP on daphne, run by a worker process, watched over WebSocket."""
-    import asyncio
-    import urllib.request
-
-    import websockets
 
     from tasks.auth.identity import issue_local_token
     from tests.support.servers import Daphne
@@ -354,39 +353,7 @@ def test_a_websocket_client_sees_a_worker_run_job_in_order(queue, sources, runne
     server = Daphne(env).start()
     try:
         with celery_process("worker", env, tmp_path, "ready."):
-
-            async def scenario() -> list[dict]:
-                async with websockets.connect(f"{server.ws}?access_token={token}") as ws:
-                    assert json.loads(await ws.recv())["type"] == "subscribed"
-                    request = urllib.request.Request(
-                        f"{server.http}/task-status",
-                        data=json.dumps(
-                            {"operation": "daily_sales", "params": {"business_date": "2025-06-10"}}
-                        ).encode(),
-                        headers={
-                            "Authorization": f"Bearer {token}",
-                            "Content-Type": "application/json",
-                        },
-                        method="POST",
-                    )
-                    loop = asyncio.get_running_loop()
-                    response = await loop.run_in_executor(None, urllib.request.urlopen, request)
-                    assert response.status == 202
-                    task_id = json.load(response)["task_id"]
-                    seen = []
-                    while not seen or seen[-1]["status"] not in (
-                        "completed",
-                        "completed_with_errors",
-                        "failed",
-                    ):
-                        message = json.loads(await asyncio.wait_for(ws.recv(), 60))
-                        if message["type"] == "task_status" and (
-                            message["payload"]["task_id"] == task_id
-                        ):
-                            seen.append(message["payload"])
-                    return seen
-
-            seen = asyncio.run(scenario())
+            seen = launch_and_watch(server, token, "daily_sales", {"business_date": "2025-06-10"})
     finally:
         server.stop()
     statuses = [p["status"] for p in seen]

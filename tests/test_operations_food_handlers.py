@@ -24,6 +24,7 @@ from operations.models import FoodHandlerCertificate, FoodHandlerPacket
 from tasks import tracker
 from tests.support.jobs import run_job
 from tests.support.source_server import SAMPLE, Handler, SourceServer
+from tests.support.watch import launch_and_watch
 from tests.test_operations_celery import celery_process, env_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -527,10 +528,7 @@ def test_launched_over_rest_run_by_a_worker_and_watched_over_websocket(
 ):
     """A runner with the reader role launches on daphne; a worker process fetches from the
     HTTP source; the WebSocket client sees the steps, the errors and the result, in order."""
-    import asyncio
-    import urllib.request
 
-    import websockets
     from django.conf import settings
     from django.contrib.auth.models import Group
 
@@ -551,42 +549,9 @@ def test_launched_over_rest_run_by_a_worker_and_watched_over_websocket(
         server = Daphne(env).start()
         try:
             with celery_process("worker", env, tmp_path, "ready."):
-
-                async def scenario() -> list[dict]:
-                    async with websockets.connect(f"{server.ws}?access_token={token}") as ws:
-                        assert json.loads(await ws.recv())["type"] == "subscribed"
-                        request = urllib.request.Request(
-                            f"{server.http}/task-status",
-                            data=json.dumps(
-                                {
-                                    "operation": "update_food_handler_pdfs",
-                                    "params": {"as_of": AS_OF.isoformat()},
-                                }
-                            ).encode(),
-                            headers={
-                                "Authorization": f"Bearer {token}",
-                                "Content-Type": "application/json",
-                            },
-                            method="POST",
-                        )
-                        loop = asyncio.get_running_loop()
-                        response = await loop.run_in_executor(None, urllib.request.urlopen, request)
-                        assert response.status == 202
-                        task_id = json.load(response)["task_id"]
-                        seen: list[dict] = []
-                        while not seen or seen[-1]["status"] not in (
-                            "completed",
-                            "completed_with_errors",
-                            "failed",
-                        ):
-                            message = json.loads(await asyncio.wait_for(ws.recv(), 120))
-                            if message["type"] == "task_status" and (
-                                message["payload"]["task_id"] == task_id
-                            ):
-                                seen.append(message["payload"])
-                        return seen
-
-                seen = asyncio.run(scenario())
+                seen = launch_and_watch(
+                    server, token, "update_food_handler_pdfs", {"as_of": AS_OF.isoformat()}
+                )
         finally:
             server.stop()
     assert settings.ROSTER_SOURCE_URL != f"{source.base}/roster"  # only the worker used it

@@ -18,6 +18,7 @@ from operations.jobs.tips import distribute
 from operations.models import TipPool, TipShare
 from tests.support.jobs import run_job
 from tests.support.source_server import SAMPLE
+from tests.support.watch import launch_and_watch
 
 pytestmark = pytest.mark.django_db(transaction=True)
 START, END = date(2025, 6, 2), date(2025, 6, 15)
@@ -459,10 +460,7 @@ def test_launched_over_rest_run_by_a_worker_watched_over_websocket(
     tmp_path,
     queue,
 ):
-    import asyncio
-    import urllib.request
 
-    import websockets
     from django.contrib.auth.models import Group
 
     from tasks.auth.identity import issue_local_token
@@ -480,42 +478,9 @@ def test_launched_over_rest_run_by_a_worker_watched_over_websocket(
     server = Daphne(env).start()
     try:
         with celery_process("worker", env, tmp_path, "ready."):
-
-            async def scenario() -> list[dict]:
-                async with websockets.connect(f"{server.ws}?access_token={token}") as ws:
-                    assert json.loads(await ws.recv())["type"] == "subscribed"
-                    request = urllib.request.Request(
-                        f"{server.http}/task-status",
-                        data=json.dumps(
-                            {
-                                "operation": "transform_tips",
-                                "params": {**WEEK1, "locations": ["L01", "L08", "L09"]},
-                            }
-                        ).encode(),
-                        headers={
-                            "Authorization": f"Bearer {token}",
-                            "Content-Type": "application/json",
-                        },
-                        method="POST",
-                    )
-                    loop = asyncio.get_running_loop()
-                    response = await loop.run_in_executor(None, urllib.request.urlopen, request)
-                    assert response.status == 202
-                    task_id = json.load(response)["task_id"]
-                    seen = []
-                    while not seen or seen[-1]["status"] not in (
-                        "completed",
-                        "completed_with_errors",
-                        "failed",
-                    ):
-                        message = json.loads(await asyncio.wait_for(ws.recv(), 60))
-                        if message["type"] == "task_status" and (
-                            message["payload"]["task_id"] == task_id
-                        ):
-                            seen.append(message["payload"])
-                    return seen
-
-            seen = asyncio.run(scenario())
+            seen = launch_and_watch(
+                server, token, "transform_tips", {**WEEK1, "locations": ["L01", "L08", "L09"]}
+            )
     finally:
         server.stop()
     statuses = [p["status"] for p in seen]

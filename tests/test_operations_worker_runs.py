@@ -8,13 +8,10 @@ would run them in turn.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import urllib.request
 from pathlib import Path
 
 import pytest
-import websockets
 from django.contrib.auth.models import Group
 
 from operations.models import TipShare, TipStatementDelivery
@@ -23,37 +20,11 @@ from tests.support.jobs import run_job
 from tests.support.servers import Daphne
 from tests.support.smtp_server import smtp_server
 from tests.support.source_server import SAMPLE
+from tests.support.watch import launch_and_watch
 from tests.test_operations_celery import celery_process, env_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 WEEK1 = {"period_start": "2025-06-02", "period_end": "2025-06-08"}
-TERMINAL = ("completed", "completed_with_errors", "failed")
-
-
-def launch_and_watch(server: Daphne, token: str, operation: str, params: dict) -> list[dict]:
-    """POST the launch, then every payload of that task until it ends, as a client sees it."""
-
-    async def scenario() -> list[dict]:
-        async with websockets.connect(f"{server.ws}?access_token={token}") as ws:
-            assert json.loads(await ws.recv())["type"] == "subscribed"
-            request = urllib.request.Request(
-                f"{server.http}/task-status",
-                method="POST",
-                data=json.dumps({"operation": operation, "params": params}).encode(),
-                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-            )
-            loop = asyncio.get_running_loop()
-            response = await loop.run_in_executor(None, urllib.request.urlopen, request)
-            assert response.status == 202
-            task_id = json.load(response)["task_id"]
-            seen: list[dict] = []
-            while not seen or seen[-1]["status"] not in TERMINAL:
-                message = json.loads(await asyncio.wait_for(ws.recv(), 90))
-                if message["type"] == "task_status" and message["payload"]["task_id"] == task_id:
-                    seen.append(message["payload"])
-            return seen
-
-    return asyncio.run(scenario())
 
 
 def in_order(seen: list[dict]) -> list[str]:
