@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -69,6 +70,15 @@ def assert_guarded(base: str) -> None:
     body = wrong.json()
     assert body["detail"] == "invalid metrics token" and body["request_id"]
     assert wrong.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def exporter_up(port: int) -> bool:
+    """The exporter starts after the process says it is ready (beat_init): wait for it."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def wait_until(condition, timeout: float, what: str):
@@ -351,6 +361,7 @@ def test_a_job_on_a_prefork_worker_is_counted_by_the_worker_s_exporter(queue, so
     env = env_for(queue, METRICS_TOKEN=METRICS_TOKEN, WORKER_METRICS_PORT=str(port))
     base = f"http://127.0.0.1:{port}"
     with celery_process("worker", env, tmp_path, " ready.", pool="prefork"):
+        wait_until(lambda: exporter_up(port), 15, "the worker's exporter")
         assert_guarded(base)
         before = scrape(base)
         task_id = services.launch(
@@ -396,6 +407,7 @@ def test_beat_reports_that_it_holds_the_lock(queue, sources, tmp_path):
     env = env_for(queue, METRICS_TOKEN=METRICS_TOKEN, BEAT_METRICS_PORT=str(port))
     base = f"http://127.0.0.1:{port}"
     with celery_process("beat", env, tmp_path, "beat: Starting"):
+        wait_until(lambda: exporter_up(port), 15, "the beat's exporter")
         assert_guarded(base)
         held = wait_until(
             lambda: scrape(base)("tasksite_beat_lock_held") == 1, 10, "the beat to hold the lock"
