@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -304,13 +305,21 @@ def test_gunicorn_workers_are_summed_in_multiprocess_mode(
         before = scrape(base)
         n = 8
         headers = {"Authorization": f"Bearer {token}"}
-        for _ in range(n):  # a new connection each: the kernel spreads them over workers
-            assert (
-                requests.get(
-                    f"{base}/task-status/{task.task_id}", headers=headers, timeout=10
-                ).status_code
-                == 200
+        # All at once, each on its own connection: a sync worker serves one request at a
+        # time, so the other worker takes some of them (one after another, one worker
+        # could have answered every request).
+        with ThreadPoolExecutor(n) as pool:
+            codes = list(
+                pool.map(
+                    lambda _: (
+                        requests.get(
+                            f"{base}/task-status/{task.task_id}", headers=headers, timeout=10
+                        ).status_code
+                    ),
+                    range(n),
+                )
             )
+        assert codes == [200] * n
         launched = requests.post(
             f"{base}/task-status",
             headers=headers,
