@@ -303,23 +303,25 @@ def test_gunicorn_workers_are_summed_in_multiprocess_mode(
         assert not (metrics_dir / "counter_1.db").exists(), "emptied at start"
         assert_guarded(base)
         before = scrape(base)
-        n = 8
         headers = {"Authorization": f"Bearer {token}"}
-        # All at once, each on its own connection: a sync worker serves one request at a
-        # time, so the other worker takes some of them (one after another, one worker
-        # could have answered every request).
-        with ThreadPoolExecutor(n) as pool:
-            codes = list(
-                pool.map(
-                    lambda _: (
-                        requests.get(
-                            f"{base}/task-status/{task.task_id}", headers=headers, timeout=10
-                        ).status_code
-                    ),
-                    range(n),
-                )
-            )
-        assert codes == [200] * n
+
+        def get_task(_: int) -> int:
+            url = f"{base}/task-status/{task.task_id}"
+            return requests.get(url, headers=headers, timeout=10).status_code
+
+        def worker_pids() -> set[str]:
+            return {path.name.rsplit("_", 1)[-1] for path in metrics_dir.glob("counter_*.db")}
+
+        # Bursts of requests at once, each on its own connection, until both sync
+        # workers have served some: the second worker may still be booting when the
+        # first answers, and one after another one worker could answer them all.
+        n = 0
+        deadline = time.monotonic() + 30
+        while len(worker_pids()) < 2 and time.monotonic() < deadline:
+            with ThreadPoolExecutor(8) as pool:
+                codes = list(pool.map(get_task, range(8)))
+            assert codes == [200] * 8
+            n += 8
         launched = requests.post(
             f"{base}/task-status",
             headers=headers,
@@ -330,7 +332,7 @@ def test_gunicorn_workers_are_summed_in_multiprocess_mode(
         assert requests.get(f"{base}/no/such/page", timeout=10).status_code == 404
         # Whichever worker answers, it reports the sum of all of them.
         scrapes = [scrape(base) for _ in range(4)]
-        pids = {path.name.rsplit("_", 1)[-1] for path in metrics_dir.glob("counter_*.db")}
+        pids = worker_pids()
         log = (tmp_path / "gunicorn.log").read_text(errors="replace")
     assert len(pids) >= 2, (pids, log[-2000:])
     for after in scrapes:

@@ -46,6 +46,11 @@ CLOSE_SHUTDOWN = 4001
 CLOSE_SERVER_ERROR = 1011
 LISTEN_WAIT_SECONDS = 5.0
 EMBEDDED_POLL_SECONDS = 1.0
+# A publish can fail some time before the reader notices its subscription is gone
+# (the writers see Redis go first, a dead peer is found only on the next read), so
+# the repair looks back this far before the drop was noticed. One indexed read of
+# a minute of changes; the version check discards what clients already have.
+GAP_LOOKBACK_SECONDS = 60.0
 _VERSIONS_KEPT = 100_000
 _BATCH_MAX = 10_000
 # A round that found a backlog is followed by a pause of this many times its
@@ -417,7 +422,7 @@ class Hub:
         """Re-send what changed while the subscription was down, from the database."""
         from channels.db import database_sync_to_async
 
-        updates = await database_sync_to_async(_changed_since)(since - 1.0)
+        updates = await database_sync_to_async(_changed_since)(since - GAP_LOOKBACK_SECONDS)
         self.dispatch_many(updates)
         logger.info("updates subscription restored; re-sent %d changed tasks", len(updates))
 
