@@ -18,11 +18,11 @@ is the mean of its rounds. Targets: the proxy costs under 20% of throughput
 p99 (REST latency; fan-out freshness lag).
 
 nginx's main configuration is the stack's (deploy/stack.py ``render_main``) with
-Debian's ``worker_processes auto`` and the ``worker_connections 4096`` and
-``worker_rlimit_nofile 8192`` the site's header asks for (each WebSocket client
-holds two connections in nginx).
+the ``worker_processes 1`` (``--nginx-workers``), ``worker_connections 4096`` and
+``worker_rlimit_nofile 8192`` the site's header asks for on a host whose cores
+nginx shares with the app (each WebSocket client holds two connections in nginx).
 
-``python -m bench proxy`` (full size, about 3 minutes) or ``--smoke``.
+``python -m bench proxy`` (full size, about 5 minutes) or ``--smoke``.
 """
 
 from __future__ import annotations
@@ -85,8 +85,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=2,
-        help="measurements per layout, alternating direct/nginx (ABBA)",
+        default=4,
+        help="measurements per layout, alternating direct/nginx (ABBA, repeated)",
+    )
+    parser.add_argument(
+        "--nginx-workers",
+        default="1",
+        help="nginx's worker_processes (1, as the site's header advises on a host whose "
+        "cores the app shares; auto: Debian's default, one per core)",
     )
     parser.add_argument(
         "--only", choices=("rest", "fanout"), default=None, help="measure one of the two halves"
@@ -105,7 +111,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise RuntimeError("nginx is not installed: apt-get install -y nginx-light")
     print(
         f"nginx: {_nginx_version(nginx)}, the shipped site ({NGINX_SITE.relative_to(ROOT)}), "
-        f"worker_processes auto ({os.cpu_count()}), worker_connections 4096"
+        f"worker_processes {args.nginx_workers} ({os.cpu_count()} cores), "
+        "worker_connections 4096"
     )
     raise_open_files()  # nginx and the clients inherit it
     started = time.monotonic()
@@ -113,6 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     figures: dict[str, Any] = {
         "load_before": load_before,
         "nginx": _nginx_version(nginx),
+        "nginx_workers": args.nginx_workers,
         "order": order,
     }
     _stack.prepare_database(args.database_url, args.redis_url)
@@ -165,11 +173,11 @@ class Front:
         return total
 
 
-def _main_conf(workdir: Path, site: Path, log_dir: Path) -> str:
+def _main_conf(workdir: Path, site: Path, log_dir: Path, workers: str) -> str:
     """The stack's main configuration, sized as the site's header asks for production."""
     text = render_main(workdir, site, log_dir)
     for old, new in (
-        ("worker_processes 1;\n", "worker_processes auto;\nworker_rlimit_nofile 8192;\n"),
+        ("worker_processes 1;\n", f"worker_processes {workers};\nworker_rlimit_nofile 8192;\n"),
         ("events { worker_connections 1024; }", "events { worker_connections 4096; }"),
     ):
         if old not in text:
@@ -179,7 +187,7 @@ def _main_conf(workdir: Path, site: Path, log_dir: Path) -> str:
 
 
 @contextlib.contextmanager
-def nginx_front(nginx: str, *, web: int, ws: int) -> Iterator[Front]:
+def nginx_front(nginx: str, *, web: int, ws: int, workers: str) -> Iterator[Front]:
     """nginx with the shipped site in front of gunicorn on ``web`` and daphne on ``ws``."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-proxy-nginx-"))
     log_dir = workdir / "logs"
@@ -200,7 +208,7 @@ def nginx_front(nginx: str, *, web: int, ws: int) -> Iterator[Front]:
         )
     )
     main = workdir / "nginx.conf"
-    main.write_text(_main_conf(workdir, site, log_dir))
+    main.write_text(_main_conf(workdir, site, log_dir, workers))
     argv = [nginx, "-p", f"{workdir}/", "-c", str(main)]
     checked = subprocess.run([*argv, "-t", "-q"], capture_output=True, text=True)
     if checked.returncode != 0:
@@ -307,7 +315,7 @@ def _rest(args: argparse.Namespace, nginx: str, order: list[str]) -> dict[str, A
             health=f"http://{HOST}:{web}/healthz",
             log=ROOT / "var" / f"bench-proxy-gunicorn-{web}.log",
         ),
-        nginx_front(nginx, web=web, ws=free_port()) as front,
+        nginx_front(nginx, web=web, ws=free_port(), workers=args.nginx_workers) as front,
     ):
         ports = {"direct": web, "nginx": front.port}
         for layout in LAYOUTS:
@@ -492,7 +500,9 @@ def _fanout_once(
             url = bench.url
             if layout == "nginx":
                 # No gunicorn behind it here: only /ws/ is used.
-                front = stack.enter_context(nginx_front(nginx, web=free_port(), ws=bench.port))
+                front = stack.enter_context(
+                    nginx_front(nginx, web=free_port(), ws=bench.port, workers=args.nginx_workers)
+                )
                 url = bench.url_for(front.port)
             began = time.monotonic()
             connected = bench.start_clients(args.ws_clients, url=url)

@@ -26,6 +26,23 @@ class StrictParams(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+# Business dates before this are refused as typos, and nothing near date.min or
+# date.max reaches the date arithmetic of a default or a range.
+EARLIEST_DATE = date(2000, 1, 1)
+
+
+class BusinessDateField(serializers.DateField):
+    """A date a back office can mean: from EARLIEST_DATE, never past today in TIME_ZONE."""
+
+    def to_internal_value(self, value: Any) -> date:
+        parsed = super().to_internal_value(value)
+        if parsed < EARLIEST_DATE:
+            raise serializers.ValidationError(f"is before {EARLIEST_DATE.isoformat()}")
+        if parsed > timezone.localdate():
+            raise serializers.ValidationError("is in the future")
+        return parsed
+
+
 class NoParams(StrictParams):
     """An operation that takes no parameters."""
 
@@ -39,7 +56,7 @@ class DailySalesParams(StrictParams):
     # The setting naming the source whose locations are the valid ``locations``.
     source_setting = "SALES_SOURCE_URL"
 
-    business_date = serializers.DateField(
+    business_date = BusinessDateField(
         required=False, help_text="Business date (YYYY-MM-DD); default yesterday in TIME_ZONE."
     )
     locations = serializers.ListField(
@@ -48,11 +65,6 @@ class DailySalesParams(StrictParams):
         allow_empty=True,
         help_text="Location ids; default all locations of the sales source.",
     )
-
-    def validate_business_date(self, value: date) -> date:
-        if value > timezone.localdate():
-            raise serializers.ValidationError("business date is in the future")
-        return value
 
     def validate_locations(self, value: list[str]) -> list[str]:
         """Unknown ids are refused now when the source can tell us quickly; otherwise
@@ -108,10 +120,10 @@ MAX_PERIOD_DAYS = 31
 class PayPeriodParams(StrictParams):
     """A pay period (default the previous pay week, Monday to Sunday in TIME_ZONE)."""
 
-    period_start = serializers.DateField(
+    period_start = BusinessDateField(
         required=False, help_text="First business date; default Monday of the previous week."
     )
-    period_end = serializers.DateField(
+    period_end = BusinessDateField(
         required=False, help_text="Last business date; default the Sunday after period_start."
     )
 

@@ -6,11 +6,16 @@ import json
 import re
 import time
 import uuid
+from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import Group
 from django.test import override_settings
+from django.utils import timezone
 
+from operations.runner import claim
 from tasks import tracker
+from tasks.live import broadcast
 from tasks.models import Operation, TaskStatus
 
 pytestmark = pytest.mark.django_db
@@ -233,7 +238,6 @@ def test_health_needs_no_credentials(client):
 
 
 def test_readyz_is_503_when_redis_is_unreachable(client):
-    from tasks.live import broadcast
 
     with override_settings(REDIS_URL="redis://127.0.0.1:1/0"):
         broadcast._client = None
@@ -253,7 +257,6 @@ def test_cancel_needs_the_runner_role(api):
 
 
 def test_a_runner_cancels_and_a_finished_task_is_409(client, runner):
-    from operations.runner import claim
 
     client.force_login(runner)
     queued = make()
@@ -313,8 +316,6 @@ def test_launching_an_unknown_operation_names_the_seven(client, runner):
 
 
 def test_launching_email_tips_with_a_bad_period_is_400_naming_the_field(client, runner):
-    from django.contrib.auth.models import Group
-
     runner.groups.add(Group.objects.get_or_create(name="TaskStatus.Tips.Read")[0])
     client.force_login(runner)
     response = launch(
@@ -329,10 +330,42 @@ def test_launching_email_tips_with_a_bad_period_is_400_naming_the_field(client, 
 
 
 @pytest.mark.parametrize(
+    ("params", "field", "reason"),
+    [
+        ({"period_end": "0001-01-03"}, "period_end", "is before 2000-01-01"),
+        ({"period_start": "9999-12-30"}, "period_start", "is in the future"),
+        ({"period_start": "2025-06-01", "period_end": "2025-07-15"}, "period_end", "at most 31"),
+        ({"period_start": "2999-01-01"}, "period_start", "is in the future"),
+    ],
+)
+def test_a_pay_period_out_of_range_is_400_naming_the_field(client, runner, params, field, reason):
+    runner.groups.add(Group.objects.get_or_create(name="TaskStatus.Tips.Read")[0])
+    client.force_login(runner)
+    response = launch(client, {"operation": "transform_tips", "params": params})
+    assert response.status_code == 400, response.content
+    assert reason in json.dumps(response.json()["errors"][field])
+
+
+def test_a_pay_period_defaults_to_the_previous_week_monday_to_sunday(client, runner):
+
+    runner.groups.add(Group.objects.get_or_create(name="TaskStatus.Tips.Read")[0])
+    client.force_login(runner)
+    response = launch(client, {"operation": "transform_tips", "params": {}})
+    assert response.status_code == 202, response.content
+    params = TaskStatus.objects.get(task_id=response.json()["task_id"]).params
+    today = timezone.localdate()
+    monday = today - timedelta(days=today.weekday() + 7)
+    assert params["period_start"] == monday.isoformat()
+    assert params["period_end"] == (monday + timedelta(days=6)).isoformat()
+
+
+@pytest.mark.parametrize(
     "params",
     [
         {"business_date": "yesterday"},
         {"business_date": "2999-01-01"},
+        {"business_date": "1999-12-31"},
+        {"business_date": "0001-01-01"},
         {"locations": ["NOPE"]},
         {"colour": "red"},
     ],
