@@ -27,7 +27,7 @@ from .live import routes, wire
 from .live.delivery import ClientGone, Delivery
 from .live.hub import hub
 from .live.wire import Update
-from .models import Operation, unknown_operation
+from .models import Operation, quoted, unknown_operation
 from .selectors import changed_since
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def _subscription_of(
         except ValueError:
             normalized = None
         if normalized is None:
-            raise FrameError(f"task_id must be a UUID string, got {task_id!r}")
+            raise FrameError(f"task_id must be a UUID string, got {quoted(task_id)}")
         return routes.task_key(normalized), {"task_id": normalized}
     return routes.ALL, {}
 
@@ -187,7 +187,11 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
             )
         hub.ensure_started()
         hub.connect(self)
-        await self._subscribe_from_url()
+        try:
+            await self._subscribe_from_url()
+        except (OperationalError, InterfaceError):
+            # A reconnect with ?since= catches up from the database: none, try later.
+            await self._close_with(CLOSE_TRY_AGAIN_LATER)
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "_close_code", None) == "open":
@@ -246,7 +250,9 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
                 else None
             )
             if handler is None or not isinstance(action, str):  # a handler: a str action
-                raise FrameError(f"unknown action {action!r}; valid: subscribe, unsubscribe, ping")
+                raise FrameError(
+                    f"unknown action {quoted(action)}; valid: subscribe, unsubscribe, ping"
+                )
             unknown = sorted(set(message) - _FIELDS[action]) if action in _FIELDS else []
             if unknown:
                 raise FrameError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 import uuid
 
 from django.conf import settings
@@ -27,12 +28,22 @@ class Status(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+# A value a client sent, quoted in an error: bounded in length and depth, so that
+# a deeply nested JSON value can never blow the stack while it is described.
+_QUOTE = reprlib.Repr()
+_QUOTE.maxlevel, _QUOTE.maxstring, _QUOTE.maxother = 2, 80, 80
+
+
+def quoted(value: object) -> str:
+    return _QUOTE.repr(value)
+
+
 # The one wording of an unknown operation, wherever one is refused ({input}: what was sent).
-UNKNOWN_OPERATION = "unknown operation {input!r}; valid: " + ", ".join(Operation.values)
+UNKNOWN_OPERATION = "unknown operation {input}; valid: " + ", ".join(Operation.values)
 
 
 def unknown_operation(value: object) -> str:
-    return UNKNOWN_OPERATION.format(input=value)
+    return UNKNOWN_OPERATION.format(input=quoted(value))
 
 
 TERMINAL_STATUSES = frozenset({Status.COMPLETED, Status.COMPLETED_WITH_ERRORS, Status.FAILED})

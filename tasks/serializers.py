@@ -14,7 +14,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from .models import UNKNOWN_OPERATION, Operation, Status, TaskEvent, TaskStatus
+from .models import Operation, Status, TaskEvent, TaskStatus, unknown_operation
 
 
 def task_document(task: TaskStatus) -> dict[str, Any]:
@@ -55,11 +55,20 @@ class TaskStatusSerializer(serializers.Serializer):
         return task_document(instance)
 
 
+class OperationField(serializers.ChoiceField):
+    """An operation's name; anything else is refused in the one wording of tasks.models."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(choices=Operation.choices, **kwargs)
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str) or data not in Operation.values:
+            raise serializers.ValidationError(unknown_operation(data))
+        return data
+
+
 class LaunchSerializer(serializers.Serializer):
-    operation = serializers.ChoiceField(
-        choices=Operation.choices,
-        error_messages={"invalid_choice": UNKNOWN_OPERATION},
-    )
+    operation = OperationField()
     params = serializers.DictField(required=False, default=dict)
     rerun_of = serializers.UUIDField(
         required=False,

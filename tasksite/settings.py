@@ -74,6 +74,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "tasks.middleware.RequestIDMiddleware",
+    "tasks.middleware.NulByteGuardMiddleware",
     "tasks.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -84,6 +85,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# Database sessions whose keys are checked before a query (accounts/sessions.py).
+SESSION_ENGINE = "accounts.sessions"
 
 ROOT_URLCONF = "tasksite.urls"
 # The REST paths answer with and without a trailing slash (see tasks/urls.py);

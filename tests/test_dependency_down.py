@@ -11,6 +11,8 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -50,16 +52,31 @@ def call(
         return exc.code, exc.headers, json.loads(exc.read() or b"null")
 
 
-@pytest.fixture
-def behind_proxy(transactional_db):
+@contextmanager
+def daphne_behind_proxy(token_cache_seconds: int) -> Iterator[tuple[Daphne, Any]]:
     parts = urlsplit(database_url())
     with tcp_proxy((parts.hostname or "127.0.0.1", parts.port or 5432)) as proxy:
         url = database_url().replace(f":{parts.port or 5432}/", f":{proxy.port}/")
-        server = Daphne(service_env(DATABASE_URL=url, API_TOKEN_CACHE_SECONDS="0")).start()
+        env = service_env(DATABASE_URL=url, API_TOKEN_CACHE_SECONDS=str(token_cache_seconds))
+        server = Daphne(env).start()
         try:
             yield server, proxy
         finally:
             server.stop()
+
+
+@pytest.fixture
+def behind_proxy(transactional_db):
+    """Every token looked up in the database: the handshake itself needs it."""
+    with daphne_behind_proxy(0) as pair:
+        yield pair
+
+
+@pytest.fixture
+def behind_proxy_tokens_cached(transactional_db):
+    """Tokens cached (the default): a known client is authenticated without the database."""
+    with daphne_behind_proxy(300) as pair:
+        yield pair
 
 
 def test_every_rest_route_answers_503_with_retry_after_while_the_database_is_down(
@@ -122,6 +139,28 @@ def test_a_websocket_handshake_while_the_database_is_down_closes_with_4503(behin
         async with websockets.connect(f"{server.ws}?access_token={token}") as ws:
             with pytest.raises(ConnectionClosed) as closed:
                 await asyncio.wait_for(ws.recv(), 20)
+            return closed.value.rcvd.code
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 60)) == 4503
+    assert "Traceback" not in server.log()
+
+
+def test_a_reconnect_with_since_while_the_database_is_down_closes_with_4503(
+    behind_proxy_tokens_cached, token
+):
+    """The token is known (cached), but the catch-up needs the database: try again later."""
+    server, proxy = behind_proxy_tokens_cached
+    tracker.create_task("daily_sales")
+
+    async def scenario() -> int:
+        async with websockets.connect(f"{server.ws}?access_token={token}") as ws:
+            assert json.loads(await ws.recv())["type"] == "subscribed"
+        proxy.cut()
+        url = f"{server.ws}?access_token={token}&since=1"
+        async with websockets.connect(url) as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:  # "subscribed" may come first: the catch-up is what fails
+                    await asyncio.wait_for(ws.recv(), 20)
             return closed.value.rcvd.code
 
     assert asyncio.run(asyncio.wait_for(scenario(), 60)) == 4503

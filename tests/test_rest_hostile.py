@@ -7,6 +7,7 @@ import logging
 import pytest
 
 from tasks import tracker
+from tasks.auth.identity import issue_local_token
 from tasks.models import TaskStatus
 
 pytestmark = pytest.mark.django_db
@@ -150,3 +151,24 @@ def test_every_request_logs_an_access_line_with_its_request_id(api, caplog):
     assert len(lines) == 1
     assert lines[0].request_id == "trace-7"
     assert "GET /task-status" in lines[0].getMessage() and " 200 " in lines[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/tasks/taskstatus/?operation__exact=%00",
+        "/task-status?operation=%00",
+        "/?status=%00",
+    ],
+)
+def test_a_nul_byte_in_the_query_string_is_400_on_every_door(client, admin_user, path):
+    client.force_login(admin_user)
+    assert "NUL" in assert_json_error(client.get(path), 400)["detail"]
+
+
+def test_a_session_cookie_with_a_nul_byte_is_no_session(client, runner):
+    client.cookies["sessionid"] = "abcdefgh\x00"
+    assert_json_error(client.get("/task-status"), 401)
+    token = issue_local_token(runner)
+    response = client.get("/task-status", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert response.status_code == 200, response.content[:300]

@@ -83,3 +83,19 @@ def test_an_unknown_websocket_path_is_refused_at_the_handshake_without_a_traceba
     assert (unknown, prefix) == (403, 403)
     assert ok["type"] == "subscribed", "the trailing-slash form is the same endpoint"
     assert "Traceback" not in log and "no endpoint at '/ws/nope'" in log
+
+
+def test_an_origin_that_is_no_url_is_refused_not_a_server_error(token):
+    with running_daphne() as server:
+        uri = f"{server.ws}?access_token={token}"
+
+        async def scenario():
+            return [
+                await refused_status(uri, origin=origin)
+                for origin in ("http://[", "http://[::1", "https://]x[")
+            ]
+
+        statuses = asyncio.run(scenario())
+        log = server.log()
+    assert set(statuses) <= {400, 403}, statuses
+    assert "Traceback" not in log

@@ -43,6 +43,11 @@ def test_deeply_nested_frames_get_an_error_and_leak_nothing(token):
                     answers.append(await answer_to(ws, "[" * 5000 + "]" * 5000))
                     answers.append(await answer_to(ws, '{"a":' * 3000 + "1" + "}" * 3000))
                     answers.append(await answer_to(ws, '{"action": "ping"}'))
+                    # parsed, but no value is quoted whole in the error
+                    deep = "[" * 500 + "]" * 500
+                    answers.append(await answer_to(ws, f'{{"action": {deep}}}'))
+                    frame = f'{{"action": "subscribe", "task_id": {deep}}}'
+                    answers.append(await answer_to(ws, frame))
             await asyncio.sleep(0.5)  # let the server see the last close
             return answers
 
@@ -50,8 +55,10 @@ def test_deeply_nested_frames_get_an_error_and_leak_nothing(token):
     finally:
         server.proc.send_signal(signal.SIGTERM)
         server.proc.wait(10)
-    assert [a["type"] for a in answers] == ["error", "error", "pong"] * 3
+    assert [a["type"] for a in answers] == ["error", "error", "pong", "error", "error"] * 3
     assert "nested too deeply" in answers[0]["error"]
+    assert "unknown action [[" in answers[3]["error"] and len(answers[3]["error"]) < 200
+    assert "task_id must be a UUID" in answers[4]["error"] and len(answers[4]["error"]) < 200
     log = server.log()
     assert "Traceback" not in log and "RecursionError" not in log
     # the hub forgot every closed client: none is left to close at shutdown

@@ -75,8 +75,11 @@ class EntraTokenMixin(EntraUserMixin):
             unverified = jwt.decode(access_token, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
             raise _Refused(f"malformed ({type(exc).__name__})") from None
-        if header.get("alg") != ALGORITHM:
-            raise _Refused(f"algorithm {str(header.get('alg'))[:16]!r}")
+        alg = header.get("alg")
+        if alg != ALGORITHM:
+            # Named, never repr'd whole: a forged header can nest a value deeply.
+            shown = repr(alg[:16]) if isinstance(alg, str) else type(alg).__name__
+            raise _Refused(f"algorithm {shown}")
         kid = header.get("kid")
         if not isinstance(kid, str) or not _KID_RE.fullmatch(kid):
             raise _Refused("no usable kid")
@@ -90,7 +93,8 @@ class EntraTokenMixin(EntraUserMixin):
         exp = unverified.get("exp")
         if not isinstance(exp, int | float) or exp <= time.time():
             raise _Refused("expired")
-        if provider.issuers and unverified.get("iss") not in provider.issuers:
+        iss = unverified.get("iss")
+        if provider.issuers and (not isinstance(iss, str) or iss not in provider.issuers):
             raise _Refused("issuer")
         key = provider.signing_key(kid)
         if key is None:

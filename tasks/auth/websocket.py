@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlparse
 
 from channels.auth import AuthMiddleware
 from channels.db import database_sync_to_async
@@ -87,6 +87,17 @@ class BrowserOriginValidator(OriginValidator):
     Allowed: the ``ALLOWED_HOSTS``, plus ``WS_ALLOWED_ORIGINS`` for browser
     applications served from another host that connect with a token.
     """
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
+        # Channels catches only a decode error while it parses the Origin: one that
+        # urlparse cannot take ("http://[") would be a 500. Refused here instead.
+        for name, value in scope.get("headers", ()):
+            if name == b"origin":
+                try:
+                    urlparse(value.decode("latin-1"))
+                except ValueError:
+                    return await WebsocketDenier()(scope, receive, send)
+        return await super().__call__(scope, receive, send)
 
     def valid_origin(self, parsed_origin: Any) -> bool:
         if parsed_origin is None:

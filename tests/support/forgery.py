@@ -113,6 +113,17 @@ def missing_oid(issuer: TestIssuer) -> str:
     return issuer.sign(claims)
 
 
+def issuer_not_a_string(issuer: TestIssuer) -> str:
+    """Tenant, audience and expiry right (all public), the issuer a list: unhashable."""
+    return _swap_payload(issuer.token(), iss=[f"https://{issuer.authority_host}/"])
+
+
+def alg_deeply_nested(issuer: TestIssuer) -> str:
+    header, payload, signature = issuer.token().split(".")
+    forged = {"alg": [[[[[[[[["RS256"]]]]]]]]], "kid": "k1", "typ": "JWT"}
+    return ".".join([_json_b64(forged), payload, signature])
+
+
 FORGERIES: dict[str, Callable[[TestIssuer], str]] = {
     "expired": expired,
     "not_yet_valid": not_yet_valid,
@@ -131,4 +142,6 @@ FORGERIES: dict[str, Callable[[TestIssuer], str]] = {
     "garbage": garbage,
     "three_dots_garbage": three_dots_garbage,
     "missing_oid": missing_oid,
+    "issuer_not_a_string": issuer_not_a_string,
+    "alg_deeply_nested": alg_deeply_nested,
 }
