@@ -540,5 +540,14 @@ def test_the_monitor_s_pages_and_static_files_come_through_nginx(stack, token):
 
 
 def test_the_stack_s_logs_hold_no_token(stack, token):
+    link = "Zm9yZ2VkLWxpbms.3q2-7w:1tXyZa:forgedsignature0123456789"
+    headers = {"X-Request-ID": "doc-link", "Authorization": f"Bearer {token}"}
+    reply = request(stack, "GET", f"/documents/{link}", headers)
+    assert reply.status in (403, 404, 410), reply.status  # 404: no reader role
+    access = stack.log_dir / "tasksite.access.log"
+    wait_for(lambda: "request_id=doc-link" in access.read_text(), 5, "nginx's access line")
+    assert "/documents/[REDACTED]" in access.read_text()
     for path in Path(stack.log_dir).iterdir():
-        assert token not in path.read_text(errors="replace"), path.name
+        text = path.read_text(errors="replace")
+        assert token not in text, path.name
+        assert link not in text, path.name
