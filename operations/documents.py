@@ -29,6 +29,7 @@ MAX_TOKEN_LENGTH = 2048
 FOLDERS = ("certificates", "packets")
 _NAME = re.compile(r"food-handler/(certificates|packets)/[0-9a-f]{64}\.pdf")
 _FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,150}\.pdf")
+_NOT_IN_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
 
 
 class BadLink(Exception):
@@ -93,6 +94,12 @@ def size(name: str) -> int:
         return storage().size(name)
     except FileNotFoundError as exc:
         raise DocumentGone(name) from exc
+
+
+def download_filename(stem: str) -> str:
+    """``<stem>.pdf`` with ``_`` for every character a link's filename may not hold: the
+    stem carries roster ids, which may hold any (a space, a slash, a quote, an accent)."""
+    return f"{_NOT_IN_FILENAME.sub('_', stem)}.pdf"
 
 
 def sign(name: str, filename: str) -> str:

@@ -6,9 +6,9 @@ Every table is keyed so that a re-run or a second run at the same time
 replaces or skips, never duplicates: summaries on (business_date, location),
 meal period violations on (business_date, location, employee, shift),
 invoices on (vendor, invoice number), export lines on (invoice, content hash),
-tip shares on (business_date, location, employee), tip statements sent on
-(employee, period, content hash), certificates on the employee, packets on the
-location.
+tip shares on (business_date, location, employee), certificates on the employee,
+packets on the location. Tip statements sent are a history, one row per send:
+``email_tips`` compares with the latest under a per-statement lock.
 """
 
 from __future__ import annotations
@@ -286,11 +286,13 @@ class TipPool(models.Model):
 
 
 class TipStatementDelivery(models.Model):
-    """A tip statement that went out: one row per employee, pay period and content.
+    """A tip statement that went out: one row per send to an employee for a pay period.
 
     The content hash is what makes ``email_tips`` send exactly once: a re-run
-    skips a statement whose hash was sent, and sends a changed one again as a
-    correction.
+    skips a statement whose hash is that of the latest send, and sends any other
+    again as a correction. One content may so be sent twice (A, B, then A
+    again), hence no unique constraint on it; ``email_tips``' per-statement lock
+    is what keeps two runs from both sending.
     """
 
     employee_id = models.CharField(max_length=64)
@@ -304,10 +306,10 @@ class TipStatementDelivery(models.Model):
     sent_at = models.DateTimeField()
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=["employee_id", "period_start", "period_end", "content_hash"],
-                name="tip_statement_employee_period_content",
+        indexes = [
+            models.Index(
+                fields=["employee_id", "period_start", "period_end"],
+                name="tip_statement_employee_period",
             ),
         ]
         ordering = ["-sent_at"]

@@ -249,6 +249,38 @@ def test_links_need_records_and_known_locations(sample_roster):
     )
 
 
+def test_ids_outside_the_filename_characters_still_get_links(doc_storage, reader_client):
+    """An employee or location id with spaces, slashes, quotes or accents is the roster's
+    business: the download name gets "_" for them, and the job does not fail."""
+    certificate, digest = documents.store("certificates", b"%PDF-1.4 certificate")
+    packet, packet_digest = documents.store("packets", b"%PDF-1.4 packet")
+    location, employee = 'Café 1/"A"', "L01 E/001é"
+    FoodHandlerCertificate.objects.create(
+        employee_id=employee,
+        employee_name="Ana",
+        location_id=location,
+        status="valid",
+        document=certificate,
+        content_hash=digest,
+        as_of=AS_OF,
+    )
+    FoodHandlerPacket.objects.create(
+        location_id=location, document=packet, content_hash=packet_digest, as_of=AS_OF
+    )
+    task = run_job("get_food_handler_links")
+    assert task.status == "completed", task.error
+    [line] = task.result["locations"][0]["employees"]
+    assert line["employee_id"] == employee
+    assert task.result["locations"][0]["packet"]["filename"] == (
+        "food-handler-packet-Caf__1__A_.pdf"
+    )
+    response = reader_client.get(line["url"])
+    assert response.status_code == 200
+    assert response["Content-Disposition"] == 'attachment; filename="food-handler-L01_E_001_.pdf"'
+    packet_url = task.result["locations"][0]["packet"]["url"]
+    assert reader_client.get(packet_url).content == b"%PDF-1.4 packet"
+
+
 def test_sign_and_unsign():
     name = "food-handler/certificates/" + "a" * 64 + ".pdf"
     token = documents.sign(name, "food-handler-L01-E001.pdf")

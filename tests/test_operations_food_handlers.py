@@ -21,6 +21,8 @@ from pypdf import PdfReader, PdfWriter
 from operations import pdfs
 from operations.jobs import food_handlers
 from operations.models import FoodHandlerCertificate, FoodHandlerPacket
+from operations.sources import FetchedDocument
+from operations.sources.files import FileConnector
 from tasks import tracker
 from tests.support.jobs import run_job
 from tests.support.source_server import SAMPLE, Handler, SourceServer
@@ -454,6 +456,67 @@ def test_a_malformed_record_is_an_error_and_the_rest_goes_on(own_roster, errors)
         "malformed roster record: employee L01-E002 hire_date: 'someday' is not a date"
     ]
     assert task.result["locations"]["L01"]["valid"] == 1
+
+
+def test_records_our_columns_or_dates_cannot_hold_are_errors_and_the_rest_goes_on(
+    own_roster, errors
+):
+    """Each bad record is one error naming the employee; none is a traceback ending the job."""
+    good = person("L01-E001", "Ana Silva", hired="2020-01-01", card="C-1")
+    bad = {
+        "L01-E002": ("certificate_url", "http://[x"),
+        "L01-E003": ("certificate_url", "certificates/%00.pdf"),
+        "L01-E004": ("certificate_url", "certificates/" + "c" * 500 + ".pdf"),
+        "L01-E005": ("card_number", "C" * 65),
+        "L01-E006": ("job", "J" * 65),
+        "L01-E007": ("location_id", "L01" + "x" * 30),
+        "L01-E008": ("hire_date", "9999-12-31"),
+        "L01-E009": ("expires_on", "9999-12-31"),
+        "L01-E010": ("issued_on", "0001-01-01"),
+    }
+    people = [good]
+    for emp_id, (key, value) in bad.items():
+        record = person(emp_id, f"Name {emp_id}", hired="2020-01-01", card=f"C-{emp_id}")
+        if key in record:
+            record[key] = value
+        else:
+            record["food_handler"][key] = value
+        people.append(record)
+    write_roster(own_roster, people, pdf={"C-1": certificate("Ana Silva", "C-1", "2027-01-01")})
+    task = run_job("update_food_handler_pdfs", {"as_of": AS_OF.isoformat()})
+    assert task.status == "completed_with_errors", task.error
+    assert task.result["checked"] == ["L01"]
+    assert task.result["locations"]["L01"]["valid"] == 1
+    assert len(errors) == len(bad)
+    for message, (emp_id, (key, _)) in zip(errors, bad.items(), strict=True):
+        prefix = f"malformed roster record: employee {emp_id}"
+        assert message.startswith((f"{prefix}:", f"{prefix} ")), message
+        assert key in message, message
+    assert list(FoodHandlerCertificate.objects.values_list("employee_id", flat=True)) == [
+        "L01-E001"
+    ]
+
+
+def test_a_certificate_url_the_connector_cannot_use_is_refused_not_raised(own_roster):
+    """Past parsing (a record made by hand), a URL that makes the source raise ValueError
+    is a refused certificate."""
+    write_roster(own_roster, [])
+    handler = food_handlers.FoodHandler(
+        "L01-E001",
+        "Ana",
+        "L01",
+        "",
+        "Cook",
+        date(2020, 1, 1),
+        food_handlers.Card("C-1", "", None, date(2027, 1, 1), "certificates/%00.pdf"),
+    )
+
+    class Raising(FileConnector):
+        def fetch_document(self, ref: str, *, etag: str = "") -> FetchedDocument:
+            raise ValueError("embedded null byte")
+
+    held = food_handlers.fetch_certificate(Raising(f"file://{own_roster}"), handler, None)
+    assert held.refused == "could not be fetched: embedded null byte" and not held.document
 
 
 # -- the rule and the PDF check on their edges ---------------------------------------------

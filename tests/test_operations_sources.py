@@ -123,3 +123,11 @@ def test_http_source_missing_location_day_is_not_found(server):
         http(f"{server.base}/sales").fetch_checks(date(2025, 6, 13), "L11")
     with pytest.raises(SourceError, match="malformed"):
         http(f"{server.base}/sales").fetch_checks(date(2025, 6, 10), "L07")
+
+
+def test_a_document_reference_that_is_no_usable_url_is_a_source_error(server):
+    files = FileConnector(f"file://{SAMPLE / 'roster'}")
+    with pytest.raises(SourceError, match="not a usable path"):
+        files.fetch_document("certificates/%00.pdf")
+    with pytest.raises(SourceError, match="not a valid URL"):
+        http(f"{server.base}/roster").fetch_document("http://[x/cert.pdf")

@@ -219,6 +219,46 @@ def test_a_changed_statement_goes_out_again_as_a_correction(tip_sources, smtp, s
     assert run_job("email_tips", WEEK1).result["sent"] == 0
 
 
+def test_a_statement_changed_back_goes_out_again(tip_sources, smtp, settings, tmp_path):
+    """A -> B -> A: the employee holds B until A is sent again; only the latest counts."""
+    sales = tmp_path / "sales"
+    (sales / "2025-06-02").mkdir(parents=True)
+    shutil.copy(SAMPLE / "sales" / "locations.json", sales)
+    for name in ("L01.json.gz", "L01.cash-tips.json"):
+        shutil.copy(SAMPLE / "sales" / "2025-06-02" / name, sales / "2025-06-02" / name)
+    settings.SALES_SOURCE_URL = f"file://{sales}"
+    declared = sales / "2025-06-02" / "L01.cash-tips.json"
+    original = declared.read_text()
+    transform(DAY1, ["L01"])
+    first = run_job("email_tips", DAY1)
+    assert first.result["failed"] == 0 and first.result["sent"] > 5
+    hashes_a = dict(TipStatementDelivery.objects.values_list("employee_id", "content_hash"))
+
+    data = json.loads(original)
+    data["declarations"][0]["amount"] = str(Decimal(data["declarations"][0]["amount"]) + 5)
+    declared.write_text(json.dumps(data))
+    transform(DAY1, ["L01"])
+    to_b = run_job("email_tips", DAY1)
+    assert to_b.result["corrections"] == to_b.result["sent"] > 0
+
+    declared.write_text(original)
+    transform(DAY1, ["L01"])
+    count = len(smtp.received)
+    back = run_job("email_tips", DAY1)
+    assert back.status == "completed", back.error
+    assert back.result["sent"] == back.result["corrections"] == to_b.result["sent"]
+    again = smtp.received[count:]
+    assert len(again) == to_b.result["sent"]
+    for got in again:
+        assert got.message["Subject"] == "Corrected tip statement 2025-06-02 to 2025-06-02"
+    latest = {
+        d.employee_id: d.content_hash
+        for d in TipStatementDelivery.objects.order_by("employee_id", "-pk").distinct("employee_id")
+    }
+    assert latest == hashes_a
+    assert run_job("email_tips", DAY1).result["sent"] == 0
+
+
 def test_a_dropped_connection_and_a_451_are_retried_then_delivered(tip_sources, smtp):
     transform(DAY1, ["L01"])
     smtp.drop(1)

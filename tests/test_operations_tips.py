@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from operations.jobs.tips import distribute
+from operations.jobs.tips import distribute, payroll_csv
 from operations.models import TipPool, TipShare
 from tests.support.jobs import run_job
-from tests.support.source_server import SAMPLE
+from tests.support.source_server import SAMPLE, source_server
 from tests.support.watch import launch_and_watch
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -416,6 +416,67 @@ def test_tips_without_eligible_hours_are_an_error_and_the_job_goes_on(settings, 
         "2025-06-02": "$14.00 of tips but no eligible hours (nobody worked in a job of the "
         "tip policy)"
     }
+
+
+def test_a_record_longer_than_our_columns_is_an_error_for_its_day(settings, tmp_path):
+    """An employee id, name or job the table cannot hold fails that location-day only; two
+    jobs of one day, each fitting, are shortened to fit together."""
+    long_job, other_job = "S" * 65, "Long " + "x" * 55
+    days = {f"2025-06-0{n}": [shift(f"2025-06-0{n}", 1, "Server")] for n in range(2, 7)}
+    days["2025-06-02"][0]["employee_id"] = "L01-" + "E" * 61
+    days["2025-06-03"][0]["job"] = long_job
+    days["2025-06-04"][0]["employee_name"] = "N" * 201
+    morning = {
+        **shift("2025-06-05", 1, other_job),
+        "shift_id": "2025-06-05-morning",
+        "clock_in": "2025-06-05T08:00:00-04:00",
+        "clock_out": "2025-06-05T12:00:00-04:00",
+        "breaks": [],
+    }
+    days["2025-06-05"].append(morning)
+    root = small_source(tmp_path, days)
+    settings.SALES_SOURCE_URL = f"file://{root / 'sales'}"
+    settings.TIMECLOCK_SOURCE_URL = f"file://{root / 'timeclock'}"
+    settings.ACCOUNTING_TARGET_URL = f"file://{tmp_path / 'accounting'}"
+    settings.TIP_POLICY_FILE = write_policy(tmp_path, L01={long_job: "10", other_job: "5"})
+    task = run_job(
+        "transform_tips",
+        {"period_start": "2025-06-02", "period_end": "2025-06-06", "locations": ["L01"]},
+    )
+    assert task.status == "completed_with_errors", task.error
+    failed = task.result["locations"]["L01"]["failed_days"]
+    assert set(failed) == {"2025-06-02", "2025-06-03", "2025-06-04"}
+    assert all(reason.startswith("malformed data: shift 2025-06-0") for reason in failed.values())
+    assert "employee_id longer than 64" in failed["2025-06-02"]
+    assert "job longer than 64" in failed["2025-06-03"]
+    assert "employee_name longer than 200" in failed["2025-06-04"]
+    assert task.result["locations"]["L01"]["days"] == 2
+    jobs = dict(TipShare.objects.values_list("business_date", "job"))
+    assert jobs[date(2025, 6, 6)] == "Server"
+    both = jobs[date(2025, 6, 5)]
+    assert len(both) == 64 and both.startswith(f"{other_job} /") and both.endswith("…")
+
+
+def test_http_sources_and_target_deliver_the_payroll_file(tip_sources, settings):
+    """The same period over the source API: the file the server received is the one a
+    directory target gets."""
+    params = {"period_start": "2025-06-02", "period_end": "2025-06-02", "locations": ["L01"]}
+    name = "tips-2025-06-02-2025-06-02.csv"
+    by_file = run_job("transform_tips", params)
+    assert by_file.status == "completed", by_file.error
+    written = (tip_sources / "payroll" / name).read_bytes()
+    settings.SOURCE_TOKEN = "test-token"
+    with source_server() as server:
+        settings.SALES_SOURCE_URL = f"{server.base}/sales"
+        settings.TIMECLOCK_SOURCE_URL = f"{server.base}/timeclock"
+        settings.ACCOUNTING_TARGET_URL = f"{server.base}/accounting"
+        by_http = run_job("transform_tips", params)
+    assert by_http.status == "completed", by_http.error
+    assert by_http.result["payroll_file"] == f"PAY-{name}"
+    assert ("POST", "/accounting/payroll-files") in server.requests
+    assert server.files == {name: written}
+    assert written == payroll_csv(date(2025, 6, 2), date(2025, 6, 2))
+    assert written.count(b"\n") == 1 + TipShare.objects.filter(location_id="L01").count()
 
 
 def test_a_target_that_fails_keeps_the_shares(tip_sources, settings, tmp_path):

@@ -34,14 +34,16 @@ def location_links(location_id: str) -> dict[str, Any]:
     packet = FoodHandlerPacket.objects.filter(location_id=location_id).first()
     packet_link = None
     if packet is not None and packet.document:
-        filename = f"food-handler-packet-{location_id}.pdf"
+        filename = documents.download_filename(f"food-handler-packet-{location_id}")
         packet_link = {"url": documents.link_path(packet.document, filename), "filename": filename}
     employees = []
     for row in FoodHandlerCertificate.objects.filter(location_id=location_id).order_by(
         "employee_id"
     ):
         url = (
-            documents.link_path(row.document, f"food-handler-{row.employee_id}.pdf")
+            documents.link_path(
+                row.document, documents.download_filename(f"food-handler-{row.employee_id}")
+            )
             if row.document
             else None
         )

@@ -12,7 +12,9 @@ valid three years), as of ``as_of``:
 
 A certificate is fetched with the ETag we stored (conditional GET, or size and
 mtime for files), so an unchanged one is not downloaded again; one that is not a
-readable PDF is an ``error`` naming the employee and the job goes on. Accepted
+readable PDF is an ``error`` naming the employee and the job goes on; so is a
+roster record our columns cannot hold (a value longer than its column, a date
+outside 1900..2199, a certificate URL that does not parse). Accepted
 files are stored by content hash (``operations.documents``). Per location, the
 employees' rows are replaced in one transaction and the compliance packet (cover
 page and every current certificate) is rebuilt; identical input gives an
@@ -24,8 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Literal, overload
+from urllib.parse import unquote, urlparse
 
-from django.db import transaction
+from django.db import models, transaction
 
 from tasks.tracker import TaskHandle
 
@@ -39,6 +42,29 @@ GRACE = timedelta(days=30)
 EXPIRING_WITHIN = timedelta(days=30)
 STATUSES = [status.value for status in FoodHandlerStatus]
 CURRENT = (FoodHandlerStatus.VALID.value, FoodHandlerStatus.EXPIRING.value)
+# Roster dates outside these are typos; the bound also keeps ``hire_date + GRACE`` from
+# overflowing at date.max.
+EARLIEST_DATE = date(1900, 1, 1)
+LATEST_DATE = date(2199, 12, 31)
+
+
+def _max_length(model: type[models.Model], name: str) -> int:
+    column = model._meta.get_field(name)
+    assert isinstance(column, models.CharField) and column.max_length is not None
+    return column.max_length
+
+
+# What our rows can hold: a longer value is a malformed record, not a DataError on save.
+MAX_LENGTHS = {
+    "employee_id": _max_length(FoodHandlerCertificate, "employee_id"),
+    "name": _max_length(FoodHandlerCertificate, "employee_name"),
+    "location_id": _max_length(FoodHandlerCertificate, "location_id"),
+    "location_name": _max_length(FoodHandlerPacket, "location_name"),
+    "job": _max_length(FoodHandlerCertificate, "job"),
+    "card_number": _max_length(FoodHandlerCertificate, "card_number"),
+    "issuer": _max_length(FoodHandlerCertificate, "issuer"),
+    "certificate_url": _max_length(FoodHandlerCertificate, "source_url"),
+}
 
 
 @dataclass(frozen=True)
@@ -89,16 +115,42 @@ def _date(value: Any, where: str, *, required: bool = True) -> date | None:
     if not isinstance(value, str):
         raise MalformedData(f"{where}: {value!r} is not a date")
     try:
-        return date.fromisoformat(value)
+        parsed = date.fromisoformat(value)
     except ValueError as exc:
         raise MalformedData(f"{where}: {value!r} is not a date") from exc
+    if not EARLIEST_DATE <= parsed <= LATEST_DATE:
+        raise MalformedData(f"{where}: {value!r} is not a plausible date")
+    return parsed
+
+
+def _fits(value: str, key: str, where: str) -> str:
+    if len(value) > MAX_LENGTHS[key]:
+        raise MalformedData(f"{where}: {key} longer than {MAX_LENGTHS[key]} characters")
+    return value
 
 
 def _text(raw: dict, key: str, where: str) -> str:
     value = raw.get(key)
     if not isinstance(value, str) or not value.strip():
         raise MalformedData(f"{where}: {key} missing")
-    return value.strip()
+    return _fits(value.strip(), key, where)
+
+
+def _optional_text(raw: dict, key: str, where: str) -> str:
+    return _fits(str(raw.get(key) or ""), key, where)
+
+
+def _certificate_url(raw: dict, where: str) -> str:
+    """A URL both connectors can take: it parses, and holds no control character (a NUL,
+    even percent-encoded, makes a file path raise)."""
+    url = _text(raw, "certificate_url", where)
+    try:
+        urlparse(url)  # a bracketed host that is no IPv6 address raises
+    except ValueError as exc:
+        raise MalformedData(f"{where}: certificate_url is not a valid URL ({exc})") from exc
+    if any(ord(char) < 32 or ord(char) == 127 for char in unquote(url)):
+        raise MalformedData(f"{where}: certificate_url holds a control character")
+    return url
 
 
 def parse_card(raw: Any, where: str) -> Card | None:
@@ -108,10 +160,10 @@ def parse_card(raw: Any, where: str) -> Card | None:
         raise MalformedData(f"{where}: food_handler is not an object")
     return Card(
         number=_text(raw, "card_number", where),
-        issuer=str(raw.get("issuer") or ""),
+        issuer=_optional_text(raw, "issuer", where),
         issued_on=_date(raw.get("issued_on"), f"{where} issued_on", required=False),
         expires_on=_date(raw.get("expires_on"), f"{where} expires_on"),
-        url=_text(raw, "certificate_url", where),
+        url=_certificate_url(raw, where),
     )
 
 
@@ -124,8 +176,8 @@ def parse_employee(raw: Any, index: int) -> FoodHandler:
         employee_id=_text(raw, "employee_id", where),
         name=_text(raw, "name", where),
         location_id=_text(raw, "location_id", where),
-        location_name=str(raw.get("location_name") or ""),
-        job=str(raw.get("job") or ""),
+        location_name=_optional_text(raw, "location_name", where),
+        job=_optional_text(raw, "job", where),
         hire_date=_date(raw.get("hire_date"), f"{where} hire_date"),
         card=parse_card(raw.get("food_handler"), where),
     )
@@ -157,8 +209,9 @@ def read_roster(
     by_location: dict[str, list[FoodHandler]] = {}
     malformed: set[str] = set()
     for index, raw in enumerate(employees):
-        if isinstance(raw, dict) and isinstance(raw.get("location_id"), str):
-            by_location.setdefault(raw["location_id"], [])
+        location_id = raw.get("location_id") if isinstance(raw, dict) else None
+        if isinstance(location_id, str) and len(location_id) <= MAX_LENGTHS["location_id"]:
+            by_location.setdefault(location_id, [])
         if not isinstance(raw, dict) or raw.get("handles_food") is not True:
             continue
         try:
@@ -196,7 +249,7 @@ def fetch_certificate(
         etag = same_card.source_etag
     try:
         fetched = source.fetch_document(card.url, etag=etag)
-    except SourceError as exc:
+    except (SourceError, ValueError) as exc:  # ValueError: a URL or path the source cannot use
         reason = (
             "not found at the source"
             if isinstance(exc, DataNotFound)

@@ -4,13 +4,14 @@ A statement is what ``transform_tips`` stored for one employee over the period
 (``TipShare`` rows): per location, per day the hours, card and cash tips, and
 the totals. Its identity is the SHA-256 of a canonical JSON of that data (not
 of the rendered email), recorded in ``TipStatementDelivery`` once the mail
-server accepted the message. So a re-run sends nothing that already went out,
-and a statement that changed (transform_tips re-run on corrected data) goes out
-again, marked as a correction. Two runs at once cannot both send one statement:
-each send holds a per-statement lock (PostgreSQL advisory lock) and checks the
-record again under it. What cannot be made exactly-once is a send the server
-accepted right before our process died: that one goes out again (same
-Message-ID) on the next run.
+server accepted the message. A statement is compared with the latest one sent
+to the employee for the period: a re-run sends nothing that already went out,
+and a statement that changed (transform_tips re-run on corrected data, even
+back to an earlier version) goes out again, marked as a correction. Two runs at
+once cannot both send one statement: each send holds a per-statement lock
+(PostgreSQL advisory lock) and checks the record again under it. What cannot
+be made exactly-once is a send the server accepted right before our process
+died: that one goes out again (same Message-ID) on the next run.
 
 Mail goes through Django's email framework (``EMAIL_BACKEND``; the embedded
 default writes files to ``var/outbox``), at most ``EMAIL_RATE_PER_SECOND``
@@ -279,14 +280,20 @@ def deliver(
     """``sent``, ``correction`` or ``unchanged``; Undeliverable when it cannot go out."""
     digest = statement.content_hash
     with statement_lock(statement.employee_id, start, end):
-        sent = set(
+        # Only the latest send counts: after A -> B -> A the employee holds B, so A goes
+        # out again. Sends of one statement are serialised by the lock: the highest pk is
+        # the last one (sent_at could step back with the clock).
+        latest = (
             TipStatementDelivery.objects.filter(
                 employee_id=statement.employee_id, period_start=start, period_end=end
-            ).values_list("content_hash", flat=True)
+            )
+            .order_by("-pk")
+            .values_list("content_hash", flat=True)
+            .first()
         )
-        if digest in sent:
+        if latest == digest:
             return "unchanged"
-        correction = bool(sent)
+        correction = latest is not None
         address = address_of(employee)
         message = build_message(statement, address, correction)
         mailer.send(message)

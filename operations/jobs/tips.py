@@ -38,7 +38,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import CharField, Sum
 from django.utils import timezone
 
 from tasks.tracker import TaskHandle
@@ -72,6 +72,19 @@ CSV_HEADER = [
     "cash_tips",
     "total",
 ]
+
+
+def _max_length(name: str) -> int:
+    column = TipShare._meta.get_field(name)
+    assert isinstance(column, CharField) and column.max_length is not None
+    return column.max_length
+
+
+# What a TipShare holds: a longer value in a shift that shares is a malformed record
+# (an error for its location-day), not a DataError ending the job at the save.
+MAX_EMPLOYEE_ID = _max_length("employee_id")
+MAX_EMPLOYEE_NAME = _max_length("employee_name")
+MAX_JOB = _max_length("job")
 
 
 class NoEligibleHours(ValueError):
@@ -204,17 +217,33 @@ def eligible_workers(
         points = policy.points_for(job)
         if not points:
             continue
+        where = f"shift {result.shift['shift_id']}"
         employee_id = result.shift["employee_id"]
+        name = str(result.shift.get("employee_name") or "")
+        for key, value, limit in (
+            ("employee_id", employee_id, MAX_EMPLOYEE_ID),
+            ("employee_name", name, MAX_EMPLOYEE_NAME),
+            ("job", job, MAX_JOB),
+        ):
+            if len(value) > limit:
+                raise MalformedData(f"{where}: {key} longer than {limit} characters")
         worked = result.worked // timedelta(microseconds=1)
         micros[employee_id] += worked
         weights[employee_id] += Fraction(worked, MICROS_PER_HOUR) * Fraction(points)
-        names[employee_id] = str(result.shift.get("employee_name") or "")
+        names[employee_id] = name
         jobs[employee_id].add(job)
     return [
-        Worker(e, names[e], " / ".join(sorted(jobs[e])), micros[e], weights[e])
+        Worker(e, names[e], _jobs_label(jobs[e]), micros[e], weights[e])
         for e in sorted(micros)
         if micros[e] > 0
     ]
+
+
+def _jobs_label(jobs: set[str]) -> str:
+    """The day's jobs, "Bartender / Server"; shortened to fit the column when two long
+    names, each of which fits, do not fit together."""
+    label = " / ".join(sorted(jobs))
+    return label if len(label) <= MAX_JOB else label[: MAX_JOB - 1] + "…"
 
 
 def transform_day(

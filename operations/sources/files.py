@@ -143,12 +143,9 @@ class FileConnector(Connector):
         """A file under the source directory; its size and modification time are the ETag,
         so an unchanged file is not read again."""
         self._require_root()
-        if ref.startswith("file://"):
-            path = path_from_url(ref)
-        else:
-            path = self.root / unquote(ref)
         root = self.root.resolve()
         try:
+            path = path_from_url(ref) if ref.startswith("file://") else self.root / unquote(ref)
             resolved = path.resolve()
             if not resolved.is_relative_to(root):
                 raise SourceError(f"document {ref!r} is outside the source directory")
@@ -157,6 +154,8 @@ class FileConnector(Connector):
             raise DataNotFound(f"document {ref!r} not found") from exc
         except OSError as exc:
             raise SourceError(f"document {ref!r} unreadable ({exc.__class__.__name__})") from exc
+        except ValueError as exc:  # a NUL in the path (even percent-encoded), file://[x
+            raise SourceError(f"document {ref!r} is not a usable path ({exc})") from exc
         tag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
         if etag and etag == tag:
             return FetchedDocument(None, tag)

@@ -11,7 +11,11 @@ The API (served in tests by ``tests/support/source_server.py``)::
     GET  <base>/<certificate_url> or an absolute URL        the document (If-None-Match -> 304)
     GET  <base>/invoices?updated_since=&page=N              {"data": [...], "next_page": N|null}
     POST <base>/ap-batches  (Idempotency-Key: batch id)     {"reference": "..."}
-    POST <base>/<kind>      (Idempotency-Key: file name)    {"reference": "..."}  (a file)
+    POST <base>/<kind>-files (Idempotency-Key: file name)   {"reference": "..."}  (a file)
+
+Targets are collections named like ``ap-batches``: the tips payroll file (kind
+``payroll``) goes to ``POST <base>/payroll-files``; a directory target writes it
+to ``<dir>/payroll/<name>``.
 
 A 404 on ``checks`` or ``shifts`` means "no data for that location-day". 429 (honouring
 ``Retry-After``), 5xx, timeouts and refused connections are retried with
@@ -189,7 +193,10 @@ class HttpConnector(Connector):
 
     def fetch_document(self, ref: str, *, etag: str = "") -> FetchedDocument:
         """A conditional GET: an unchanged document (304) is not downloaded again."""
-        parsed = urlparse(ref)
+        try:
+            parsed = urlparse(ref)
+        except ValueError as exc:  # a bracketed host that is no IPv6 address
+            raise SourceError(f"document {ref!r}: not a valid URL ({exc})") from exc
         if parsed.scheme and parsed.scheme not in ("http", "https"):
             raise SourceError(f"document {ref!r}: not an http(s) URL")
         url = ref if parsed.scheme else f"{self.url}/{ref.lstrip('/')}"
@@ -236,9 +243,11 @@ class HttpConnector(Connector):
         return str(data.get("reference") or batch_id)
 
     def send_file(self, kind: str, name: str, content: bytes, content_type: str) -> str:
+        """POST to ``<base>/<kind>-files``, a collection named as ``ap-batches`` is."""
+        endpoint = f"{kind}-files"
         data = self._request(
             "POST",
-            kind,
+            endpoint,
             data=content,
             headers={
                 "Idempotency-Key": name,
@@ -247,5 +256,5 @@ class HttpConnector(Connector):
             },
         )
         if not isinstance(data, dict):
-            raise SourceError(f"{self.label}/{kind}: malformed response")
+            raise SourceError(f"{self.label}/{endpoint}: malformed response")
         return str(data.get("reference") or name)

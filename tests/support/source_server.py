@@ -1,7 +1,7 @@
 """A real HTTP source API on loopback, serving the committed sample data.
 
 It speaks the API of ``operations/sources/http.py`` (bearer token, paging,
-certificates with ETags, payroll files) and
+certificates with ETags, AP batches and payroll files under ``/accounting``) and
 can misbehave on demand: ``server.fail(path_part, action)`` queues one fault for
 the next matching request, where action is ``"500"``, ``"429:<seconds>"``
 (with Retry-After), ``"slow:<seconds>"`` or ``"malformed"``. A corrupt sample
@@ -196,10 +196,10 @@ class Handler(BaseHTTPRequestHandler):
                 self.server.files[name] = raw
             self._json(201, {"reference": f"PAY-{name}"})
             return
-        body = json.loads(raw or b"{}")
         if path != "/accounting/ap-batches":
             self._json(404, {"detail": "not found"})
             return
+        body = json.loads(raw or b"{}")
         key = self.headers.get("Idempotency-Key") or body.get("batch_id")
         with self.server.lock:
             self.server.batch_posts += 1
