@@ -56,18 +56,74 @@ def _lease_end() -> Any:
 
 
 def _fail_task(task_id: str, message: str) -> bool:
+    """End the task ``failed`` with ``message`` unless it already ended; True if this did.
+
+    A ``DatabaseUnavailable`` from ``fail`` is raised after the block, not through it:
+    through it, the handle would spend another retry window failing the task with that
+    error's own text instead of ``message``.
+    """
     try:
         with tracker.open_task(task_id) as handle:
-            if not handle.is_terminal:
+            if handle.is_terminal:
+                return False
+            try:
                 handle.fail(message)
+            except tracker.DatabaseUnavailable as exc:
+                unavailable = exc
+            else:
                 return True
     except (tracker.TaskNotFound, tracker.TaskAlreadyFinished):
-        pass
-    return False
+        return False
+    raise unavailable
 
 
 def claim(task_id: str, operation: str, worker: str) -> JobRun | None:
-    """Take the lease of a task, or None when it ran, runs elsewhere, or its worker died."""
+    """Take the lease of a task, or None when it ran, runs elsewhere, or its worker died.
+
+    Rides out a database outage like ``finish``: raising here would fail the Celery task,
+    whose message is acknowledged all the same (acks_late), and leave the task ``started``
+    until the liveness bound failed it for the wrong reason. When the database stays away
+    for JOB_DATABASE_WAIT_SECONDS the job is not run, and the task ends ``failed`` with
+    the database reason once the database is back.
+    """
+    waits = _database_backoff()
+    retrying = False
+    while True:
+        try:
+            run, dead_worker = _take_lease(task_id, operation, worker, retrying=retrying)
+            break
+        except tracker.DATABASE_ERRORS as exc:
+            connection.close()
+            delay = next(waits, None)
+            if delay is None:
+                _fail_once_database_is_back(task_id, exc)
+                return None
+            logger.warning(
+                "task %s: lease not taken, the database is unreachable (%s); retrying in %gs",
+                task_id,
+                exc.__class__.__name__,
+                delay,
+            )
+            time.sleep(delay)
+            retrying = True
+    if dead_worker is not None:
+        logger.warning("task %s: redelivered after its worker %s died", task_id, dead_worker)
+        metrics.JOBS_WORKER_LOST.labels(operation, "redelivery").inc()
+        message = f"{WORKER_LOST}: {dead_worker} stopped while running the job"
+        if not _record_failure(task_id, message):
+            logger.error("task %s: could not record its failure; the database stayed away", task_id)
+    return run
+
+
+def _take_lease(
+    task_id: str, operation: str, worker: str, *, retrying: bool
+) -> tuple[JobRun | None, str | None]:
+    """One try of ``claim``: the run to execute (or None), and the dead worker found (or None).
+
+    When ``retrying``, an earlier try may have committed before its connection broke, so
+    an unfinished run held by this worker is its own lease, not a duplicate delivery (nor,
+    once the lease ran out during the outage, a dead worker's).
+    """
     now = timezone.now()
     with transaction.atomic():
         run, created = JobRun.objects.select_for_update().get_or_create(
@@ -80,24 +136,24 @@ def claim(task_id: str, operation: str, worker: str) -> JobRun | None:
             },
         )
         if created:
-            return run
+            return run, None
+        if retrying and run.finished_at is None and run.worker == worker:
+            run.lease_until = _lease_end()
+            run.save(update_fields=["lease_until"])
+            return run, None
         if run.finished_at is not None:
             logger.info("task %s already ran (%s); delivery acknowledged", task_id, run.outcome)
-            return None
+            return None, None
         if run.lease_until > now:
             logger.warning(
                 "task %s is running on %s; duplicate delivery ignored", task_id, run.worker
             )
-            return None
+            return None, None
         run.finished_at = now
         run.outcome = WORKER_LOST
         run.attempts += 1
         run.save(update_fields=["finished_at", "outcome", "attempts"])
-        previous = run.worker
-    logger.warning("task %s: redelivered after its worker %s died", task_id, previous)
-    metrics.JOBS_WORKER_LOST.labels(operation, "redelivery").inc()
-    _fail_task(task_id, f"{WORKER_LOST}: {previous} stopped while running the job")
-    return None
+        return None, run.worker
 
 
 def cancel(task_id: str, *, by: str) -> TaskStatus:
@@ -159,14 +215,25 @@ def _fail_once_database_is_back(task_id: str, exc: BaseException) -> None:
     reason = exc.__class__.__name__ if not isinstance(exc, tracker.DatabaseUnavailable) else exc
     message = f"the job lost its database ({reason}); it stopped and can be run again"
     logger.warning("task %s: %s", task_id, message)
+    connection.close()
+    if not _record_failure(task_id, message):
+        logger.error("task %s: could not record its failure; the database stayed away", task_id)
+
+
+def _record_failure(task_id: str, message: str) -> bool:
+    """``_fail_task``, retried while the database is away; False if it stayed away.
+
+    ``DatabaseUnavailable`` counts as away: a flapping database can answer the read that
+    opens the task and then drop the write for longer than the tracker retries it.
+    """
     for delay in _database_backoff():
         try:
-            connection.close()
             _fail_task(task_id, message)
-            return
-        except tracker.DATABASE_ERRORS:
+            return True
+        except tracker.DATABASE_ERRORS + (tracker.DatabaseUnavailable,):
+            connection.close()
             time.sleep(delay)
-    logger.error("task %s: could not record its failure; the database stayed away", task_id)
+    return False
 
 
 class Heartbeat(threading.Thread):

@@ -29,7 +29,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Field, Q
 
 from . import metrics, signals
@@ -72,6 +72,10 @@ class DatabaseUnavailable(TrackerError):
 
 
 DATABASE_ERRORS = (OperationalError, InterfaceError)
+
+# progress_current and progress_total are IntegerFields: 32-bit on PostgreSQL, where a
+# larger value fails the write (DataError), possibly later, in the timer's thread.
+PROGRESS_MAX = 2**31 - 1
 
 
 class TaskCancelled(TrackerError):
@@ -252,8 +256,8 @@ def _create(
 ) -> TaskStatus:
     if operation not in Operation.values:
         raise TrackerError(unknown_operation(operation))
-    if total is not None and (not isinstance(total, int) or total < 0):
-        raise InvalidProgress(f"total must be a non-negative integer, got {total!r}")
+    if total is not None and (not isinstance(total, int) or not 0 <= total <= PROGRESS_MAX):
+        raise InvalidProgress(f"total must be an integer from 0 to {PROGRESS_MAX}, got {total!r}")
     now = _now()
     with transaction.atomic():
         task = TaskStatus.objects.create(
@@ -285,6 +289,7 @@ def _create(
 
 
 def _validate_progress(current: Any, total: Any) -> None:
+    """Refuse in the caller what the database would refuse later, maybe in the timer's thread."""
     for name, value in (("current", current), ("total", total)):
         if value is None and name == "total":
             continue
@@ -292,6 +297,8 @@ def _validate_progress(current: Any, total: Any) -> None:
             raise InvalidProgress(f"progress {name} must be an integer, got {value!r}")
         if value < 0:
             raise InvalidProgress(f"progress {name} must not be negative, got {value}")
+        if value > PROGRESS_MAX:
+            raise InvalidProgress(f"progress {name} must be at most {PROGRESS_MAX}, got {value}")
     if total is not None and current > total:
         raise InvalidProgress(f"progress current {current} is above total {total}")
 
@@ -485,6 +492,11 @@ class TaskHandle:
             self._timer.start()
 
     def _flush(self) -> None:
+        """Write held progress from the timer's thread.
+
+        Nothing may end that thread with a bare traceback on stderr: a value the database
+        refuses is logged and dropped (the next change carries the task's state on).
+        """
         try:
             with self._lock:
                 self._timer = None
@@ -492,6 +504,15 @@ class TaskHandle:
                     self._write(_progress_only)
         except TrackerError as exc:
             logger.warning("task %s: held progress not written: %s", self.task_id, exc)
+        except DatabaseError as exc:
+            logger.error(
+                "task %s: held progress dropped, the database refused it (%s: %s)",
+                self.task_id,
+                exc.__class__.__name__,
+                exc,
+            )
+        except Exception:
+            logger.exception("task %s: held progress dropped", self.task_id)
         finally:
             connection.close()
 

@@ -13,11 +13,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from django.db import connection, transaction
 
+from operations import services
 from tasks import tracker
 from tasks.models import TaskStatus
 from tests.support.servers import database_url, report, service_env
+from tests.support.source_server import source_server
 from tests.support.tcp_proxy import tcp_proxy
+from tests.test_operations_celery import celery_process, env_for, terminal
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -173,10 +177,6 @@ def test_a_reporter_that_gives_up_is_failed_by_the_liveness_bound(proxy, tmp_pat
 
 def test_a_worker_job_that_loses_its_database_says_so_not_worker_lost(proxy, settings, tmp_path):
     """A real worker: the database goes away mid-job for longer than a change may wait."""
-    from operations import services
-    from tests.support.source_server import source_server
-    from tests.test_operations_celery import celery_process, env_for, terminal
-
     queue = f"test-dblost-{uuid.uuid4().hex[:8]}"
     settings.CELERY_TASK_DEFAULT_QUEUE = queue
     with source_server() as server:
@@ -204,3 +204,87 @@ def test_a_worker_job_that_loses_its_database_says_so_not_worker_lost(proxy, set
             task = terminal(task_id, 60)
     assert task.status == "failed"
     assert "lost its database" in task.error and "worker lost" not in task.error
+
+
+def _log(worker) -> str:
+    return worker.log_path.read_text(errors="replace")
+
+
+def _launch(operation: str = "daily_sales") -> str:
+    return services.launch(
+        operation, {"business_date": "2025-06-05"}, request_id=None, user_label="test"
+    )
+
+
+def test_a_worker_that_takes_a_job_while_the_database_is_down_runs_it_once_it_is_back(
+    proxy, queue, sample_sources, tmp_path
+):
+    env = env_for(queue, DATABASE_URL=_through_proxy(proxy), JOB_DATABASE_WAIT_SECONDS="60")
+    with celery_process("worker", env, tmp_path, "ready.") as worker:
+        proxy.cut()
+        task_id = _launch()
+        _wait_for(lambda: "lease not taken" in _log(worker))  # the claim waits ...
+        proxy.restore()
+        task = terminal(task_id, 60)  # ... and takes the lease once the database is back
+    assert task.status == "completed", task.error
+
+
+def test_a_worker_whose_database_stays_away_fails_the_job_with_that_reason(
+    proxy, queue, sample_sources, tmp_path
+):
+    env = env_for(
+        queue,
+        DATABASE_URL=_through_proxy(proxy),
+        JOB_DATABASE_WAIT_SECONDS="3",
+        TRACKER_RETRY_SECONDS="1",
+    )
+    with celery_process("worker", env, tmp_path, "ready.") as worker:
+        proxy.cut()
+        task_id = _launch()
+        _wait_for(lambda: "lost its database" in _log(worker))  # the claim gave up
+        proxy.restore()
+        task = terminal(task_id, 60)
+    assert task.status == "failed"
+    assert "lost its database" in task.error and "worker lost" not in task.error
+
+
+def test_a_database_that_drops_the_failure_write_too_still_gets_the_reason_recorded(
+    queue, sample_sources, tmp_path
+):
+    """Reads answer, writes of the task fail (a row lock past lock_timeout): the job's
+    last change and then its failure each raise ``DatabaseUnavailable``."""
+    task_id = _launch()  # queued: no worker reads the queue yet
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_row() -> None:
+        try:
+            with transaction.atomic():
+                TaskStatus.objects.select_for_update().get(pk=task_id)
+                held.set()
+                release.wait(60)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_the_row)
+    holder.start()
+    try:
+        assert held.wait(10)
+        env = env_for(
+            queue,
+            PGOPTIONS="-c lock_timeout=200",
+            TRACKER_RETRY_SECONDS="0.5",
+            JOB_DATABASE_WAIT_SECONDS="60",
+        )
+        with celery_process("worker", env, tmp_path, "ready.") as worker:
+            _wait_for(lambda: "lost its database" in _log(worker), 30)
+            gave_up = _log(worker).index("lost its database")
+            # Two retried writes since: the first try to record the failure gave up
+            # (DatabaseUnavailable) before the database "comes back".
+            _wait_for(lambda: _log(worker)[gave_up:].count("database unreachable") >= 2, 30)
+            release.set()
+            task = terminal(task_id, 60)
+    finally:
+        release.set()
+        holder.join(10)
+    assert task.status == "failed"
+    assert "lost its database" in task.error, task.error

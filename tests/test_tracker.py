@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -87,7 +88,7 @@ def test_a_terminal_task_refuses_every_change_and_writes_nothing():
 
 @pytest.mark.parametrize(
     ("current", "total"),
-    [(-1, 5), (6, 5), ("3", 5), (1.5, 5), (True, 5), (1, -2)],
+    [(-1, 5), (6, 5), ("3", 5), (1.5, 5), (True, 5), (1, -2), (1, 2**31), (2**31, 2**31)],
 )
 def test_bad_progress_is_refused_with_a_clear_error(current, total):
     with tracker.start_task("daily_sales", total=5) as task:
@@ -95,6 +96,30 @@ def test_bad_progress_is_refused_with_a_clear_error(current, total):
             task.progress(current, total=total)
         assert stored(task).version == 1
         task.complete()
+
+
+def test_a_total_beyond_the_column_is_refused_at_creation_too():
+    with pytest.raises(tracker.InvalidProgress):
+        tracker.create_task("daily_sales", total=2**31)
+    assert tracker.create_task("daily_sales", total=2**31 - 1).task_id
+
+
+@pytest.mark.django_db(transaction=True)
+def test_held_progress_the_database_refuses_is_logged_and_dropped_by_the_timer(caplog, monkeypatch):
+    """The timer's thread logs what PostgreSQL refuses (a NUL in text) and never dies of it."""
+    died: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: died.append(args.exc_value))
+    with tracker.start_task("daily_sales", total=3) as task:
+        task.progress(1, "one")
+        task.progress(2, "two\x00")  # held: within TASK_PROGRESS_MIN_INTERVAL of the last write
+        time.sleep(0.4)
+        assert stored(task).progress == {"current": 1, "total": 3, "message": "one"}
+        task.progress(3, "three")
+        task.complete()
+    assert died == []
+    assert "held progress dropped" in caplog.text
+    row = stored(task)
+    assert (row.status, row.progress["current"]) == ("completed", 3)
 
 
 @pytest.mark.django_db(transaction=True)
