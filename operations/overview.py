@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import statistics
+import threading
 import time
 from datetime import datetime
 from typing import Any, cast
@@ -21,7 +22,7 @@ from zoneinfo import ZoneInfo
 import redis
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection
+from django.db import connection, connections
 from django.utils import timezone
 
 from tasks import selectors
@@ -37,6 +38,9 @@ logger = logging.getLogger(__name__)
 HISTORY_RUNS = 30
 INSPECT_TIMEOUT = 1.0
 WORKERS_CACHE_SECONDS = 5
+SNAPSHOT_KEPT_SECONDS = 60
+_SNAPSHOT_KEY = "operations.overview.runners"
+_renewing = threading.Lock()
 DAYS = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"]
 
 
@@ -104,13 +108,45 @@ def operations(hidden: frozenset[str], *, can_run: bool) -> list[dict[str, Any]]
     return out
 
 
-def runners() -> dict[str, Any]:
-    """Live workers, the queue's depth, the beat lock's holder, and what is wrong."""
-    snapshot = cache.get("operations.overview.runners")
-    if snapshot is None:
-        snapshot = _look_at_runners()
-        cache.set("operations.overview.runners", snapshot, WORKERS_CACHE_SECONDS)
+def runners(*, wait: bool = True) -> dict[str, Any]:
+    """Live workers, the queue's depth, the beat lock's holder, and what is wrong.
+
+    Asking the workers costs up to INSPECT_TIMEOUT (a broadcast waits for every
+    answer it might get), so a snapshot is kept WORKERS_CACHE_SECONDS. The
+    schedule page and its API ``wait`` for a fresh one; the monitor's header
+    (``wait=False``) takes one up to SNAPSHOT_KEPT_SECONDS old and has it renewed
+    in the background, so that the page staff keep open never stalls on it.
+    """
+    kept = cache.get(_SNAPSHOT_KEY)
+    fresh = kept is not None and time.time() - kept["taken_at"] < WORKERS_CACHE_SECONDS
+    if fresh:
+        return kept["snapshot"]
+    if kept is not None and not wait:
+        _renew_in_background()
+        return kept["snapshot"]
+    return _take_snapshot()
+
+
+def _take_snapshot() -> dict[str, Any]:
+    snapshot = _look_at_runners()
+    cache.set(_SNAPSHOT_KEY, {"taken_at": time.time(), "snapshot": snapshot}, SNAPSHOT_KEPT_SECONDS)
     return snapshot
+
+
+def _renew_in_background() -> None:
+    if not _renewing.acquire(blocking=False):
+        return  # one renewal at a time per process
+
+    def renew() -> None:
+        try:
+            _take_snapshot()
+        except Exception:
+            logger.warning("the workers' snapshot could not be renewed", exc_info=True)
+        finally:
+            connections.close_all()  # this thread's own database connection
+            _renewing.release()
+
+    threading.Thread(target=renew, name="runners-snapshot", daemon=True).start()
 
 
 def _look_at_runners() -> dict[str, Any]:
@@ -126,7 +162,9 @@ def _look_at_runners() -> dict[str, Any]:
             if any(queue.get("name") == settings.CELERY_TASK_DEFAULT_QUEUE for queue in taken or [])
         )
         stats = (
-            app.control.inspect(timeout=INSPECT_TIMEOUT, destination=ours).stats() or {}
+            # addressed to known workers: done as soon as each has answered
+            app.control.inspect(timeout=INSPECT_TIMEOUT, destination=ours, limit=len(ours)).stats()
+            or {}
             if ours
             else {}
         )

@@ -145,7 +145,7 @@ def monitor(request: HttpRequest) -> HttpResponse:
         "can_run": can_run(request.user),
         "logout_url": _logout_url(),
         # Said plainly in the header: a started task is not going to move without a worker.
-        "runner_problems": overview.runners()["problems"],
+        "runner_problems": overview.runners(wait=False)["problems"],
         "documents": [task_document(task) for task in tasks],
         "config": _page_config(request, hidden, since=since, **extra),
     }

@@ -75,6 +75,30 @@ def test_get_operations_lists_what_the_reader_may_see(api):
     assert any("No worker" in p for p in body["problems"])  # none runs in this test
 
 
+def test_the_monitor_s_header_says_no_worker_is_running(client, admin_user):
+    client.force_login(admin_user)
+    page = client.get("/").content.decode()
+    assert 'role="alert">No worker is running' in page
+
+
+def test_the_monitor_s_header_never_waits_on_the_workers_once_it_has_a_snapshot(client, admin_user):
+    """A stale snapshot is shown at once and renewed behind the page's back."""
+    client.force_login(admin_user)
+    stale = {"workers": [], "queue": {}, "beat": None, "problems": ["an old warning"]}
+    cache.set(overview._SNAPSHOT_KEY, {"taken_at": time.time() - 30, "snapshot": stale}, 60)
+    began = time.monotonic()
+    page = client.get("/").content.decode()
+    assert time.monotonic() - began < overview.INSPECT_TIMEOUT
+    assert "an old warning" in page
+    deadline = time.monotonic() + 10
+    while cache.get(overview._SNAPSHOT_KEY)["snapshot"] == stale:
+        assert time.monotonic() < deadline, "the snapshot was not renewed"
+        time.sleep(0.1)
+    renewed = cache.get(overview._SNAPSHOT_KEY)["snapshot"]
+    assert any("No worker" in p for p in renewed["problems"]), renewed
+    assert "No worker is running" in client.get("/").content.decode()
+
+
 def test_stats_are_computed_in_the_database_and_hide_personal_data(api, django_user_model):
     durations = [5, 7, 9, 11, 13, 100]
     statuses = [
