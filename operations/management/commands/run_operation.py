@@ -21,8 +21,8 @@ from rest_framework.exceptions import ValidationError
 
 from operations import registry, runner, services
 from operations.errors import ServiceError
-from tasks import tracker
 from tasks.selectors import get_task
+from tasks.tracker import TaskAlreadyFinished
 
 BAR = 30
 TERMINAL = {"completed", "completed_with_errors", "failed"}
@@ -98,7 +98,10 @@ class Command(BaseCommand):
         try:
             task = self.watch(str(started.task_id))
         except KeyboardInterrupt:
-            tracker.request_cancel(str(started.task_id), by="command line (Ctrl-C)")
+            try:
+                services.cancel_task(str(started.task_id), by="command line (Ctrl-C)")
+            except TaskAlreadyFinished:
+                pass  # it ended as the key was pressed: show how
             self.stderr.write("\ncancel requested; waiting for the job to stop")
             task = self.watch(str(started.task_id))
         if job is not None:
