@@ -1,4 +1,4 @@
-"""The list endpoint's query parameters, as one DRF serializer.
+"""The query parameters of the list and the timeline, as DRF serializers.
 
 Each malformed parameter is a 400 that names it (``BadParameter``); the raw
 values of the filters are kept too, because a cursor is bound to them.
@@ -90,3 +90,21 @@ def parse_list_query(query: Any) -> ListQuery:
         after=after,
         filters=filters,
     )
+
+
+class TaskEventFilters(serializers.Serializer):
+    after_version = serializers.CharField(required=False, trim_whitespace=False)
+
+    def validate_after_version(self, raw: str) -> int:
+        if not _DIGITS.fullmatch(raw):
+            raise serializers.ValidationError("must be a version (a non-negative integer)")
+        return int(raw)
+
+
+def parse_events_query(query: Any) -> int:
+    """``after_version`` of ``GET /task-status/{id}/events`` (0: the whole timeline)."""
+    raw = {"after_version": query["after_version"]} if "after_version" in query else {}
+    checked = TaskEventFilters(data=raw)
+    if not checked.is_valid():
+        raise BadParameter("after_version", str(checked.errors["after_version"][0]))
+    return int(checked.validated_data.get("after_version", 0))

@@ -36,9 +36,14 @@ def get_task(task_id: str, *, hidden: frozenset[str] = NOTHING_HIDDEN) -> TaskSt
         return None
 
 
-def task_events(task: TaskStatus) -> list[TaskEvent]:
-    """A task's timeline, oldest first (read only for a task the reader may see)."""
-    return list(TaskEvent.objects.filter(task_id=task.task_id).order_by("version", "id"))
+def task_events(task: TaskStatus, *, after_version: int = 0) -> list[TaskEvent]:
+    """A task's timeline, oldest first, from after ``after_version`` (read only for a
+    task the reader may see): a page that has the timeline asks for what is new."""
+    return list(
+        TaskEvent.objects.filter(task_id=task.task_id, version__gt=after_version).order_by(
+            "version", "id"
+        )
+    )
 
 
 def list_tasks(

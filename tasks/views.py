@@ -22,7 +22,7 @@ from operations import services
 from . import metrics, selectors
 from .auth.permissions import CanRunTasks, hidden_for_request
 from .exceptions import BadParameter, json_error
-from .filters import parse_list_query
+from .filters import parse_events_query, parse_list_query
 from .live import broadcast
 from .models import Operation
 from .pagination import KeysetLinkPagination
@@ -128,12 +128,23 @@ class TaskDetailView(APIView):
 class TaskEventsView(APIView):
     """``GET /task-status/{task_id}/events``: the timeline, same visibility as the task."""
 
-    @extend_schema(responses=TaskEventSerializer(many=True))
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "after_version",
+                OpenApiTypes.INT,
+                description="Only the entries of versions above this one (a page's update).",
+            )
+        ],
+        responses=TaskEventSerializer(many=True),
+    )
     def get(self, request: Request, task_id: str) -> Response:
+        after_version = parse_events_query(request.query_params)
         task = selectors.get_task(task_id, hidden=hidden_for_request(request))
         if task is None:
             raise exceptions.NotFound(f"no task {task_id}")
-        return Response([event_document(event) for event in selectors.task_events(task)])
+        events = selectors.task_events(task, after_version=after_version)
+        return Response([event_document(event) for event in events])
 
 
 class TaskCancelView(APIView):

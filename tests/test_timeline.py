@@ -115,11 +115,36 @@ def test_the_task_page_shows_the_timeline_and_a_new_error_as_it_happens(context,
         expect(items).to_have_count(5)
         expect(items.nth(4)).to_contain_text("L04: corrupt file")
         expect(items.nth(2)).to_contain_text("L02: sales file missing")
-        handle.complete({"locations": 4})
+        handle.error("L04: corrupt file")  # the same words again: still an entry of its own
         expect(items).to_have_count(6)
-        expect(items.nth(5).locator(".badge")).to_have_text("completed with errors")
+        expect(items.nth(5)).to_contain_text("L04: corrupt file")
+        tracker.request_cancel(str(handle.task_id), by="boss")  # the status does not move
+        expect(items).to_have_count(7)
+        expect(items.nth(6)).to_contain_text("cancel requested by boss")
+        handle.complete({"locations": 4})  # done before it reached a step that stops it
+        expect(items).to_have_count(8)
+        expect(items.nth(7).locator(".badge")).to_have_text("completed with errors")
     finally:
         server.stop()
+
+
+def test_the_timeline_from_a_version_on_is_what_a_page_asks_for(api):
+    handle = tracker.create_task("daily_sales", total=2)
+    handle.error("L01: late")
+    handle.progress(2, "L02")
+    whole = api.get(f"/task-status/{handle.task_id}/events").json()
+    after = api.get(f"/task-status/{handle.task_id}/events?after_version={whole[0]['version']}")
+    assert after.status_code == 200
+    assert after.json() == whole[1:]
+    assert api.get(f"/task-status/{handle.task_id}/events?after_version=999").json() == []
+
+
+@pytest.mark.parametrize("raw", ["-1", "x", "1.5", "１", "99999999"])
+def test_a_bad_after_version_is_400_naming_it(api, raw):
+    handle = tracker.create_task("daily_sales")
+    response = api.get(f"/task-status/{handle.task_id}/events", {"after_version": raw})
+    assert response.status_code == 400
+    assert response.json()["parameter"] == "after_version"
 
 
 @pytest.fixture

@@ -563,7 +563,8 @@ function renderLinks(container, result) {
 // -- one task's timeline -------------------------------------------------------
 
 // Every status change the task went through, errors included (GET .../events).
-function renderTimeline(list, events) {
+// Entries are added, never redrawn: a page asks only for versions after the last it shows.
+function appendTimeline(list, events) {
   const items = events.map((event) => {
     const when = el("time", { datetime: new Date(event.at * 1000).toISOString(),
                               text: EXACT.format(new Date(event.at * 1000)) });
@@ -588,7 +589,7 @@ function renderTimeline(list, events) {
     }
     return item;
   });
-  list.replaceChildren(...items);
+  list.append(...items);
 }
 
 // -- one task's page ----------------------------------------------------------
@@ -609,13 +610,32 @@ function initDetail(root) {
   let current = null;
   let linksVersion = null;
   const timeline = field("timeline");
-  renderTimeline(timeline, readJson("initial-events") || []);
-  let timelineAsked = 0;
+  const initialEvents = readJson("initial-events") || [];
+  appendTimeline(timeline, initialEvents);
+  let shownVersion = Math.max(0, ...initialEvents.map((event) => event.version));
+  // One request at a time; a change that comes meanwhile asks again when it is done.
+  let timelineBusy = false;
+  let timelineAgain = false;
+  let timelineTimer = null;
   async function refreshTimeline() {
-    const asked = ++timelineAsked;
-    const result = await api("GET", `/task-status/${encodeURIComponent(config.taskId)}/events`);
-    if (asked === timelineAsked && result.ok && Array.isArray(result.data)) {
-      renderTimeline(timeline, result.data);
+    if (timelineBusy) {
+      timelineAgain = true;
+      return;
+    }
+    timelineBusy = true;
+    try {
+      do {
+        timelineAgain = false;
+        const path = `/task-status/${encodeURIComponent(config.taskId)}/events`;
+        const result = await api("GET", `${path}?after_version=${shownVersion}`);
+        if (result.ok && Array.isArray(result.data)) {
+          const fresh = result.data.filter((event) => event.version > shownVersion);
+          appendTimeline(timeline, fresh);
+          shownVersion = Math.max(shownVersion, ...fresh.map((event) => event.version));
+        }
+      } while (timelineAgain);
+    } finally {
+      timelineBusy = false;
     }
   }
 
@@ -657,9 +677,13 @@ function initDetail(root) {
       if (doc.task_id !== config.taskId) return;
       render(doc);
       if (previous && previous.status !== doc.status) announce(describe(doc));
-      // A new status or a new error is a new timeline entry: read it as stored.
-      if (!previous || previous.status !== doc.status || previous.error !== doc.error) {
-        refreshTimeline();
+      // A status change or a new error text is an entry: read at once. Any other new
+      // version may be one too (the same error again, a cancel request), so it is
+      // asked for at most once a second; plain progress then finds nothing new.
+      const moved = !previous || previous.status !== doc.status || previous.error !== doc.error;
+      if (moved) refreshTimeline();
+      else if (!timelineTimer) {
+        timelineTimer = setTimeout(() => { timelineTimer = null; refreshTimeline(); }, 1000);
       }
     },
     onConnectionChange: connectionIndicator(),
