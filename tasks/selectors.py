@@ -36,6 +36,12 @@ def get_task(task_id: str, *, hidden: frozenset[str] = NOTHING_HIDDEN) -> TaskSt
         return None
 
 
+def latest_run(operation: str, **params: str) -> TaskStatus | None:
+    """The newest unexpired task of ``operation`` launched with these parameter values."""
+    match = {f"params__{name}": value for name, value in params.items()}
+    return visible_tasks().filter(operation=operation, **match).order_by("-created_at").first()
+
+
 def task_events(task: TaskStatus, *, after_version: int = 0) -> list[TaskEvent]:
     """A task's timeline, oldest first, from after ``after_version`` (read only for a
     task the reader may see): a page that has the timeline asks for what is new."""

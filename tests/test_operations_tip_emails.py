@@ -12,7 +12,9 @@ from decimal import Decimal
 import pytest
 from django.conf import settings as django_settings
 
+from operations import registry
 from operations.models import TipShare, TipStatementDelivery
+from tasks import tracker
 from tests.support.jobs import run_job
 from tests.support.smtp_server import smtp_server
 from tests.support.source_server import SAMPLE
@@ -347,3 +349,27 @@ def test_an_unreachable_mail_server_fails_the_job(tip_sources, settings):
         "mail server unavailable (ConnectionRefusedError after 2 attempt(s)); 0 sent"
     )
     assert not TipStatementDelivery.objects.exists()
+
+
+def test_statements_go_out_only_from_a_transformation_that_finished(tip_sources, smtp):
+    transform(WEEK1, ["L01"])
+    again = registry.validate_params("transform_tips", {**WEEK1, "locations": ["L01"]})
+    running = tracker.create_task("transform_tips", params=again, launched_by="test")
+    task = run_job("email_tips", WEEK1)
+    assert task.status == "failed"
+    assert task.error == (
+        f"transform_tips for 2025-06-02..2025-06-08 is still running (task {running.task_id}); "
+        "statements go out once it has finished"
+    )
+    running.fail("the sales source went away")
+    task = run_job("email_tips", WEEK1)
+    assert task.status == "failed"
+    assert (
+        f"the last transform_tips for 2025-06-02..2025-06-08 failed (task {running.task_id})"
+        in (task.error)
+    )
+    assert TipStatementDelivery.objects.count() == 0
+    transform(WEEK1, ["L01"])
+    task = run_job("email_tips", WEEK1)
+    assert task.status in ("completed", "completed_with_errors"), task.error
+    assert TipStatementDelivery.objects.count() == task.result["sent"] > 0

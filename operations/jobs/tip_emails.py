@@ -49,6 +49,8 @@ from django.db import connection, transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from tasks.models import TERMINAL_STATUSES, Status
+from tasks.selectors import latest_run
 from tasks.tracker import TaskHandle
 
 from ..models import TipShare, TipStatementDelivery
@@ -318,11 +320,32 @@ def deliver(
     return "correction" if correction else "sent"
 
 
+def _require_a_finished_transformation(start: date, end: date) -> None:
+    """Statements go out from a transformation that has finished, never from one midway
+    (its shares are being replaced) or one that failed (they may be partial). With no
+    run on record (purged after its TTL) the stored shares stand on their own."""
+    period = f"{start.isoformat()}..{end.isoformat()}"
+    last = latest_run("transform_tips", period_start=start.isoformat(), period_end=end.isoformat())
+    if last is None:
+        return
+    if last.status not in TERMINAL_STATUSES:
+        raise JobFailed(
+            f"transform_tips for {period} is still running (task {last.task_id}); "
+            "statements go out once it has finished"
+        )
+    if last.status == Status.FAILED:
+        raise JobFailed(
+            f"the last transform_tips for {period} failed (task {last.task_id}); "
+            "statements go out after a run that finishes"
+        )
+
+
 def run(task: TaskHandle, params: dict[str, Any]) -> dict[str, Any]:
     """Send every statement of the period that has not gone out in its current form."""
     start: date = params["period_start"]
     end: date = params["period_end"]
     period = f"{start.isoformat()}..{end.isoformat()}"
+    _require_a_finished_transformation(start, end)
     todo = statements(start, end)
     if not todo:
         raise JobFailed(f"pay period {period} has not been transformed; run transform_tips first")
