@@ -136,6 +136,11 @@ def monitor(request: HttpRequest) -> HttpResponse:
             "params": repeat.params or {},
         }
     operations = _operations(hidden)
+    opening = request.GET.get("run", "")
+    if can_run(request.user) and any(
+        op["name"] == opening and op["available"] for op in operations
+    ):
+        extra["run"] = opening  # the schedule page's "Run": this operation's form, open
     context = {
         "operations": operations,
         "runnable": [op for op in operations if op["available"]],

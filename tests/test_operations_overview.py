@@ -13,6 +13,7 @@ from playwright.sync_api import expect
 from rest_framework.test import APIClient
 
 from operations import overview
+from operations.overview import HISTORY_RUNS
 from tasks import tracker
 from tasks.auth.identity import issue_local_token
 from tasks.models import TaskStatus
@@ -75,6 +76,15 @@ def test_get_operations_lists_what_the_reader_may_see(api):
     assert any("No worker" in p for p in body["problems"])  # none runs in this test
 
 
+def test_the_schedule_page_offers_run_only_to_a_runner(client, django_user_model, runner):
+    reader = django_user_model.objects.create_user("reader-only", password="pw")
+    client.force_login(reader)
+    assert "data-run" not in client.get("/schedule").content.decode()
+    client.force_login(runner)
+    page = client.get("/schedule").content.decode()
+    assert 'data-run href="/?run=daily_sales"' in page
+
+
 def test_the_monitor_s_header_says_no_worker_is_running(client, admin_user):
     client.force_login(admin_user)
     page = client.get("/").content.decode()
@@ -97,6 +107,20 @@ def test_the_monitor_s_header_never_waits_on_the_workers_once_it_has_a_snapshot(
     renewed = cache.get(overview._SNAPSHOT_KEY)["snapshot"]
     assert any("No worker" in p for p in renewed["problems"]), renewed
     assert "No worker is running" in client.get("/").content.decode()
+
+
+def test_the_embedded_default_s_stats_agree_with_postgresql_s_query():
+    """SQLite (``make run``) computes the figures in Python: the same runs, the same
+    percentiles (linear interpolation, as percentile_cont) as the PostgreSQL query."""
+    statuses = ["completed", "failed", "completed_with_errors"]
+    for i in range(HISTORY_RUNS + 7):
+        finished_run("invoice_sync", statuses[i % 3], seconds=(i * 7) % 23 + 1)
+    runs, median, p95 = overview._stats_postgresql("invoice_sync")
+    fallback = overview._recent_runs("invoice_sync")
+    durations = sorted(run["duration"] for run in fallback)
+    assert fallback == runs and len(runs) == HISTORY_RUNS
+    assert statistics.median(durations) == pytest.approx(median)
+    assert overview._percentile(durations, 0.95) == pytest.approx(p95)
 
 
 def test_stats_are_computed_in_the_database_and_hide_personal_data(api, django_user_model):
@@ -146,6 +170,9 @@ def test_the_schedule_page_shows_a_worker_that_starts_and_stops(context, tmp_pat
         expect(row.locator(".history-chart rect")).to_have_count(3)
         expect(row.locator(".bar-failed")).to_have_count(1)
         expect(row.locator('[data-field="figures"]')).to_contain_text("median 4.0 s")
+        row.locator("[data-run]").click()  # "Run…": the monitor, this operation's form open
+        expect(page.locator("#run-daily_sales")).to_be_visible()
+        page.goto(f"{server.http}/schedule")
         with celery_process("worker", env_for(queue), tmp_path, "ready."):
             time.sleep(6)  # past the page's few seconds of cached snapshot
             page.reload()

@@ -388,6 +388,7 @@ function initMonitor() {
 
   initRunDialogs(client);
   if (config.rerun) openRerun(config.rerun);
+  else if (config.run) document.getElementById(`run-${config.run}`)?.showModal();
   window.taskMonitor = { client };
 }
 
