@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 
 from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, status
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.request import Request
@@ -26,6 +28,7 @@ from tasks.auth.permissions import (
 )
 
 from . import documents, overview
+from .schema import OperationsSerializer, OperationStatsSerializer
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +80,10 @@ class DocumentView(APIView):
         response["Cache-Control"] = "private, no-store"
         return response
 
+    @extend_schema(
+        summary="A food handler certificate or packet behind a signed link",
+        responses={(200, "application/pdf"): OpenApiTypes.BINARY},
+    )
     def get(self, request: Request, token: str) -> HttpResponse:
         link = self._link(request, token)
         try:
@@ -104,6 +111,7 @@ class OperationsView(APIView):
     """``GET /operations``: the operations the reader may see (schedule in words and in
     TIME_ZONE, next run, last run, launchable) and the job runners (workers, queue, beat)."""
 
+    @extend_schema(responses=OperationsSerializer)
     def get(self, request: Request) -> Response:
         hidden = hidden_for_request(request)
         can = can_run(request.user, request_identity(request))
@@ -116,6 +124,7 @@ class OperationStatsView(APIView):
     """``GET /operations/{operation}/stats``: the last runs, median and 95th percentile
     duration, the shares that failed or ended with errors; 404 for a hidden operation."""
 
+    @extend_schema(responses=OperationStatsSerializer)
     def get(self, request: Request, operation: str) -> Response:
         figures = overview.stats(operation, hidden=hidden_for_request(request))
         if figures is None:

@@ -18,6 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from operations import services
+from operations.schema import LAUNCH_REQUEST
 
 from . import metrics, selectors
 from .auth.permissions import CanRunTasks, hidden_for_request
@@ -80,7 +81,7 @@ class TaskListView(APIView):
         page = paginator.paginate_queryset(tasks, request, view=self)
         return paginator.get_paginated_response([task_document(task) for task in page])
 
-    @extend_schema(request=LaunchSerializer, responses={202: TaskStatusSerializer})
+    @extend_schema(request=LAUNCH_REQUEST, responses={202: TaskStatusSerializer})
     def post(self, request: Request) -> Response:
         body = LaunchSerializer(data=request.data)
         body.is_valid(raise_exception=True)

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Group
+from django.core.management import call_command
 from django.test import override_settings
 from django.utils import timezone
 
@@ -228,6 +229,29 @@ def test_schema_and_docs_need_credentials(api, client):
     assert schema.status_code == 200
     assert b"/task-status/{task_id}" in schema.content
     assert api.get("/api/docs").status_code == 200
+
+
+def test_the_schema_is_valid_with_no_warning_and_knows_each_operation_s_parameters(tmp_path):
+    """drf-spectacular fails on any warning: an undocumented view or authenticator."""
+    out = tmp_path / "schema.json"
+    call_command(
+        "spectacular",
+        "--validate",
+        "--fail-on-warn",
+        "--format",
+        "openapi-json",
+        "--file",
+        str(out),
+    )
+    schema = json.loads(out.read_text())
+    launch = schema["components"]["schemas"]["LaunchRequest"]
+    assert set(launch["discriminator"]["mapping"]) == set(Operation.values)
+    tips = schema["components"]["schemas"]["TransformTipsLaunch"]["properties"]["params"]
+    params = schema["components"]["schemas"][tips["$ref"].rsplit("/", 1)[-1]]["properties"]
+    assert {"period_start", "period_end", "locations"} <= set(params)
+    assert set(schema["components"]["securitySchemes"]) == {"bearer", "session"}
+    stats = schema["paths"]["/operations/{operation}/stats/"]["get"]["responses"]["200"]
+    assert "OperationStats" in json.dumps(stats)
 
 
 def test_health_needs_no_credentials(client):

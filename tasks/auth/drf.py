@@ -1,7 +1,10 @@
-"""DRF authentication classes; which ones apply is chosen in settings."""
+"""DRF authentication classes (which ones apply is chosen in settings), and how the
+API schema names them."""
 
 from __future__ import annotations
 
+from django.conf import settings
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 from accounts.identity import InvalidToken
@@ -33,3 +36,27 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
 
 class SessionAuthentication(authentication.SessionAuthentication):
     """The staff pages' session, with DRF's CSRF check for unsafe methods."""
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    """The schema's name for the bearer token: a local API token or an Entra ID one."""
+
+    target_class = BearerTokenAuthentication
+    name = "bearer"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A local API token (tsk_…) or a Microsoft Entra ID access token.",
+        }
+
+
+class SessionScheme(OpenApiAuthenticationExtension):
+    """The staff pages' session cookie (unsafe methods also need the CSRF token)."""
+
+    target_class = SessionAuthentication
+    name = "session"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "apiKey", "in": "cookie", "name": settings.SESSION_COOKIE_NAME}
