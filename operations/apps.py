@@ -6,8 +6,9 @@ class OperationsConfig(AppConfig):
     verbose_name = "Operations"
 
     def ready(self) -> None:
-        # Failure alerts: the tracker (tasks) says a task ended; operations enqueues
-        # the alert. tasks never imports operations.
+        # Failure alerts: the tracker says a task ended (tasks.signals); operations
+        # enqueues the alert. The writing side of tasks (tracker, models, live path)
+        # never imports operations; only its doors (views, pages, admin) do.
         from tasks.signals import task_finished
 
         from .alerts import on_task_finished

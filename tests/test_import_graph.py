@@ -196,6 +196,21 @@ def test_no_function_level_import_of_a_project_module():
     assert [str(i) for i in function_level_imports(CHECKED_PACKAGES)] == []
 
 
+def test_the_writing_side_of_tasks_never_reaches_operations():
+    """The tracker, the model and the live path report and deliver; jobs are another
+    app's business. Only the doors of tasks (views, pages, admin) call operations."""
+    graph = import_graph(["tasks"])
+    edges = {module: {i.target for i in imports} for module, imports in graph.items()}
+    for start in ["tasks.tracker", "tasks.models", "tasks.signals", "tasks.live.hub"]:
+        seen, todo = {start}, [start]
+        while todo:
+            for target in edges.get(todo.pop(), ()):
+                if target not in seen:
+                    seen.add(target)
+                    todo.append(target)
+        assert not [m for m in seen if _in_packages(m, ["operations"])], start
+
+
 def test_the_entra_id_code_is_imported_by_the_bearer_entry_point_at_module_level():
     graph = import_graph(["tasks.auth"])
     targets = {i.target for i in graph["tasks.auth.identity"] if not i.in_function}

@@ -5,9 +5,11 @@
 
 **The one file to check when daphne, Twisted or autobahn is upgraded.** To
 write a frame with one ``send()`` instead of a trip through the reactor, this
-module reads and sets private state of those libraries; nothing else in the
-project does. Every such access is in the helpers named ``_daphne_*``,
-``_twisted_*`` and ``_autobahn_*`` below, or marked ``# internals:`` where it
+module reads and sets private state of those libraries; no other module touches
+their state (``tasks/auth/redaction.py`` wraps daphne's access log method
+``AccessLogGenerator.write_entry``: check it on a daphne upgrade too). Every
+such access is in the helpers named ``_daphne_*``, ``_twisted_*`` and
+``_autobahn_*`` below, or marked ``# internals:`` where it
 sits on the hot path (a call there would cost every client every message):
 
 - daphne: the protocol object is the first argument of the bound ``send`` it
