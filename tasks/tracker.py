@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import threading
 import time
 import uuid
@@ -65,6 +66,10 @@ class TaskAlreadyFinished(TrackerError):
 
 class InvalidProgress(TrackerError, ValueError):
     pass
+
+
+class InvalidResult(TrackerError, ValueError):
+    """A result that JSON cannot carry (NaN, infinity, a type JSON does not have)."""
 
 
 class DatabaseUnavailable(TrackerError):
@@ -288,6 +293,28 @@ def _create(
     return task
 
 
+def _storable_text(message: Any) -> str:
+    """PostgreSQL's text holds no NUL byte; one from a source's data shows as U+FFFD."""
+    return str(message).replace("\x00", "\ufffd")
+
+
+def _storable_result(value: Any) -> Any:
+    """``value`` as the document will carry it: strict JSON, NUL bytes replaced as in text.
+
+    Refused here, in the job's own call, rather than by the database at the write."""
+    if isinstance(value, str):
+        return _storable_text(value)
+    if isinstance(value, dict):
+        return {_storable_text(key): _storable_result(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable_result(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidResult(f"a result must be JSON: {value!r} is not a JSON number")
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    raise InvalidResult(f"a result must be JSON: {type(value).__name__} is not a JSON type")
+
+
 def _validate_progress(current: Any, total: Any) -> None:
     """Refuse in the caller what the database would refuse later, maybe in the timer's thread."""
     for name, value in (("current", current), ("total", total)):
@@ -359,7 +386,7 @@ class TaskHandle:
             _validate_progress(current, total)
             if self.is_terminal:
                 raise TaskAlreadyFinished(self.task_id, self._status)
-            self._pending = (current, total, str(message))
+            self._pending = (current, total, _storable_text(message))
             wait = self._last_write + settings.TASK_PROGRESS_MIN_INTERVAL - time.monotonic()
             if wait > 0:
                 self._schedule_flush(wait)
@@ -369,9 +396,11 @@ class TaskHandle:
     def error(self, message: str) -> None:
         """Record an error the task survives; it shows ``error`` until its next change."""
 
+        text = _storable_text(message)
+
         def mutate(task: TaskStatus) -> None:
             task.status = Status.ERROR
-            task.error = str(message)
+            task.error = text
             task.error_count += 1
 
         with self._lock:
@@ -380,9 +409,11 @@ class TaskHandle:
     def complete(self, result: Any = None) -> None:
         """End the task: ``completed``, or ``completed_with_errors`` after any ``error()``."""
 
+        stored = _storable_result(result)
+
         def mutate(task: TaskStatus) -> None:
             task.status = Status.COMPLETED_WITH_ERRORS if task.error_count else Status.COMPLETED
-            task.result = result
+            task.result = stored
 
         with self._lock:
             self._write(mutate)
@@ -390,9 +421,11 @@ class TaskHandle:
     def fail(self, message: str) -> None:
         """End the task ``failed`` with ``message`` as its error."""
 
+        text = _storable_text(message)
+
         def mutate(task: TaskStatus) -> None:
             task.status = Status.FAILED
-            task.error = str(message)
+            task.error = text
 
         with self._lock:
             self._write(mutate)

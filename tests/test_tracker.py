@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from django.db import connection
 from django.test import override_settings
 
 from tasks import selectors, tracker
@@ -106,20 +107,54 @@ def test_a_total_beyond_the_column_is_refused_at_creation_too():
 
 @pytest.mark.django_db(transaction=True)
 def test_held_progress_the_database_refuses_is_logged_and_dropped_by_the_timer(caplog, monkeypatch):
-    """The timer's thread logs what PostgreSQL refuses (a NUL in text) and never dies of it."""
+    """The timer's thread logs what PostgreSQL refuses and never dies of it. The refusal is
+    real: a CHECK constraint, for this test only, that no progress may be 2."""
+    table = connection.ops.quote_name(TaskStatus._meta.db_table)
     died: list[BaseException | None] = []
     monkeypatch.setattr(threading, "excepthook", lambda args: died.append(args.exc_value))
-    with tracker.start_task("daily_sales", total=3) as task:
-        task.progress(1, "one")
-        task.progress(2, "two\x00")  # held: within TASK_PROGRESS_MIN_INTERVAL of the last write
-        time.sleep(0.4)
-        assert stored(task).progress == {"current": 1, "total": 3, "message": "one"}
-        task.progress(3, "three")
-        task.complete()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"ALTER TABLE {table} ADD CONSTRAINT refuse_two "
+            "CHECK (progress_current IS DISTINCT FROM 2)"
+        )
+    try:
+        with tracker.start_task("daily_sales", total=3) as task:
+            task.progress(1, "one")
+            task.progress(2, "two")  # held: within TASK_PROGRESS_MIN_INTERVAL of the last write
+            time.sleep(0.4)
+            assert stored(task).progress == {"current": 1, "total": 3, "message": "one"}
+            task.progress(3, "three")
+            task.complete()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE {table} DROP CONSTRAINT refuse_two")
     assert died == []
     assert "held progress dropped" in caplog.text
     row = stored(task)
     assert (row.status, row.progress["current"]) == ("completed", 3)
+
+
+def test_nul_bytes_from_a_source_are_stored_as_replacement_characters():
+    """PostgreSQL's text and JSON hold no NUL; a job reporting a source's data must not die."""
+    with tracker.start_task("daily_sales", total=2) as task:
+        task.progress(1, "L01\x00")
+        task.error("bad row \x00 in L02")
+        task.complete({"vendor\x00": ["Acme\x00", 1, 2.5, None, True]})
+    row = stored(task)
+    assert row.progress["message"] == "L01\ufffd"
+    assert row.error == "bad row \ufffd in L02"
+    assert row.result == {"vendor\ufffd": ["Acme\ufffd", 1, 2.5, None, True]}
+    with tracker.start_task("daily_sales") as failing:
+        failing.fail("gone\x00")
+    assert stored(failing).error == "gone\ufffd"
+
+
+@pytest.mark.parametrize("result", [{"x": float("nan")}, [float("inf")], {"when": {1, 2}}])
+def test_a_result_json_cannot_carry_is_refused_in_the_job_s_call(result):
+    task = tracker.create_task("daily_sales")
+    with pytest.raises(tracker.InvalidResult):
+        task.complete(result)
+    assert stored(task).status == "started"  # nothing written
 
 
 @pytest.mark.django_db(transaction=True)
