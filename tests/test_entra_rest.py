@@ -15,6 +15,7 @@ from rest_framework.test import APIClient
 
 from accounts.entra import keys, tokens
 from accounts.models import EntraIdentity
+from tasks import tracker
 from tasks.auth.identity import InvalidToken, authenticate_bearer
 from tasks.auth.permissions import can_run
 from tests.support.forgery import FORGERIES
@@ -287,3 +288,22 @@ def test_a_key_rotated_while_the_issuer_was_down_is_accepted_once_it_is_back(ent
     assert client_with(token).get("/task-status").status_code == 401
     entra_mode.down = False
     assert client_with(token).get("/task-status").status_code == 200
+
+
+def test_personal_data_follows_the_reader_role_in_the_token_in_hand(entra_mode):
+    """Tips tasks exist only for a token that holds TaskStatus.Tips.Read (an app role);
+    the food handler role does not open them, and the same user's older token neither."""
+    tips = tracker.create_task("transform_tips").task_id
+    sales = tracker.create_task("daily_sales").task_id
+    oid = str(uuid.uuid4())
+    plain = client_with(entra_mode.token(oid=oid, username="pay@example.com"))
+    food = client_with(entra_mode.token(roles=["TaskStatus.FoodHandler.Read"]))
+    holder = client_with(
+        entra_mode.token(oid=oid, username="pay@example.com", roles=["TaskStatus.Tips.Read"])
+    )
+    assert holder.get(f"/task-status/{tips}").status_code == 200
+    assert {d["task_id"] for d in holder.get("/task-status").json()} == {tips, sales}
+    for other in (plain, food):
+        assert other.get(f"/task-status/{tips}").status_code == 404
+        assert [d["task_id"] for d in other.get("/task-status").json()] == [sales]
+        assert other.get("/task-status?operation=transform_tips").json() == []
