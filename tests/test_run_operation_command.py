@@ -18,6 +18,10 @@ from tests.test_operations_celery import env_for
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_on_a_queued_run_cancels_it_through_the_service_and_exits(tmp_path):
     """No worker takes the queue: the cancel must end the queued task at once, not hang."""
     queue = f"test-command-{uuid.uuid4().hex[:8]}"
@@ -35,6 +39,9 @@ def test_ctrl_c_on_a_queued_run_cancels_it_through_the_service_and_exits(tmp_pat
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # As in a terminal: pytest-xdist's workers ignore SIGINT, and an ignored signal is
+        # inherited, so Python would install no KeyboardInterrupt for Ctrl-C.
+        preexec_fn=_default_sigint,
     )
     try:
         assert proc.stdout is not None
