@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from collections import Counter
 from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
 from operations import registry
+from operations.jobs.mpvs import MalformedData, check_shift
 from operations.models import MealPeriodViolation
 from tests.support.jobs import run_job
 from tests.support.source_server import SAMPLE, source_server
@@ -293,11 +295,17 @@ def _shift(
     ],
 )
 def test_the_rule_on_its_edges(shift, first, second):
-    from zoneinfo import ZoneInfo
-
-    from operations.jobs.mpvs import check_shift
-
     result = check_shift(shift, 0, business_date=DAY, tz=ZoneInfo("America/Los_Angeles"))
     assert (result.first_meal, result.second_meal) == (first, second)
     assert expected_shift(shift) == (first, second)  # the test's own rule agrees
     assert result.premium_pay == result.hourly_rate * (bool(first) + bool(second))
+
+
+@pytest.mark.parametrize(
+    ("key", "length"), [("employee_id", 65), ("shift_id", 65), ("employee_name", 201)]
+)
+def test_a_value_longer_than_its_column_is_a_malformed_shift(key, length):
+    """Refused as the shift is read, not by PostgreSQL when the location-day is saved."""
+    shift = {**_shift(8, [(5, 30)]), key: "x" * length}
+    with pytest.raises(MalformedData, match=f"{key} longer than"):
+        check_shift(shift, 0, business_date=DAY, tz=ZoneInfo("America/Los_Angeles"))

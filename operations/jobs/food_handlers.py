@@ -28,7 +28,7 @@ from datetime import date, timedelta
 from typing import Any, Literal, overload
 from urllib.parse import unquote, urlparse
 
-from django.db import models, transaction
+from django.db import transaction
 
 from tasks.tracker import TaskHandle
 
@@ -36,6 +36,7 @@ from .. import documents, pdfs
 from ..models import FoodHandlerCertificate, FoodHandlerPacket, FoodHandlerStatus
 from ..sources import Connector, DataNotFound, SourceError, roster_source
 from . import JobFailed
+from .columns import max_length
 from .locations import MalformedData
 
 GRACE = timedelta(days=30)
@@ -48,23 +49,23 @@ EARLIEST_DATE = date(1900, 1, 1)
 LATEST_DATE = date(2199, 12, 31)
 
 
-def _max_length(model: type[models.Model], name: str) -> int:
-    column = model._meta.get_field(name)
-    assert isinstance(column, models.CharField) and column.max_length is not None
-    return column.max_length
-
-
 # What our rows can hold: a longer value is a malformed record, not a DataError on save.
 MAX_LENGTHS = {
-    "employee_id": _max_length(FoodHandlerCertificate, "employee_id"),
-    "name": _max_length(FoodHandlerCertificate, "employee_name"),
-    "location_id": _max_length(FoodHandlerCertificate, "location_id"),
-    "location_name": _max_length(FoodHandlerPacket, "location_name"),
-    "job": _max_length(FoodHandlerCertificate, "job"),
-    "card_number": _max_length(FoodHandlerCertificate, "card_number"),
-    "issuer": _max_length(FoodHandlerCertificate, "issuer"),
-    "certificate_url": _max_length(FoodHandlerCertificate, "source_url"),
+    "employee_id": max_length(FoodHandlerCertificate, "employee_id"),
+    "name": max_length(FoodHandlerCertificate, "employee_name"),
+    "location_id": max_length(FoodHandlerCertificate, "location_id"),
+    "location_name": max_length(FoodHandlerPacket, "location_name"),
+    "job": max_length(FoodHandlerCertificate, "job"),
+    "card_number": max_length(FoodHandlerCertificate, "card_number"),
+    "issuer": max_length(FoodHandlerCertificate, "issuer"),
+    "certificate_url": max_length(FoodHandlerCertificate, "source_url"),
 }
+MAX_ETAG = max_length(FoodHandlerCertificate, "source_etag")
+
+
+def _kept_etag(etag: str) -> str:
+    """An ETag too long for its column is not kept: the next run fetches in full."""
+    return etag if len(etag) <= MAX_ETAG else ""
 
 
 @dataclass(frozen=True)
@@ -279,9 +280,11 @@ def fetch_certificate(
                 kept.source_etag,
                 refused=str(exc),
             )
-        return Certificate(source_url=card.url, source_etag=fetched.etag, refused=str(exc))
+        return Certificate(
+            source_url=card.url, source_etag=_kept_etag(fetched.etag), refused=str(exc)
+        )
     name, digest = documents.store("certificates", content)
-    return Certificate(name, digest, card.url, fetched.etag)
+    return Certificate(name, digest, card.url, _kept_etag(fetched.etag))
 
 
 def build_location_packet(

@@ -36,6 +36,7 @@ from tasks.tracker import TaskHandle
 
 from ..models import MealPeriodViolation
 from ..sources import timeclock_source
+from .columns import max_length
 from .locations import MalformedData, each_location
 from .numbers import finite_decimal
 
@@ -46,6 +47,11 @@ FIRST_WAIVABLE = timedelta(hours=6)
 SECOND_DUE = timedelta(hours=10)
 SECOND_WAIVABLE = timedelta(hours=12)
 LONGEST_SHIFT = timedelta(hours=24)
+# What a MealPeriodViolation row holds (operations/jobs/columns.py).
+MAX_LENGTHS = {
+    name: max_length(MealPeriodViolation, name)
+    for name in ("shift_id", "employee_id", "employee_name")
+}
 KINDS = [kind.value for kind in MealPeriodViolation.Kind]
 
 
@@ -114,6 +120,9 @@ def check_shift(shift: Any, index: int, *, business_date: date, tz: ZoneInfo) ->
     for key in ("shift_id", "employee_id"):
         if not isinstance(shift.get(key), str) or not shift[key]:
             raise MalformedData(f"{where}: {key} missing")
+    for key, limit in MAX_LENGTHS.items():
+        if len(str(shift.get(key) or "")) > limit:
+            raise MalformedData(f"{where}: {key} longer than {limit} characters")
     if shift.get("business_date") not in (None, business_date.isoformat()):
         raise MalformedData(
             f"{where}: business_date {shift.get('business_date')!r} "

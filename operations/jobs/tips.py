@@ -38,7 +38,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.db import transaction
-from django.db.models import CharField, Sum
+from django.db.models import Sum
 from django.utils import timezone
 
 from tasks.tracker import TaskHandle
@@ -53,6 +53,7 @@ from ..sources import (
     timeclock_source,
 )
 from . import JobFailed
+from .columns import max_length
 from .daily_sales import summarise_checks
 from .locations import MalformedData, location_zone
 from .mpvs import check_shifts
@@ -74,17 +75,11 @@ CSV_HEADER = [
 ]
 
 
-def _max_length(name: str) -> int:
-    column = TipShare._meta.get_field(name)
-    assert isinstance(column, CharField) and column.max_length is not None
-    return column.max_length
-
-
 # What a TipShare holds: a longer value in a shift that shares is a malformed record
 # (an error for its location-day), not a DataError ending the job at the save.
-MAX_EMPLOYEE_ID = _max_length("employee_id")
-MAX_EMPLOYEE_NAME = _max_length("employee_name")
-MAX_JOB = _max_length("job")
+MAX_EMPLOYEE_ID = max_length(TipShare, "employee_id")
+MAX_EMPLOYEE_NAME = max_length(TipShare, "employee_name")
+MAX_JOB = max_length(TipShare, "job")
 
 
 class NoEligibleHours(ValueError):
