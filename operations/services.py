@@ -14,6 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from kombu.exceptions import OperationalError as BrokerUnreachable
 from rest_framework import serializers
 
 from tasks import selectors, tracker
@@ -26,6 +27,9 @@ from .errors import KeyReused, LaunchInProgress, NoSuchTask, NotAllowed, QueueUn
 __all__ = ["Launched", "NoSuchTask", "cancel_task", "enqueue", "launch", "launch_task"]
 
 logger = logging.getLogger(__name__)
+
+# What a broker that is down raises through Celery's send (kombu wraps the socket errors).
+BROKER_DOWN = (BrokerUnreachable, ConnectionError, TimeoutError)
 
 NOTHING_HIDDEN: frozenset[str] = frozenset()
 
@@ -150,7 +154,15 @@ def _create(
         try:
             enqueue(operation, handle.task_id, clean, request_id=request_id)
         except Exception as exc:  # broker down: the task must not sit in "started" forever
-            logger.exception("could not enqueue %s %s", operation, handle.task_id)
+            if isinstance(exc, BROKER_DOWN):  # expected in an outage: one line
+                logger.warning(
+                    "could not enqueue %s %s: the queue is unavailable (%s)",
+                    operation,
+                    handle.task_id,
+                    exc.__class__.__name__,
+                )
+            else:
+                logger.exception("could not enqueue %s %s", operation, handle.task_id)
             try:
                 handle.fail(f"could not enqueue the job: {exc.__class__.__name__}")
             except tracker.TrackerError:

@@ -15,6 +15,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+import redis
 from django.conf import settings
 
 from .. import metrics
@@ -42,8 +43,6 @@ def redis_client():
     if _client is None:
         with _client_lock:
             if _client is None:
-                import redis
-
                 _client = redis.Redis.from_url(
                     settings.REDIS_URL,
                     socket_timeout=2,
@@ -63,7 +62,16 @@ def publish_change(task: TaskStatus) -> None:
             hand_off = _hand_off
             if hand_off is not None:
                 hand_off(data)
-    except Exception:
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        # Redis away: expected in an outage, one line each; clients catch up later.
+        logger.warning(
+            "broadcast of task %s v%s failed: Redis unavailable (%s)",
+            task.task_id,
+            task.version,
+            exc.__class__.__name__,
+        )
+        metrics.TRACKER_PUBLISH_FAILURES.inc()
+    except Exception:  # anything else is a bug: its traceback is wanted
         logger.exception("broadcast of task %s v%s failed", task.task_id, task.version)
         metrics.TRACKER_PUBLISH_FAILURES.inc()
     else:
