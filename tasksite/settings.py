@@ -242,6 +242,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",  # the library's default
+        "tasks.schema.contract_paths",
+    ],
 }
 
 # Jobs: Celery on Redis, or in-process when no broker is configured.
