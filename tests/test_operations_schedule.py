@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -55,3 +55,39 @@ def test_invoice_sync_every_30_minutes_by_default(settings):
 def test_a_malformed_cron_expression_is_refused(expression):
     with pytest.raises(ValueError):
         cron(expression)
+
+
+@pytest.mark.parametrize(
+    ("entry", "operation", "fires_at", "not_yet"),
+    [
+        # Monday 2025-06-09: tips for the week before at 05:00, statements at 09:00.
+        ("transform-tips", "transform_tips", datetime(2025, 6, 9, 5, 0, 1), (2025, 6, 8, 5, 0, 1)),
+        ("email-tips", "email_tips", datetime(2025, 6, 9, 9, 0, 1), (2025, 6, 9, 8, 59)),
+        # Nightly: certificates at 03:00, fresh links at 03:30.
+        (
+            "food-handler-pdfs",
+            "update_food_handler_pdfs",
+            datetime(2025, 6, 11, 3, 0, 1),
+            (2025, 6, 11, 2, 59),
+        ),
+        (
+            "food-handler-links",
+            "get_food_handler_links",
+            datetime(2025, 6, 11, 3, 30, 1),
+            (2025, 6, 11, 3, 29),
+        ),
+    ],
+)
+def test_the_four_newer_operations_fire_when_a_back_office_wants_them(
+    settings, entry, operation, fires_at, not_yet
+):
+    tz = ZoneInfo(settings.TIME_ZONE)
+    assert beat_schedule()[entry]["task"] == "operations.scheduled_launch"
+    assert beat_schedule()[entry]["args"] == (operation,)
+    # the previous run: a week before for the weekly ones, the day before for the nightly
+    weekly = entry.endswith("tips")
+    last_run = fires_at.replace(tzinfo=tz) - timedelta(days=7 if weekly else 1)
+    due, _ = entry_at(entry, fires_at.replace(tzinfo=tz)).is_due(last_run)
+    assert due
+    due, _ = entry_at(entry, datetime(*not_yet, tzinfo=tz)).is_due(last_run)
+    assert not due
