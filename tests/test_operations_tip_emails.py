@@ -6,6 +6,8 @@ import json
 import logging
 import re
 import shutil
+import subprocess
+import sys
 import time
 from decimal import Decimal
 
@@ -16,8 +18,10 @@ from operations import registry
 from operations.models import TipShare, TipStatementDelivery
 from tasks import tracker
 from tests.support.jobs import run_job
+from tests.support.servers import ROOT, service_env
 from tests.support.smtp_server import smtp_server
 from tests.support.source_server import SAMPLE
+from tests.support.tls import loopback_certificate
 
 pytestmark = pytest.mark.django_db(transaction=True)
 WEEK1 = {"period_start": "2025-06-02", "period_end": "2025-06-08"}
@@ -373,3 +377,40 @@ def test_statements_go_out_only_from_a_transformation_that_finished(tip_sources,
     task = run_job("email_tips", WEEK1)
     assert task.status in ("completed", "completed_with_errors"), task.error
     assert TipStatementDelivery.objects.count() == task.result["sent"] > 0
+
+
+def test_statements_go_out_over_starttls_with_the_login_of_email_url(tip_sources, tmp_path):
+    """Production's relay: EMAIL_URL read by the settings, STARTTLS to a certificate the
+    process verifies (its CA in SSL_CERT_FILE), AUTH after TLS only; nothing in clear."""
+    transform(WEEK1, ["L01"])
+    tls = loopback_certificate(tmp_path, "Test mail relay CA")
+    with smtp_server(tls=tls, login=("relay-user", "s3cret")) as server:
+        env = service_env(
+            EMAIL_URL=f"submission://relay-user:s3cret@127.0.0.1:{server.port}",
+            SSL_CERT_FILE=str(tls.ca_file),
+            ROSTER_SOURCE_URL=django_settings.ROSTER_SOURCE_URL,
+            TIP_POLICY_FILE=str(django_settings.TIP_POLICY_FILE),
+        )
+        done = subprocess.run(
+            [
+                sys.executable,
+                "manage.py",
+                "run_operation",
+                "email_tips",
+                "--period_start=2025-06-02",
+                "--period_end=2025-06-08",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        received = server.received
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert received, done.stdout[-2000:]
+    assert all(message.tls and message.login == "relay-user" for message in received), [
+        (m.tls, m.login) for m in received[:3]
+    ]
+    assert TipStatementDelivery.objects.count() == len(received)
+    assert "s3cret" not in done.stdout + done.stderr

@@ -12,12 +12,9 @@ the staff pages.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import hashlib
-import ipaddress
 import json
 import secrets
-import ssl
 import tempfile
 import threading
 import time
@@ -29,10 +26,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jwt
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+
+from tests.support.tls import loopback_certificate, self_signed
 
 V1_ISSUER = "https://sts.windows.net/{tenant}/"
 
@@ -42,46 +39,12 @@ def _b64url_uint(value: int) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _self_signed(key: rsa.RSAPrivateKey, common_name: str, *, ca: bool) -> x509.Certificate:
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(_name(common_name))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        ).add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    return builder.sign(key, hashes.SHA256())
-
-
 class SigningKey:
     """One RSA signing key as Entra publishes it: ``kid``, ``x5t``, ``n``/``e`` and ``x5c``."""
 
     def __init__(self, kid: str | None = None) -> None:
         self.private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.certificate = _self_signed(self.private_key, "accounts.example", ca=False)
+        self.certificate = self_signed(self.private_key, "accounts.example", ca=False)
         der = self.certificate.public_bytes(serialization.Encoding.DER)
         self.x5t = base64.urlsafe_b64encode(hashlib.sha1(der).digest()).rstrip(b"=").decode()
         self.kid = kid or self.x5t
@@ -140,47 +103,9 @@ class TestIssuer:
     # ----- lifecycle -----------------------------------------------------------------
 
     def start(self) -> TestIssuer:
-        ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        ca_cert = _self_signed(ca_key, "Test Entra ID CA", ca=True)
-        server_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        now = dt.datetime.now(dt.UTC)
-        server_cert = (
-            x509.CertificateBuilder()
-            .subject_name(_name("localhost"))
-            .issuer_name(ca_cert.subject)
-            .public_key(server_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=30))
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [
-                        x509.DNSName("localhost"),
-                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    ]
-                ),
-                critical=False,
-            )
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                critical=False,
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-        tmp = Path(self._tmp.name)
-        Path(self.ca_file).write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-        cert_file, key_file = tmp / "server.pem", tmp / "server.key"
-        cert_file.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
-        key_file.write_bytes(
-            server_key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.TraditionalOpenSSL,
-                serialization.NoEncryption(),
-            )
-        )
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert_file, key_file)
+        tls = loopback_certificate(Path(self._tmp.name), "Test Entra ID CA")
+        self.ca_file = str(tls.ca_file)
+        context = tls.server_context()
 
         server = ThreadingHTTPServer((self.bind_host, 0), _make_handler(self))
         server.daemon_threads = True

@@ -3,7 +3,9 @@
 Recipients at ``refused.example.com`` are refused with 550 at RCPT. It can be told
 to misbehave for the next N messages, at DATA: ``drop(n)`` closes the connection
 without an answer (the message is not accepted), ``tempfail(n)`` answers 451,
-``slow(seconds)`` answers every message late.
+``slow(seconds)`` answers every message late. Started with ``tls`` it requires
+STARTTLS before anything else, and with ``login`` authentication (over TLS only),
+as a production relay does; each message records whether both were in place.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from email.policy import default
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from tests.support.servers import free_port
+from tests.support.tls import LoopbackCertificate
 
 REFUSED_DOMAIN = "refused.example.com"
 
@@ -32,6 +36,8 @@ class Received:
     mail_from: str
     rcpt_tos: tuple[str, ...]
     data: bytes
+    tls: bool = False
+    login: str = ""
 
     @property
     def message(self) -> EmailMessage:
@@ -84,6 +90,8 @@ class RecordingHandler:
                     envelope.mail_from,
                     tuple(envelope.rcpt_tos),
                     bytes(envelope.original_content or envelope.content),
+                    tls=session.ssl is not None,
+                    login=(session.auth_data.login or b"").decode() if session.auth_data else "",
                 )
             )
         return "250 OK"
@@ -129,10 +137,30 @@ class SmtpServer:
         settings.EMAIL_MAX_RETRIES = retries
 
 
+def _authenticator(user: str, password: str) -> Any:
+    def check(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        good = isinstance(data, LoginPassword) and (data.login, data.password) == (
+            user.encode(),
+            password.encode(),
+        )
+        return AuthResult(success=good, handled=False, auth_data=data if good else None)
+
+    return check
+
+
 @contextmanager
-def smtp_server() -> Iterator[SmtpServer]:
+def smtp_server(
+    *, tls: LoopbackCertificate | None = None, login: tuple[str, str] | None = None
+) -> Iterator[SmtpServer]:
     handler = RecordingHandler()
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port(), ready_timeout=10)
+    options: dict[str, Any] = {}
+    if tls is not None:
+        options.update(tls_context=tls.server_context(), require_starttls=True)
+    if login is not None:
+        options.update(authenticator=_authenticator(*login), auth_required=True)
+    controller = Controller(
+        handler, hostname="127.0.0.1", port=free_port(), ready_timeout=10, **options
+    )
     controller.start()
     try:
         yield SmtpServer(controller, handler)
