@@ -12,15 +12,16 @@ import math
 import os
 import platform
 import shlex
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+# The benchmarks' free port and wait-for-HTTP: one definition, in deploy/net.py.
+from deploy.net import free_port as free_port
+from deploy.net import wait_http as wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -138,37 +139,6 @@ def busy() -> str:
     return f"load average {one:.2f} on {os.cpu_count()} cores"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The ``q``-th quantile (0 to 1) by nearest rank; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-
-
-def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
-    """Until ``url`` answers 200; a RuntimeError when ``proc`` exits first or time is up."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before answering {url}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"server at {url} did not come up in {timeout:.0f} s")
-        time.sleep(0.1)
-
-
 def finish(part: str, figures: dict[str, Any], args: Any) -> None:
     """Record a part's figures, or with ``--no-record`` print how to rerun it."""
     if args.no_record:
@@ -178,3 +148,11 @@ def finish(part: str, figures: dict[str, Any], args: Any) -> None:
         print("rerun: " + (rerun_command(part) if from_cli else f"python -m bench {part}{smoke}"))
     else:
         record(part, figures, smoke=args.smoke)
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q``-th quantile (0 to 1) by nearest rank; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]

@@ -21,7 +21,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+from deploy.net import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 NGINX_SITE = ROOT / "deploy" / "nginx" / "tasksite.conf"
@@ -146,12 +147,6 @@ def render_main(workdir: Path, site: Path, log_dir: Path) -> str:
 
 
 # -- processes --------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def _die_with_parent() -> None:

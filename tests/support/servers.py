@@ -11,23 +11,18 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 from django.conf import settings
 
+# The tests' free port and wait-for-HTTP: one definition, in deploy/net.py.
+from deploy.net import free_port as free_port
+from deploy.net import wait_http as wait_http
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def database_url() -> str:
@@ -58,20 +53,6 @@ def service_env(**extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
-
-
-def wait_http(url: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"server at {url} did not come up")
-        time.sleep(0.1)
 
 
 class Daphne:
