@@ -32,6 +32,26 @@ def test_a_document_link_token_is_redacted_from_the_access_log_line():
     assert redact(line) == f"GET /documents/{REDACTED} 200 3.1ms"
 
 
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("connect to postgres://tasks:S3cr3t!x@db.internal:5432/tasks failed", "postgres://tasks:"),
+        ("Error 111 connecting to redis://:hunter22@cache:6379/0.", "redis://:"),
+        ("EMAIL_URL=submission://relay-user:p%40ss@smtp.example.com:587", "relay-user:"),
+    ],
+)
+def test_a_password_in_a_url_is_redacted_and_the_rest_kept(text, kept):
+    cleaned = redact(text)
+    for secret in ("S3cr3t!x", "hunter22", "p%40ss"):
+        assert secret not in cleaned
+    assert kept + REDACTED + "@" in cleaned
+
+
+def test_a_url_without_a_password_is_left_alone():
+    text = "GET https://tasks.example.com:8443/task-status from postgres://tasks@db/tasks"
+    assert redact(text) == text
+
+
 def test_words_that_merely_start_alike_are_left_alone():
     assert redact("the tsk_ prefix and tsk_short stay") == "the tsk_ prefix and tsk_short stay"
 

@@ -40,6 +40,9 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(/documents/)[A-Za-z0-9_:.-]{8,}"), r"\1" + REDACTED),
     # A local API token wherever it appears (tasks.auth.identity.TOKEN_PREFIX).
     (re.compile(r"\btsk_[A-Za-z0-9_-]{8,}"), REDACTED),
+    # The password in a URL's user info: DATABASE_URL, REDIS_URL, EMAIL_URL, a source's
+    # URL, quoted by a library's error (user:password@host keeps the user, drops the rest).
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/:@]*:)[^\s/@]+@"), r"\1" + REDACTED + "@"),
 )
 
 
