@@ -41,6 +41,18 @@ class RequestIDFilter(logging.Filter):
         return True
 
 
+class AnsweredUnavailableFilter(logging.Filter):
+    """Drops Django's ERROR line for a 503 ("Service Unavailable: /path").
+
+    A 503 is this service saying "try again later" while a dependency is down, and
+    the code that answered it has logged why, once, as a warning; an outage must not
+    also raise an ERROR per request. Every other 5xx keeps its line.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, "status_code", None) != 503
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: time, level, logger, message, and the ids that apply.
 

@@ -412,6 +412,7 @@ LOGGING = {
         "request_id": {"()": "tasks.logging.RequestIDFilter"},
         # Tokens in URLs (?access_token=) and headers never reach a log line.
         "redact_tokens": {"()": "tasks.auth.redaction.RedactTokensFilter"},
+        "answered_unavailable": {"()": "tasks.logging.AnsweredUnavailableFilter"},
     },
     "formatters": {
         "plain": {
@@ -431,6 +432,8 @@ LOGGING = {
     "loggers": {
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "django.server": {"level": "WARNING"},
+        # A 503 is logged once, as a warning, by what answered it.
+        "django.request": {"filters": ["answered_unavailable"]},
         "daphne": {"level": "WARNING"},
         # Its DEBUG lines print access tokens and authorization codes.
         "django_auth_adfs": {"level": "INFO"},
