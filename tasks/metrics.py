@@ -47,8 +47,9 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
+
+from .hybrid import HybridMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -269,21 +270,10 @@ def _route(request: Any) -> str:
     return "unmatched"
 
 
-class MetricsMiddleware:
+class MetricsMiddleware(HybridMiddleware):
     """Counts every answered request by route name and status, and times it."""
 
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
-
-    def __call__(self, request: Any) -> Any:
-        if self.is_async:
-            return self.__acall__(request)
+    def handle(self, request: Any) -> Any:
         began = time.perf_counter()
         response = self.get_response(request)
         self._count(request, response, began)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 
 from .exceptions import DATABASE_DOWN, json_error
+from .hybrid import HybridMiddleware
 from .logging import request_id_var, sane_request_id
 
 access_logger = logging.getLogger("tasks.access")
@@ -23,17 +22,8 @@ class RequestWithID(HttpRequest):
     request_id: str
 
 
-class RequestIDMiddleware:
+class RequestIDMiddleware(HybridMiddleware):
     """Outermost middleware, so errors, redirects and 304s carry the header too."""
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
 
     def _begin(self, request: RequestWithID) -> float:
         # Not reset on the way out: Django logs the response ("django.request")
@@ -66,9 +56,7 @@ class RequestIDMiddleware:
             return json_error(503, DATABASE_DOWN)
         return None
 
-    def __call__(self, request: RequestWithID):
-        if self.is_async:
-            return self.__acall__(request)
+    def handle(self, request: RequestWithID) -> HttpResponse:
         began = self._begin(request)
         return self._end(request, self.get_response(request), began)
 
@@ -77,22 +65,13 @@ class RequestIDMiddleware:
         return self._end(request, await self.get_response(request), began)
 
 
-class NulByteGuardMiddleware:
+class NulByteGuardMiddleware(HybridMiddleware):
     """A NUL byte in the query string is a 400, before any view sees it.
 
     PostgreSQL cannot hold one in a text value, so a filter carrying it (the
     admin's changelist, a page's query) would fail in the database as a 500.
     No valid request of this service contains one.
     """
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
 
     @staticmethod
     def _refused(request: HttpRequest) -> HttpResponse | None:
@@ -103,9 +82,7 @@ class NulByteGuardMiddleware:
             return json_error(400, "bad request: the query string contains a NUL byte")
         return None
 
-    def __call__(self, request: HttpRequest):
-        if self.is_async:
-            return self.__acall__(request)
+    def handle(self, request: HttpRequest) -> HttpResponse:
         return self._refused(request) or self.get_response(request)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
