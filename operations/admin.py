@@ -195,7 +195,7 @@ class TipPoolAdmin(PersonalDataAdmin):
 @admin.register(TipStatementDelivery)
 class TipStatementDeliveryAdmin(PersonalDataAdmin):
     operation = "email_tips"
-    list_display = ("employee_id", "period_start", "period_end", "correction", "sent_at")
+    list_display = ("employee_id", "period_start", "period_end", "correction", "state", "sent_at")
     list_filter = ("period_start", "correction")
     search_fields = ("employee_id", "task_id")
 

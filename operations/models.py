@@ -286,14 +286,23 @@ class TipPool(models.Model):
 
 
 class TipStatementDelivery(models.Model):
-    """A tip statement that went out: one row per send to an employee for a pay period.
+    """A tip statement for an employee and a pay period: one row per send.
 
-    The content hash is what makes ``email_tips`` send exactly once: a re-run
-    skips a statement whose hash is that of the latest send, and sends any other
-    again as a correction. One content may so be sent twice (A, B, then A
-    again), hence no unique constraint on it; ``email_tips``' per-statement lock
-    is what keeps two runs from both sending.
+    The row is written ``intended`` (with its Message-ID) before the mail goes
+    to the server and marked ``sent`` once the server accepted it, or
+    ``not_sent`` when it refused. The content hash is what makes ``email_tips``
+    send once: a re-run skips a statement whose hash is that of the latest
+    ``sent`` row, sends an ``intended`` one (a crash between send and record)
+    again with the same Message-ID, and sends any other as a correction. One
+    content may so be sent twice (A, B, then A again), hence no unique
+    constraint on it; ``email_tips``' per-statement lock is what keeps two runs
+    from both sending.
     """
+
+    class State(models.TextChoices):
+        INTENDED = "intended"
+        SENT = "sent"
+        NOT_SENT = "not_sent", "not sent"
 
     employee_id = models.CharField(max_length=64)
     period_start = models.DateField()
@@ -303,7 +312,9 @@ class TipStatementDelivery(models.Model):
     correction = models.BooleanField(default=False)
     message_id = models.CharField(max_length=255, blank=True, default="")
     task_id = models.CharField(max_length=36, blank=True, default="")
-    sent_at = models.DateTimeField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.SENT)
+    intended_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [
@@ -312,7 +323,7 @@ class TipStatementDelivery(models.Model):
                 name="tip_statement_employee_period",
             ),
         ]
-        ordering = ["-sent_at"]
+        ordering = ["-pk"]
         verbose_name_plural = "tip statement deliveries"
 
     def __str__(self) -> str:

@@ -318,3 +318,18 @@ def _percentile(ordered: list[float], q: float) -> float | None:
     low = int(position)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def runners_for(hidden: frozenset[str], *, wait: bool = True) -> dict[str, Any]:
+    """``runners`` as one reader may see it: the snapshot is shared by every reader, so a
+    hidden operation's running tasks are taken out per reader, never cached for all."""
+    snapshot = runners(wait=wait)
+    if not hidden:
+        return snapshot
+    return {
+        **snapshot,
+        "workers": [
+            {**worker, "running": [r for r in worker["running"] if r["operation"] not in hidden]}
+            for worker in snapshot["workers"]
+        ],
+    }

@@ -59,7 +59,7 @@ def schedule_page(request: HttpRequest) -> HttpResponse:
         "operations/schedule.html",
         {
             "operations": rows,
-            "runners": overview.runners(),
+            "runners": overview.runners_for(hidden),
             "logout_url": logout,
             "time_zone": settings.TIME_ZONE,
             "chart": {"width": CHART_WIDTH, "height": CHART_HEIGHT},

@@ -12,6 +12,7 @@ from typing import Any
 from django.utils import timezone
 from rest_framework import serializers
 
+from .jobs.tip_policy import PayPeriods, PolicyFileError, load_policies
 from .sources import SourceError, connect
 
 
@@ -107,18 +108,25 @@ class MealPeriodParams(DailySalesParams):
     )
 
 
-def previous_pay_week() -> tuple[date, date]:
-    """Monday to Sunday of the last full week in TIME_ZONE."""
-    today = timezone.localdate()
-    start = today - timedelta(days=today.weekday() + 7)
-    return start, start + timedelta(days=6)
+def pay_periods() -> PayPeriods | None:
+    """The tip policy's pay periods; None when the file is unusable (the job says why)."""
+    try:
+        return load_policies().pay_periods
+    except PolicyFileError:
+        return None
+
+
+def previous_pay_period() -> tuple[date, date]:
+    """The last pay period of the tip policy that is over in TIME_ZONE (by default the
+    previous Monday to Sunday)."""
+    return (pay_periods() or PayPeriods()).last_complete(timezone.localdate())
 
 
 MAX_PERIOD_DAYS = 31
 
 
 class PayPeriodParams(StrictParams):
-    """A pay period (default the previous pay week, Monday to Sunday in TIME_ZONE)."""
+    """A pay period (default the previous pay period of the tip policy), over by today."""
 
     period_start = BusinessDateField(
         required=False, help_text="First business date; default Monday of the previous week."
@@ -132,19 +140,19 @@ class PayPeriodParams(StrictParams):
         end: date | None = attrs.get("period_end")
         if end is None:
             if start is None:
-                start, end = previous_pay_week()
+                start, end = previous_pay_period()
             else:
-                end = start + timedelta(days=6)
+                end = (pay_periods() or PayPeriods()).containing(start)[1]
         elif start is None:
-            start = end - timedelta(days=6)
+            start = (pay_periods() or PayPeriods()).containing(end)[0]
         if end < start:
             raise serializers.ValidationError({"period_end": ["is before period_start"]})
         if (end - start).days + 1 > MAX_PERIOD_DAYS:
             raise serializers.ValidationError(
                 {"period_end": [f"a pay period is at most {MAX_PERIOD_DAYS} days"]}
             )
-        if end > timezone.localdate():
-            raise serializers.ValidationError({"period_end": ["is in the future"]})
+        if end >= timezone.localdate():
+            raise serializers.ValidationError({"period_end": ["is not over yet"]})
         attrs["period_start"], attrs["period_end"] = start, end
         return attrs
 
@@ -169,7 +177,23 @@ class TransformTipsParams(PayPeriodParams):
 
 
 class EmailTipsParams(PayPeriodParams):
-    """email_tips: a pay period that transform_tips has already done."""
+    """email_tips: a whole pay period of the tip policy, which transform_tips has done."""
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
+        periods = pay_periods()
+        start, end = attrs["period_start"], attrs["period_end"]
+        if periods is not None and not periods.is_period(start, end):
+            first, last = periods.containing(start)
+            raise serializers.ValidationError(
+                {
+                    "period_end": [
+                        f"not a pay period of the tip policy ({periods.describe()}; "
+                        f"{start.isoformat()} is in {first.isoformat()}..{last.isoformat()})"
+                    ]
+                }
+            )
+        return attrs
 
 
 class FoodHandlerParams(StrictParams):

@@ -116,7 +116,7 @@ class OperationsView(APIView):
         hidden = hidden_for_request(request)
         can = can_run(request.user, request_identity(request))
         return Response(
-            {"operations": overview.operations(hidden, can_run=can), **overview.runners()}
+            {"operations": overview.operations(hidden, can_run=can), **overview.runners_for(hidden)}
         )
 
 

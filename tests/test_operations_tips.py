@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from operations.jobs.tips import distribute, payroll_csv
+from operations.jobs.tips import distribute
 from operations.models import TipPool, TipShare
 from tests.support.jobs import run_job
 from tests.support.source_server import SAMPLE, source_server
@@ -475,8 +475,11 @@ def test_http_sources_and_target_deliver_the_payroll_file(tip_sources, settings)
     assert by_http.result["payroll_file"] == f"PAY-{name}"
     assert ("POST", "/accounting/payroll-files") in server.requests
     assert server.files == {name: written}
-    assert written == payroll_csv(date(2025, 6, 2), date(2025, 6, 2))
-    assert written.count(b"\n") == 1 + TipShare.objects.filter(location_id="L01").count()
+    rows = list(csv.DictReader(io.StringIO(written.decode())))
+    payroll = by_http.result["payroll"]
+    assert len(rows) == payroll["rows"] == len(raw_weights(date(2025, 6, 2), "L01"))
+    assert sum(Decimal(r["total"]) for r in rows) == Decimal(by_http.result["payroll"]["total"])
+    assert by_http.result["payroll"]["total"] == by_http.result["totals"]["total"]
 
 
 def test_a_target_that_fails_keeps_the_shares(tip_sources, settings, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -12,7 +13,9 @@ import uuid
 import pytest
 
 from tasks.selectors import get_task
-from tests.support.servers import ROOT
+from tasks.serializers import task_document
+from tests.support.servers import ROOT, service_env
+from tests.support.source_server import SAMPLE
 from tests.test_operations_celery import env_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -61,3 +64,31 @@ def test_ctrl_c_on_a_queued_run_cancels_it_through_the_service_and_exits(tmp_pat
     task = get_task(task_id)
     assert task is not None and task.status == "failed"
     assert "cancel" in (task.error or "").lower(), task.error
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "code"),
+    [
+        (["--business_date=2025-06-05", "--locations=L01"], "completed", 0),
+        (["--business_date=2025-01-01", "--locations=L01"], "failed", 1),
+    ],
+)
+def test_the_last_line_is_the_task_as_json_and_a_failure_exits_1(tmp_path, params, status, code):
+    """For a script or cron: `run_operation ... | tail -n 1 | jq .result`."""
+    env = service_env(SALES_SOURCE_URL=f"file://{SAMPLE / 'sales'}")
+    done = subprocess.run(
+        [sys.executable, "manage.py", "run_operation", "daily_sales", *params],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == code, done.stdout + done.stderr
+    document = json.loads(done.stdout.strip().splitlines()[-1])
+    assert document["status"] == status
+    assert document == task_document(get_task(document["task_id"]))
+    if status == "completed":
+        assert document["result"]["locations"] == 1 and document["result"]["failed_locations"] == {}
+    else:
+        assert done.stderr.strip().endswith(document["error"])

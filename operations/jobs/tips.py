@@ -19,8 +19,15 @@ A location without a usable policy, a location-day whose data is missing or
 malformed, or one that has tips but no eligible hours, is an ``error`` and the
 job goes on; only a run where no location could be done fails. A re-run
 replaces the period's rows of every location it transformed (failed days then
-have none), in one transaction per location. The payroll import file holds
-every share stored for the period, whichever run stored it.
+have none), in one transaction per location.
+
+The payroll import file holds every share stored for the period, whichever run
+stored it, and the result says so: ``payroll`` gives the file's own rows and
+total (summed from the rows written) and, per location, the run whose shares it
+holds. A location in the file that this run did not compute is listed in
+``payroll.kept_locations``; when this run tried it and could not transform it at
+all, an ``error`` also says that the file keeps an earlier run's shares, and
+which. Nothing from an earlier run is in the file without the task saying so.
 """
 
 from __future__ import annotations
@@ -53,12 +60,12 @@ from ..sources import (
     timeclock_source,
 )
 from . import JobFailed
-from .columns import max_length
+from .columns import max_amount, max_length
 from .daily_sales import summarise_checks
 from .locations import MalformedData, location_zone
 from .mpvs import check_shifts
 from .numbers import finite_decimal
-from .tip_policy import LocationPolicy, PolicyFileError, load_policies
+from .tip_policy import LocationPolicy, PolicyFileError, TipPolicies, load_policies
 
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
@@ -80,10 +87,16 @@ CSV_HEADER = [
 MAX_EMPLOYEE_ID = max_length(TipShare, "employee_id")
 MAX_EMPLOYEE_NAME = max_length(TipShare, "employee_name")
 MAX_JOB = max_length(TipShare, "job")
+MAX_SHARE = min(max_amount(TipShare, "card_tips"), max_amount(TipShare, "cash_tips"))
+MAX_POOL = min(max_amount(TipPool, "card_tips"), max_amount(TipPool, "cash_tips"))
 
 
 class NoEligibleHours(ValueError):
     """A location-day has tips but nobody the policy lets share them."""
+
+
+class UnpayablePool(ValueError):
+    """A location-day whose pool cannot be paid: it ends negative, or beyond our columns."""
 
 
 @dataclass(frozen=True)
@@ -152,13 +165,24 @@ def distribute(pool: Decimal, weights: Mapping[str, Fraction | Decimal]) -> dict
 
 
 def _cents(value: Any, where: str) -> Decimal:
-    """A non-negative amount in whole cents."""
+    """An amount in whole cents; negative is a reversal, which the pool takes in."""
     amount = finite_decimal(value)
     if amount is None:
         raise MalformedData(f"{where}: not an amount ({value!r})")
-    if amount < 0 or amount != amount.quantize(CENT):
+    if amount != amount.quantize(CENT):
         raise MalformedData(f"{where}: not an amount in cents ({value!r})")
     return amount.quantize(CENT)
+
+
+def payable(pool: Decimal, name: str) -> Decimal:
+    """A pool that can be paid out: not negative, within what our rows hold."""
+    if pool < 0:
+        raise UnpayablePool(
+            f"the {name} pool ends negative (${pool}): reversals exceed the day's tips"
+        )
+    if pool > MAX_POOL:
+        raise UnpayablePool(f"the {name} pool (${pool}) is beyond ${MAX_POOL}, what a pool holds")
+    return pool
 
 
 def card_pool(checks: list[Any], *, business_date: date, tz: ZoneInfo) -> Decimal:
@@ -250,10 +274,13 @@ def transform_day(
     policy: LocationPolicy,
 ) -> Day:
     """Both pools of one location-day, distributed; raises when the day cannot be done."""
-    card = card_pool(
-        sales.fetch_checks(business_date, location_id), business_date=business_date, tz=tz
+    card = payable(
+        card_pool(
+            sales.fetch_checks(business_date, location_id), business_date=business_date, tz=tz
+        ),
+        "card",
     )
-    cash = cash_pool(sales.fetch_cash_tips(business_date, location_id))
+    cash = payable(cash_pool(sales.fetch_cash_tips(business_date, location_id)), "cash")
     workers = eligible_workers(
         timeclock.fetch_shifts(business_date, location_id),
         policy,
@@ -266,9 +293,13 @@ def transform_day(
             "(nobody worked in a job of the tip policy)"
         )
     weights = {w.employee_id: w.weight for w in workers}
-    return Day(
+    day = Day(
         business_date, card, cash, workers, distribute(card, weights), distribute(cash, weights)
     )
+    for employee_id in weights:
+        if max(day.card_shares[employee_id], day.cash_shares[employee_id]) > MAX_SHARE:
+            raise UnpayablePool(f"employee {employee_id}'s share is beyond ${MAX_SHARE}")
+    return day
 
 
 def save_location(location: dict, start: date, end: date, days: list[Day], task_id: str) -> None:
@@ -364,30 +395,57 @@ def transform_location(
             reason = f"missing data: {exc}"
         except (SourceError, MalformedData) as exc:
             reason = f"malformed data: {exc}"
-        except NoEligibleHours as exc:
+        except (NoEligibleHours, UnpayablePool) as exc:
             reason = str(exc)
         outcome.failed_days[day.isoformat()] = reason
         task.error(f"{where}: {reason}")
     return outcome
 
 
-def payroll_csv(start: date, end: date) -> bytes:
+@dataclass
+class PayrollFile:
+    """The payroll import file and what it holds, summed from the rows written."""
+
+    content: bytes
+    rows: int
+    card: Decimal
+    cash: Decimal
+    # location -> the runs whose shares the file holds for it, and when they computed them
+    sources: dict[str, dict[str, Any]]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "card_tips": str(self.card),
+            "cash_tips": str(self.cash),
+            "total": str(self.card + self.cash),
+        }
+
+
+def payroll_file(start: date, end: date) -> PayrollFile:
     """One row per employee and location over the period, from every share stored for it."""
+    shares = TipShare.objects.filter(business_date__range=(start, end))
     rows = (
-        TipShare.objects.filter(business_date__range=(start, end))
-        .values("location_id", "employee_id")
+        shares.values("location_id", "employee_id")
         .annotate(hours=Sum("hours"), card=Sum("card_tips"), cash=Sum("cash_tips"))
         .order_by("location_id", "employee_id")
     )
-    names = dict(
-        TipShare.objects.filter(business_date__range=(start, end))
-        .order_by("business_date")
-        .values_list("employee_id", "employee_name")
-    )
+    names = dict(shares.order_by("business_date").values_list("employee_id", "employee_name"))
+    sources: dict[str, dict[str, Any]] = {}
+    for location_id, task_id, computed_at in (
+        shares.values_list("location_id", "task_id", "computed_at")
+        .order_by("location_id", "computed_at")
+        .distinct()
+    ):
+        source = sources.setdefault(location_id, {"task_ids": [], "computed_at": None})
+        if task_id not in source["task_ids"]:
+            source["task_ids"].append(task_id)
+        source["computed_at"] = computed_at.isoformat(timespec="seconds")
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_HEADER)
     period = f"{start.isoformat()}..{end.isoformat()}"
+    count, card_total, cash_total = 0, ZERO, ZERO
     for row in rows:
         card, cash = Decimal(row["card"]).quantize(CENT), Decimal(row["cash"]).quantize(CENT)
         writer.writerow(
@@ -402,7 +460,32 @@ def payroll_csv(start: date, end: date) -> bytes:
                 card + cash,
             ]
         )
-    return out.getvalue().encode("utf-8")
+        count, card_total, cash_total = count + 1, card_total + card, cash_total + cash
+    return PayrollFile(out.getvalue().encode("utf-8"), count, card_total, cash_total, sources)
+
+
+def kept_shares(
+    task: TaskHandle, payroll: PayrollFile, done: dict[str, Any], failed: dict[str, str]
+) -> dict[str, dict[str, Any]]:
+    """The file's locations this run did not compute, each with the run it keeps; one that
+    this run tried and could not transform is an error saying the file keeps old shares."""
+    kept: dict[str, dict[str, Any]] = {}
+    for location_id, source in payroll.sources.items():
+        if location_id in done:
+            continue
+        runs = ", ".join(source["task_ids"])
+        kept[location_id] = {
+            "task_ids": source["task_ids"],
+            "computed_at": source["computed_at"],
+            "tried_by_this_run": location_id in failed,
+        }
+        if location_id in failed:
+            task.error(
+                f"location {location_id}: this run could not transform it "
+                f"({failed[location_id]}); the payroll file keeps the shares of run "
+                f"{runs} from {source['computed_at']}"
+            )
+    return kept
 
 
 def location_figures(outcome: LocationOutcome) -> dict[str, Any]:
@@ -432,17 +515,21 @@ def _locations(sales: Connector, wanted: list[str]) -> tuple[dict[str, dict], li
     return known, wanted
 
 
+def _load_policies() -> TipPolicies:
+    try:
+        return load_policies()
+    except PolicyFileError as exc:
+        raise JobFailed(str(exc)) from exc
+
+
 def run(task: TaskHandle, params: dict[str, Any]) -> dict[str, Any]:
     """Transform every requested location; a bad location or day is an error, not the end."""
     start: date = params["period_start"]
     end: date = params["period_end"]
     period = f"{start.isoformat()}..{end.isoformat()}"
-    if end > timezone.localdate():
+    if end >= timezone.localdate():
         raise JobFailed(f"pay period {period} is not over yet")
-    try:
-        policies, refused = load_policies()
-    except PolicyFileError as exc:
-        raise JobFailed(str(exc)) from exc
+    loaded = _load_policies()
     sales, timeclock = sales_source(), timeclock_source()
     known, wanted = _locations(sales, params.get("locations") or [])
     days = [start + timedelta(days=n) for n in range((end - start).days + 1)]
@@ -452,12 +539,12 @@ def run(task: TaskHandle, params: dict[str, Any]) -> dict[str, Any]:
     failed: dict[str, str] = {}
     only_missing = True
     for i, location_id in enumerate(wanted, 1):
-        policy = policies.get(location_id)
+        policy = loaded.usable.get(location_id)
         if policy is None:
             only_missing = False
             failed[location_id] = (
-                f"tip policy refused: {refused[location_id]}"
-                if location_id in refused
+                f"tip policy refused: {loaded.refused[location_id]}"
+                if location_id in loaded.refused
                 else "no tip policy"
             )
             task.error(f"location {location_id}: {failed[location_id]}")
@@ -477,12 +564,14 @@ def run(task: TaskHandle, params: dict[str, Any]) -> dict[str, Any]:
         reasons = "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:3])
         raise JobFailed(f"no location could be transformed ({reasons})")
     name = f"tips-{start.isoformat()}-{end.isoformat()}.csv"
+    payroll = payroll_file(start, end)
+    kept = kept_shares(task, payroll, done, failed)
     try:
-        payroll_file: str | None = accounting_target().send_file(
-            "payroll", name, payroll_csv(start, end), "text/csv"
+        written: str | None = accounting_target().send_file(
+            "payroll", name, payroll.content, "text/csv"
         )
     except SourceError as exc:
-        payroll_file = None
+        written = None
         task.error(
             f"payroll file {name} not written (the shares are stored; re-run to write it): {exc}"
         )
@@ -501,6 +590,7 @@ def run(task: TaskHandle, params: dict[str, Any]) -> dict[str, Any]:
             "cash_tips": str(cash),
             "total": str(card + cash),
         },
-        "payroll_file": payroll_file,
+        "payroll_file": written,
+        "payroll": {**payroll.summary(), "file": written, "kept_locations": kept},
         "failed_locations": failed,
     }

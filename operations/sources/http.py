@@ -17,6 +17,10 @@ Targets are collections named like ``ap-batches``: the tips payroll file (kind
 ``payroll``) goes to ``POST <base>/payroll-files``; a directory target writes it
 to ``<dir>/payroll/<name>``.
 
+The bearer token (``SOURCE_TOKEN``) travels over https only, or to a loopback
+address: a request that would carry it over plain http elsewhere is refused with
+a SourceError, and a document on a plain-http URL is fetched without it.
+
 A 404 on ``checks`` or ``shifts`` means "no data for that location-day". 429 (honouring
 ``Retry-After``), 5xx, timeouts and refused connections are retried with
 exponential backoff; anything else that is not the expected JSON is a
@@ -26,6 +30,7 @@ SourceError naming the URL, so a job can report it and go on.
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +44,20 @@ from django.conf import settings
 from .base import MAX_DOCUMENT_BYTES, Connector, DataNotFound, FetchedDocument, SourceError
 
 MAX_PAGES = 10_000  # a source that pages forever is garbage, not data
+
+
+def may_carry_token(url: str) -> bool:
+    """https, or plain http to this machine: a bearer token never crosses a network bare."""
+    parsed = urlparse(url)
+    if parsed.scheme == "https":
+        return True
+    host = (parsed.hostname or "").rstrip(".").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _setting(name: str, default: float) -> float:
@@ -104,6 +123,13 @@ class HttpConnector(Connector):
     ) -> requests.Response:
         """A 2xx or 304 response, after retries; anything else is a SourceError."""
         url = url or f"{self.url}/{path}"
+        override = (kwargs.get("headers") or {}).get("Authorization", "")
+        if self.session.headers.get("Authorization") and override is not None:
+            if not may_carry_token(url):
+                raise SourceError(
+                    f"{self.label}: SOURCE_TOKEN is only sent over https (or to loopback); "
+                    f"refusing to send it over plain http to {urlparse(url).hostname}"
+                )
         last = "no attempt"
         for attempt in range(self.max_retries + 1):
             response = None
@@ -203,6 +229,8 @@ class HttpConnector(Connector):
         headers: dict[str, str | None] = {"Accept": "application/pdf, */*"}
         if parsed.netloc and parsed.netloc != urlparse(self.url).netloc:
             headers["Authorization"] = None  # our source token is not the provider's
+        elif not may_carry_token(url):
+            headers["Authorization"] = None  # nor is it sent in the clear
         if etag:
             headers["If-None-Match"] = etag
         path = parsed.path.rsplit("/", 1)[-1] or ref

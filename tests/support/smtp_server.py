@@ -3,7 +3,8 @@
 Recipients at ``refused.example.com`` are refused with 550 at RCPT. It can be told
 to misbehave for the next N messages, at DATA: ``drop(n)`` closes the connection
 without an answer (the message is not accepted), ``tempfail(n)`` answers 451,
-``slow(seconds)`` answers every message late. Started with ``tls`` it requires
+``slow(seconds)`` answers every message late; ``on_accept`` (if set) is called
+with each accepted message's number before the server answers 250. Started with ``tls`` it requires
 STARTTLS before anything else, and with ``login`` authentication (over TLS only),
 as a production relay does; each message records whether both were in place.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import email
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -54,6 +55,7 @@ class RecordingHandler:
         self._drop_next = 0
         self._tempfail_next = 0
         self.delay = 0.0
+        self.on_accept: Callable[[int], None] | None = None
         self.lock = threading.Lock()
 
     async def handle_RCPT(
@@ -94,6 +96,9 @@ class RecordingHandler:
                     login=(session.auth_data.login or b"").decode() if session.auth_data else "",
                 )
             )
+            count = len(self.received)
+        if self.on_accept is not None:
+            self.on_accept(count)
         return "250 OK"
 
 

@@ -9,6 +9,7 @@ stored status, the same updates the API and the WebSocket serve.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import threading
 import time
@@ -22,6 +23,7 @@ from rest_framework.exceptions import ValidationError
 from operations import registry, runner, services
 from operations.errors import ServiceError
 from tasks.selectors import get_task
+from tasks.serializers import task_document
 from tasks.tracker import TaskAlreadyFinished
 
 BAR = 30
@@ -106,9 +108,11 @@ class Command(BaseCommand):
             task = self.watch(str(started.task_id))
         if job is not None:
             job.join(timeout=30)
+        # The last line is the task's document as JSON (the REST API's), for a script:
+        # `run_operation ... | tail -n 1 | jq .result`; a failed task also exits 1.
+        self.stdout.write("\n" + json.dumps(task_document(task), sort_keys=True))
         if task.status == "failed":
             raise CommandError(f"{operation} failed: {task.error}")
-        self.stdout.write(f"\n{task.status}: {task.result}")
 
     def watch(self, task_id: str) -> Any:
         tty = sys.stdout.isatty()
