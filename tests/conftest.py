@@ -4,7 +4,8 @@
 at throwaway ones (``scripts/test_services.py``). A run without them fails here rather
 than skipping what needs them;
 ``ALLOW_EMBEDDED_TESTS=1`` runs the suite on the embedded default instead, for a
-quick look on a machine without the services.
+quick look on a machine without the services; the run says so at its start, since
+what needs PostgreSQL or Redis then fails rather than proving anything.
 """
 
 from __future__ import annotations
@@ -50,6 +51,19 @@ def pytest_configure(config: pytest.Config) -> None:
         problems.append(f"Redis is not reachable at {_host_port(redis_url, 6379)}")
     if problems:
         raise pytest.UsageError("tests need real services: " + "; ".join(problems))
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Which services this run stands on, in its first lines."""
+    if os.environ.get("ALLOW_EMBEDDED_TESTS") == "1":
+        return [
+            "EMBEDDED MODE (ALLOW_EMBEDDED_TESTS=1): SQLite and no Redis; tests that need "
+            "PostgreSQL or Redis fail, and a green run here is not the suite's verdict"
+        ]
+    return [
+        f"services: PostgreSQL at {_host_port(os.environ.get('DATABASE_URL', ''), 5432)}, "
+        f"Redis at {_host_port(os.environ.get('REDIS_URL', ''), 6379)}"
+    ]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

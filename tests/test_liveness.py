@@ -73,21 +73,33 @@ def test_the_bound_is_per_operation(settings):
 
 
 def test_an_open_handle_beats_while_its_process_lives(settings):
-    """A reporter in its own process, asleep in a long step, is not taken for dead."""
+    """A reporter in its own process, asleep in a long step, is not taken for dead: the
+    reaper runs when its last write is well past the bound, so only the heartbeats of
+    its handle can keep it alive (with TASK_HEARTBEAT_SECONDS=1000 this test fails)."""
     settings.TASK_STALE_SECONDS = 2
     env = service_env(TASK_HEARTBEAT_SECONDS="0.3")
     steps = [
         ["begin", "daily_sales", 2],
         ["progress", 1, "long step"],
-        ["sleep", 4],
+        ["sleep", 8],
         ["progress", 2, "done"],
         ["complete", {"ok": True}],
     ]
     result: dict = {}
     thread = threading.Thread(target=lambda: result.update(report(steps, env=env)))
     thread.start()
-    time.sleep(3)
-    tracker.fail_stale_tasks()
+    deadline = time.monotonic() + 30
+    row = None
+    while row is None or row.progress_current != 1:
+        assert time.monotonic() < deadline, "the reporter never reported its long step"
+        time.sleep(0.05)
+        row = TaskStatus.objects.filter(operation="daily_sales").first()
+    while time.time() < row.updated_at + settings.TASK_STALE_SECONDS + 1.5:
+        time.sleep(0.1)
+    silent = status_of(row.task_id)
+    assert (silent.version, silent.progress_current) == (row.version, 1)  # no write since
+    assert time.time() - silent.updated_at > settings.TASK_STALE_SECONDS + 1
+    assert tracker.fail_stale_tasks() == 0
     thread.join(30)
     assert result["status"] == "completed"
     row = status_of(result["task_id"])

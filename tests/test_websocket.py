@@ -13,6 +13,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from tasks.models import TaskStatus
 from tests.support.servers import report, running_daphne, service_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -303,7 +304,13 @@ def test_a_client_that_drops_mid_task_catches_up_with_since(live, token, tmp_pat
 
 
 def test_catch_up_then_live_has_no_gap_and_no_reorder(live, token):
-    """Subscribe with since while a job keeps writing: versions only rise, none missing."""
+    """Subscribe with since while a job keeps writing: the first payload is the catch-up
+    of a task midway (not its start), then every later version up to the stored last one,
+    rising, none missing."""
+
+    def version_now() -> int:
+        row = TaskStatus.objects.filter(operation="daily_sales").order_by("-created_at").first()
+        return row.version if row is not None else 0
 
     async def scenario():
         loop = asyncio.get_running_loop()
@@ -311,7 +318,10 @@ def test_catch_up_then_live_has_no_gap_and_no_reorder(live, token):
         steps += [x for i in range(1, 41) for x in (["progress", i, f"{i}"], ["sleep", 0.12])]
         steps += [["complete"]]
         job = loop.run_in_executor(None, report, steps)
-        await asyncio.sleep(1.5)
+        deadline = time.monotonic() + 20
+        while await asyncio.to_thread(version_now) < 5:  # the job is well under way
+            assert time.monotonic() < deadline, "the job never got going"
+            await asyncio.sleep(0.05)
         async with websockets.connect(url(live, token, "since=0")) as ws:
             await recv_json(ws)
             seen = await statuses_until_terminal(ws, timeout=20)
@@ -320,7 +330,10 @@ def test_catch_up_then_live_has_no_gap_and_no_reorder(live, token):
 
     seen = run(scenario())
     versions = [p["version"] for p in seen]
-    assert versions == list(range(versions[0], versions[-1] + 1)), versions
+    stored = TaskStatus.objects.get(pk=seen[0]["task_id"])
+    assert seen[0]["status"] == "processing" and versions[0] >= 5, seen[0]
+    assert versions[0] < stored.version - 5, "caught up too late to test the joint"
+    assert versions == list(range(versions[0], stored.version + 1)), versions
     assert seen[-1]["status"] == "completed"
 
 

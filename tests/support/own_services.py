@@ -458,9 +458,14 @@ async def _close_code_of_handshake(url: str, timeout: float) -> int | None:
                 if frame.get("type") == "subscribed":
                     return None
         except ConnectionClosed as exc:
-            return exc.rcvd.code if exc.rcvd else None
+            # No close frame at all is not "subscribed": it is 1006, an abnormal closure.
+            return exc.rcvd.code if exc.rcvd else ABNORMAL_CLOSURE
+
+
+ABNORMAL_CLOSURE = 1006
 
 
 def handshake_close_code(ws_url: str, token: str, timeout: float = 30) -> int | None:
-    """How a new connection ends: its close code, or None when it was subscribed."""
+    """How a new connection ends: its close code (1006 when dropped without a close
+    frame), or None when it was subscribed."""
     return asyncio.run(_close_code_of_handshake(f"{ws_url}?access_token={token}", timeout))
