@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import re
 import socket
 import ssl
 import uuid
@@ -220,6 +221,11 @@ def test_every_status_nginx_makes_is_json_with_its_request_id_and_hsts(stack, to
         ),
         (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n" + head.encode() + b"\r\n", 414, None),
         (b"GET /metrics HTTP/1.1\r\n" + head.encode() + b"\r\n", 404, "not found"),
+        (
+            b"POST /task-status HTTP/1.1\r\n" + head.encode() + b"Transfer-Encoding: gzip\r\n\r\n",
+            501,
+            "not implemented (an unknown Transfer-Encoding)",
+        ),
     ]
     for data, status, detail in cases:
         for reply in (raw(stack, data), _reply(tls_raw(stack, data))):
@@ -243,6 +249,23 @@ def test_every_status_nginx_makes_is_json_with_its_request_id_and_hsts(stack, to
         status, headers, _ = parse(tls_raw(stack, ask.encode()))
         assert [v for k, v in headers if k == "strict-transport-security"] == [HSTS], path
         assert status in (200, 404) and ("x-content-type-options", "nosniff") in headers
+
+
+def test_every_status_with_a_json_detail_is_caught_by_every_server_s_error_pages():
+    conf = deploy_stack.NGINX_SITE.read_text()
+    detailed = re.search(r"map \$status \$json_error_detail \{(.*?)\}", conf, re.S).group(1)
+    statuses = set(re.findall(r"^\s*(\d{3})\s", detailed, re.M)) - {"431"}  # 494's answer
+    assert {"405", "429", "497", "505", "502", "504", "413", "400"} <= statuses
+    servers = conf.split("\nserver {")[1:]
+    assert len(servers) == 3  # unknown hosts, plain HTTP's redirect, the service
+    for server in servers:
+        caught = {
+            code
+            for line in re.findall(r"^\s*error_page ([^;]*);", server, re.M)
+            for code in line.split()
+            if code.isdigit()
+        }
+        assert statuses | {"494"} <= caught, statuses - caught
 
 
 def _reply(received: bytes) -> Reply:
