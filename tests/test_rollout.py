@@ -200,3 +200,28 @@ def test_the_deploy_script_is_valid_bash_and_follows_the_documented_order():
     assert positions == sorted(positions)
     docs = (ROOT / "docs" / "operations.md").read_text()
     assert "scripts/deploy.sh" in docs
+
+
+def test_gunicorn_reloaded_under_load_answers_every_request(stack):
+    """The deploy's `systemctl reload tasksite-web`: SIGHUP, new workers, the old finish."""
+    web = stack.services["web"]
+    stop, statuses = threading.Event(), []
+
+    def load() -> None:
+        while not stop.is_set():
+            statuses.append(request(stack, "GET", "/healthz").status)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: len(statuses) > 20, 30, "requests before the reload")
+        booted = web.log().count("Booting worker")
+        web.send(signal.SIGHUP)
+        wait_for(lambda: web.log().count("Booting worker") > booted, 30, "a new worker")
+        seen = len(statuses)
+        wait_for(lambda: len(statuses) > seen + 20, 30, "requests after the reload")
+    finally:
+        stop.set()
+        thread.join(30)
+    assert set(statuses) == {200}, [s for s in statuses if s != 200][:5]
+    assert web.running
