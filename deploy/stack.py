@@ -1,9 +1,10 @@
 """``make stack``: the production layout on this machine, behind the shipped nginx.
 
-nginx (deploy/nginx/tasksite.conf, rendered with this stack's ports) on
-http://127.0.0.1:$STACK_PORT sends /ws/ to two daphne processes and the rest to
-gunicorn (deploy/gunicorn.conf.py); a Celery worker runs the jobs and one beat
-the schedules. All of it on PostgreSQL and Redis (``DATABASE_URL``,
+nginx (deploy/nginx/tasksite.conf, rendered with this stack's ports by
+deploy/proxy_conf.py) on http://127.0.0.1:$STACK_PORT, and with TLS (a throwaway
+certificate) on https://localhost:$STACK_TLS_PORT, sends /ws/ to two daphne
+processes and the rest to gunicorn (deploy/gunicorn.conf.py); a Celery worker
+runs the jobs and one beat the schedules. All of it on PostgreSQL and Redis (``DATABASE_URL``,
 ``REDIS_URL``). Ctrl-C (or SIGTERM) stops every process.
 
 tests/test_stack.py starts the same ``Stack`` on the test database.
@@ -14,10 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import grp
 import os
-import pwd
-import re
 import secrets
 import shutil
 import signal
@@ -34,116 +32,30 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from deploy.net import free_port
+from deploy.proxy_conf import (
+    INSTALL_NGINX,
+    NGINX_SITE,
+    ConfError,
+    Tls,
+    find_nginx,
+    limits_from_env,
+    nginx_missing_message,
+    render_main,
+    render_site,
+    throwaway_certificate,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-NGINX_SITE = ROOT / "deploy" / "nginx" / "tasksite.conf"
 GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/tasks"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_PORT = 8080
-INSTALL_NGINX = "apt-get install -y nginx-light"
+DEFAULT_TLS_PORT = 8443
 HOST = "127.0.0.1"
-
-_TAG = re.compile(r"#\s*stack:\s*(web|ws|listen|drop|drop-begin|drop-end)\s*$")
 
 
 class StackError(RuntimeError):
     pass
-
-
-# -- nginx ------------------------------------------------------------------------
-
-
-def find_nginx() -> str | None:
-    """The nginx binary (Debian puts it in /usr/sbin, which a user's PATH may lack)."""
-    found = shutil.which("nginx")
-    if found:
-        return found
-    for candidate in ("/usr/sbin/nginx", "/usr/local/sbin/nginx"):
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-def nginx_missing_message() -> str:
-    prefix = "" if os.geteuid() == 0 else "sudo "
-    return f"nginx is not installed; install it with: {prefix}{INSTALL_NGINX}"
-
-
-def render_site(text: str, *, listen: str, web: list[str], ws: list[str], log_dir: Path) -> str:
-    """The shipped site configuration with this stack's addresses, by its line tags.
-
-    ``# stack: web`` / ``# stack: ws``: the upstream's servers (the first tagged
-    line of each becomes all of them); ``# stack: listen``: ``listen <listen>;``;
-    ``# stack: drop`` and ``drop-begin`` .. ``drop-end``: left out (TLS).
-    /var/log/nginx/ becomes ``log_dir``. Every other line is kept as written.
-    """
-    out: list[str] = []
-    dropping = False
-    done: set[str] = set()
-    for line in text.splitlines():
-        match = _TAG.search(line)
-        tag = match.group(1) if match else None
-        if tag == "drop-begin":
-            if dropping:
-                raise StackError("nested '# stack: drop-begin'")
-            dropping = True
-            continue
-        if tag == "drop-end":
-            if not dropping:
-                raise StackError("'# stack: drop-end' without drop-begin")
-            dropping = False
-            continue
-        if dropping or tag == "drop":
-            continue
-        indent = line[: len(line) - len(line.lstrip())]
-        if tag in ("web", "ws"):
-            if tag not in done:
-                out.extend(
-                    f"{indent}server {address};" for address in (web if tag == "web" else ws)
-                )
-                done.add(tag)
-            continue
-        if tag == "listen":
-            out.append(f"{indent}listen {listen};")
-            done.add(tag)
-            continue
-        out.append(line.replace("/var/log/nginx/", f"{log_dir}/"))
-    if dropping:
-        raise StackError("'# stack: drop-begin' without drop-end")
-    missing = {"web", "ws", "listen"} - done
-    if missing:
-        raise StackError(f"{NGINX_SITE} lacks the tags {sorted(missing)}")
-    return "\n".join(out) + "\n"
-
-
-def render_main(workdir: Path, site: Path, log_dir: Path) -> str:
-    """nginx's main configuration for the stack: in the foreground, everything in workdir."""
-    user = ""
-    if os.geteuid() == 0:
-        # A master started by root hands its workers to this user (nginx's default,
-        # "nobody", with the group Debian gives it).
-        nobody = pwd.getpwnam("nobody")
-        user = f"user nobody {grp.getgrgid(nobody.pw_gid).gr_name};\n"
-    temp = workdir / "temp"
-    return (
-        "daemon off;\n"
-        "master_process on;\n"
-        "worker_processes 1;\n"
-        f"{user}"
-        f"pid {workdir / 'nginx.pid'};\n"
-        "error_log stderr warn;\n"
-        "events { worker_connections 1024; }\n"
-        "http {\n"
-        f"    client_body_temp_path {temp / 'client_body'};\n"
-        f"    proxy_temp_path {temp / 'proxy'};\n"
-        f"    fastcgi_temp_path {temp / 'fastcgi'};\n"
-        f"    uwsgi_temp_path {temp / 'uwsgi'};\n"
-        f"    scgi_temp_path {temp / 'scgi'};\n"
-        f"    access_log {log_dir / 'nginx-default.access.log'};\n"
-        f"    include {site};\n"
-        "}\n"
-    )
 
 
 # -- processes --------------------------------------------------------------------
@@ -228,6 +140,7 @@ class Stack:
         env: dict[str, str],
         *,
         port: int = DEFAULT_PORT,
+        tls_port: int | None = None,
         daphnes: int = 2,
         web_workers: int = 2,
         worker_concurrency: int = 1,
@@ -236,6 +149,7 @@ class Stack:
     ) -> None:
         self.env = {**env, "DJANGO_SETTINGS_MODULE": "tasksite.settings", "PYTHONUNBUFFERED": "1"}
         self.port = port
+        self.tls_port = tls_port or free_port()
         self.nginx = nginx or find_nginx()
         if self.nginx is None:
             raise StackError(nginx_missing_message())
@@ -349,6 +263,11 @@ class Stack:
     def ws_url(self) -> str:
         return f"ws://{HOST}:{self.port}/ws/task-status"
 
+    @property
+    def tls_url(self) -> str:
+        """The TLS side: its certificate names localhost (SNI; an address gets none)."""
+        return f"https://localhost:{self.tls_port}"
+
     def daphnes(self) -> list[Service]:
         return [self.services[f"ws-{port}"] for port in self.ws_ports]
 
@@ -356,15 +275,20 @@ class Stack:
 
     def write_nginx_conf(self) -> Path:
         site = self.workdir / "tasksite.conf"
-        site.write_text(
-            render_site(
+        cert, key = throwaway_certificate(self.workdir)
+        try:
+            text = render_site(
                 NGINX_SITE.read_text(),
                 listen=f"{HOST}:{self.port}",
                 web=[f"{HOST}:{self.web_port}"],
                 ws=[f"{HOST}:{port}" for port in self.ws_ports],
                 log_dir=self.log_dir,
+                tls=Tls(f"{HOST}:{self.tls_port}", cert, key),
+                limits=limits_from_env(self.env),
             )
-        )
+        except ConfError as exc:
+            raise StackError(str(exc)) from exc
+        site.write_text(text)
         main = self.workdir / "nginx.conf"
         main.write_text(render_main(self.workdir, site, self.log_dir))
         return main
@@ -535,6 +459,9 @@ def manage(env: dict[str, str], *args: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=int(os.environ.get("STACK_PORT", DEFAULT_PORT)))
+    parser.add_argument(
+        "--tls-port", type=int, default=int(os.environ.get("STACK_TLS_PORT", DEFAULT_TLS_PORT))
+    )
     parser.add_argument("--daphnes", type=int, default=2)
     parser.add_argument("--web-workers", type=int, default=int(os.environ.get("WEB_WORKERS", "2")))
     args = parser.parse_args(argv)
@@ -555,7 +482,12 @@ def _run(args: argparse.Namespace) -> int:
         url = f"http://{HOST}:{args.port}"
         manage(env, "ensure_local_admin", "--url", url)
         stack = Stack(
-            env, port=args.port, daphnes=args.daphnes, web_workers=args.web_workers, nginx=nginx
+            env,
+            port=args.port,
+            tls_port=args.tls_port,
+            daphnes=args.daphnes,
+            web_workers=args.web_workers,
+            nginx=nginx,
         )
     except (StackError, subprocess.CalledProcessError) as exc:
         print(f"make stack: {exc}", file=sys.stderr)
@@ -575,6 +507,7 @@ def _run(args: argparse.Namespace) -> int:
         f"\nThe production layout is up on {stack.url} (deploy/nginx/tasksite.conf):\n"
         f"  {stack.url}/               the monitor\n"
         f"  {stack.url}/api/docs       the API docs\n"
+        f"  {stack.tls_url}/   the same with TLS (a throwaway certificate)\n"
         f"  {stack.ws_url}   the WebSocket\n"
         f"  nginx -> gunicorn {HOST}:{stack.web_port} and daphne {ws};"
         " a Celery worker and beat\n"

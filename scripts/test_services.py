@@ -21,9 +21,10 @@ For each service, in order:
 the URLs are set or the default ports answer, never touching the machine's servers.
 
 Before anything starts, what is missing from Debian's packages (``postgresql`` and
-``redis-server`` when a throwaway server is needed, ``chromium`` and ``nginx-light``
-for the browser and production-layout tests; ``--no-browser-packages`` leaves those
-two out) is installed with apt-get when running as root; otherwise the script prints
+``redis-server`` when a throwaway server is needed, ``chromium``, ``nginx-light`` and
+``prometheus`` (its ``promtool`` checks the alert rules) for the browser,
+production-layout and alert-rule tests; ``--no-browser-packages`` leaves those three
+out) is installed with apt-get when running as root; otherwise the script prints
 the one ``apt-get install -y ...`` command to run and fails.
 
 Only the standard library: it runs before anything is installed.
@@ -121,6 +122,8 @@ def missing_packages(*, postgres: bool, redis: bool, browser: bool) -> list[str]
             missing.append("chromium")
         if not _executable("nginx", "/usr/sbin/nginx", "/usr/local/sbin/nginx"):
             missing.append("nginx-light")
+        if not _executable("promtool"):
+            missing.append("prometheus")
     return missing
 
 
@@ -144,7 +147,7 @@ def ensure_packages(packages: list[str]) -> None:
         in missing_packages(
             postgres="postgresql" in packages,
             redis="redis-server" in packages,
-            browser=bool({"chromium", "nginx-light"} & set(packages)),
+            browser=bool({"chromium", "nginx-light", "prometheus"} & set(packages)),
         )
     ]
     if still:

@@ -175,6 +175,16 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> obje
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def access_line(stack, request_id: str) -> dict | None:
+    """nginx's JSON access log entry of a request, by its request id (None: not yet)."""
+    path = stack.log_dir / "tasksite.access.log"
+    for line in path.read_text().splitlines() if path.exists() else []:
+        entry = json.loads(line)
+        if entry["request_id"] == request_id:
+            return entry
+    return None
+
+
 def assert_json_error(reply: Reply, status: int, request_id: str | None = None) -> dict:
     """nginx's (or gunicorn's) own error: JSON with a request id, the same as in the header."""
     assert reply.status == status, reply
@@ -212,14 +222,17 @@ async def statuses_until_terminal(ws, task_id: str, timeout: float = 30.0) -> li
 
 def test_the_stack_serves_the_shipped_configuration_changed_only_where_tagged(tmp_path):
     shipped = deploy_stack.NGINX_SITE.read_text()
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     rendered = deploy_stack.render_site(
         shipped,
         listen="127.0.0.1:9",
         web=["127.0.0.1:10"],
         ws=["127.0.0.1:11", "127.0.0.1:12", "127.0.0.1:13"],
         log_dir=tmp_path,
+        tls=deploy_stack.Tls("127.0.0.1:14", cert, key),
+        limits={"WS_CONNECTIONS": "3", "SIGNIN_RATE": "2r/s"},
     ).splitlines()
-    tag = re.compile(r"#\s*stack:\s*[\w-]+\s*$")
+    tag = re.compile(r"#\s*stack:\s*[\w -]+$")
     kept, dropping = [], False
     for line in shipped.splitlines():
         if line.strip() in ("# stack: drop-begin", "# stack: drop-end"):
@@ -227,16 +240,30 @@ def test_the_stack_serves_the_shipped_configuration_changed_only_where_tagged(tm
         elif not dropping and not tag.search(line):
             kept.append(line.replace("/var/log/nginx/", f"{tmp_path}/"))
     assert [line for line in rendered if line in kept] == kept, "untagged lines kept in order"
-    assert "    listen 127.0.0.1:9;" in rendered
-    assert [line.strip() for line in rendered if line.strip().startswith("server 127.")] == [
+    directives = [line.split("#")[0].strip() for line in rendered]
+    assert [d for d in directives if d.startswith("listen")] == [
+        "listen 127.0.0.1:9 default_server;",
+        "listen 127.0.0.1:14 ssl http2 default_server;",
+        "listen 127.0.0.1:14 ssl http2;",
+        "listen 127.0.0.1:9;",
+    ]
+    assert [d for d in directives if d.startswith("server 127.")] == [
         "server 127.0.0.1:10;",
         "server 127.0.0.1:11;",
         "server 127.0.0.1:12;",
         "server 127.0.0.1:13;",
     ]
-    directives = [line.split("#")[0].strip() for line in rendered]
-    stray = [d for d in directives if d.startswith(("ssl_", "return 301", "listen"))]
-    assert stray == ["listen 127.0.0.1:9;"]
+    assert f"ssl_certificate {cert};" in directives
+    assert not [d for d in directives if d.startswith("return 301")]
+    assert "server_name 127.0.0.1 localhost;" in directives
+    assert "limit_conn tasksite_ws_conn 3;" in directives
+    assert any(d.endswith("zone=tasksite_signin:10m rate=2r/s;") for d in directives)
+    # Without TLS (the benchmarks), its listens and certificate are left out.
+    plain = deploy_stack.render_site(
+        shipped, listen="127.0.0.1:9", web=["127.0.0.1:10"], ws=["127.0.0.1:11"], log_dir=tmp_path
+    )
+    assert " ssl" not in "".join(re.findall(r"listen [^;]*;", plain))
+    assert "ssl_certificate " not in plain
 
 
 def test_the_limits_of_nginx_gunicorn_and_django_agree():
@@ -250,7 +277,11 @@ def test_the_limits_of_nginx_gunicorn_and_django_agree():
     assert size - 2 == LINE_LIMIT == gunicorn["limit_request_line"]
     assert gunicorn["limit_request_field_size"] >= size
     assert gunicorn["limit_request_fields"] >= count * size // len("a:b\r\n")
-    assert "proxy_intercept_errors on" not in conf
+    # The app's errors pass through untouched; only daphne's bodiless handshake refusals
+    # (/ws/) are replaced by nginx's JSON.
+    ws_block = conf[conf.index("location /ws/ {") :].split("\n    }\n")[0]
+    assert conf.count("proxy_intercept_errors on;") == ws_block.count("proxy_intercept_errors on;")
+    assert "proxy_intercept_errors off;" in conf
 
 
 def test_the_environment_example_names_every_setting_the_app_reads(tmp_path):
@@ -299,13 +330,15 @@ def test_rest_through_nginx_keeps_the_request_id_in_the_response_and_the_log(sta
     )
     assert reply.status == 200 and reply.json() == [] and reply.from_app, reply
     assert reply.headers["x-request-id"] == rid
-    web, access = stack.services["web"], stack.log_dir / "tasksite.access.log"
+    web = stack.services["web"]
     wait_for(
         lambda: f"[{rid}] GET /task-status?operation=daily_sales 200" in web.log(),
         5,
         "the app's access line",
     )
-    wait_for(lambda: f"request_id={rid} " in access.read_text(), 5, "nginx's access line")
+    line = wait_for(lambda: access_line(stack, rid), 5, "nginx's access line")
+    assert line["path"] == "/task-status" and line["status"] == 200, line  # no query
+    assert float(line["upstream_response_time"]) >= 0 and line["user_agent"] == "", line
 
     # None sent, or one the app would not accept: nginx's own, used by the app as well.
     for sent in ({}, {"X-Request-ID": "not a safe id"}):
@@ -438,14 +471,8 @@ def test_gunicorn_down_is_a_json_502_until_it_is_back(stack, token):
         body = assert_json_error(reply, 502, "web-down")
         assert body["detail"] == "the service is unavailable; try again later"
         assert reply.headers["retry-after"] == "5"
-        wait_for(
-            lambda: (
-                "request_id=web-down upstream="
-                in (stack.log_dir / "tasksite.access.log").read_text()
-            ),
-            5,
-            "nginx's access line",
-        )
+        line = wait_for(lambda: access_line(stack, "web-down"), 5, "nginx's access line")
+        assert line["status"] == 502 and line["upstream_status"] == "502", line
     finally:
         stack.start_service("web")
     assert request(stack, "GET", "/healthz").status == 200
@@ -544,9 +571,8 @@ def test_the_stack_s_logs_hold_no_token(stack, token):
     headers = {"X-Request-ID": "doc-link", "Authorization": f"Bearer {token}"}
     reply = request(stack, "GET", f"/documents/{link}", headers)
     assert reply.status in (403, 404, 410), reply.status  # 404: no reader role
-    access = stack.log_dir / "tasksite.access.log"
-    wait_for(lambda: "request_id=doc-link" in access.read_text(), 5, "nginx's access line")
-    assert "/documents/[REDACTED]" in access.read_text()
+    line = wait_for(lambda: access_line(stack, "doc-link"), 5, "nginx's access line")
+    assert line["path"] == "/documents/[REDACTED]", line
     for path in Path(stack.log_dir).iterdir():
         text = path.read_text(errors="replace")
         assert token not in text, path.name
