@@ -67,16 +67,21 @@ class FoodHandler:
     card: Card | None
 
 
-def storable(value: str) -> bool:
-    """Text a column can take: no control character (PostgreSQL refuses NUL) and valid
-    UTF-8 (a JSON ``\\ud800`` decodes to an unpaired surrogate no database encodes)."""
+def unstorable(value: str) -> str:
+    """Why a column cannot take ``value`` ("" when it can): a control character
+    (PostgreSQL refuses NUL), or not UTF-8 (a JSON ``\\ud800`` decodes to an unpaired
+    surrogate that no database encodes)."""
     if any(ord(char) < 32 or ord(char) == 127 for char in value):
-        return False
+        return "holds a control character"
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        return False
-    return True
+        return "is not valid text (an unpaired surrogate)"
+    return ""
+
+
+def storable(value: str) -> bool:
+    return not unstorable(value)
 
 
 @overload
@@ -100,8 +105,8 @@ def _date(value: Any, where: str, *, required: bool = True) -> date | None:
 def _fits(value: str, key: str, where: str) -> str:
     if len(value) > MAX_LENGTHS[key]:
         raise MalformedData(f"{where}: {key} longer than {MAX_LENGTHS[key]} characters")
-    if not storable(value):
-        raise MalformedData(f"{where}: {key} holds a control character or invalid text")
+    if why := unstorable(value):
+        raise MalformedData(f"{where}: {key} {why}")
     return value
 
 
