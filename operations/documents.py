@@ -8,8 +8,11 @@ name never changes meaning.
 A link is a token signed with ``django.core.signing`` under a salt of its own, so
 no other signed value of the project can pass for one. It carries the storage
 name (a content hash: nothing to count up or guess) and the download filename,
-and expires ``DOCUMENT_LINK_SECONDS`` after it was made. Signed, not encrypted:
-it shows which document it opens, which only a holder of the link sees anyway.
+and expires ``DOCUMENT_LINK_SECONDS`` after it was made; a certificate's link also
+carries its employee id, so that it answers 410 once that person has left the
+roster for longer than the retention (``operations.food_handler_retention``) even
+when the file is still in storage. Signed, not encrypted: it shows which document
+it opens, which only a holder of the link sees anyway.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ FOLDERS = ("certificates", "packets")
 _NAME = re.compile(r"food-handler/(certificates|packets)/[0-9a-f]{64}\.pdf")
 _FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,150}\.pdf")
 _NOT_IN_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
+MAX_EMPLOYEE_ID = 64
 
 
 class BadLink(Exception):
@@ -48,6 +52,7 @@ class DocumentGone(Exception):
 class Link:
     name: str
     filename: str
+    employee: str = ""
 
 
 def storage() -> Storage:
@@ -58,19 +63,30 @@ def sha256(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 
 
+def name_for(folder: str, digest: str) -> str:
+    """The storage name of the document of hash ``digest`` in ``folder``."""
+    if folder not in FOLDERS:
+        raise ValueError(f"unknown document folder {folder!r}")
+    return f"food-handler/{folder}/{digest}.pdf"
+
+
 def store(folder: str, content: bytes) -> tuple[str, str]:
     """Save ``content`` as ``food-handler/<folder>/<sha256>.pdf`` unless it is there already;
     returns (storage name, hash)."""
-    if folder not in FOLDERS:
-        raise ValueError(f"unknown document folder {folder!r}")
     digest = sha256(content)
-    name = f"food-handler/{folder}/{digest}.pdf"
+    name = name_for(folder, digest)
     target = storage()
     if not target.exists(name):
         saved = target.save(name, ContentFile(content))
         if saved != name:  # a concurrent run stored the same bytes first: keep one copy
             target.delete(saved)
     return name, digest
+
+
+def delete(name: str) -> None:
+    """Remove ``name`` from storage (nothing when it is already gone)."""
+    if _NAME.fullmatch(name):
+        storage().delete(name)
 
 
 def exists(name: str) -> bool:
@@ -102,16 +118,22 @@ def download_filename(stem: str) -> str:
     return f"{_NOT_IN_FILENAME.sub('_', stem)}.pdf"
 
 
-def sign(name: str, filename: str) -> str:
-    """A token for ``name``, downloaded as ``filename``; valid for DOCUMENT_LINK_SECONDS."""
-    if not _NAME.fullmatch(name) or not _FILENAME.fullmatch(filename):
+def sign(name: str, filename: str, employee: str = "") -> str:
+    """A token for ``name``, downloaded as ``filename`` (the certificate of ``employee``,
+    when given); valid for DOCUMENT_LINK_SECONDS."""
+    if (
+        not _NAME.fullmatch(name)
+        or not _FILENAME.fullmatch(filename)
+        or len(employee) > MAX_EMPLOYEE_ID
+    ):
         raise ValueError(f"not a document link: {name!r} as {filename!r}")
-    return signing.dumps({"n": name, "f": filename}, salt=SALT, compress=True)
+    data = {"n": name, "f": filename} | ({"e": employee} if employee else {})
+    return signing.dumps(data, salt=SALT, compress=True)
 
 
-def link_path(name: str, filename: str) -> str:
+def link_path(name: str, filename: str, employee: str = "") -> str:
     """The site path (``/documents/<token>``) that downloads ``name`` as ``filename``."""
-    return reverse("document-download", kwargs={"token": sign(name, filename)})
+    return reverse("document-download", kwargs={"token": sign(name, filename, employee)})
 
 
 def unsign(token: str) -> Link:
@@ -127,12 +149,14 @@ def unsign(token: str) -> Link:
         raise BadLink("invalid link") from exc
     if not isinstance(data, dict):
         raise BadLink("invalid link")
-    name, filename = data.get("n"), data.get("f")
+    name, filename, employee = data.get("n"), data.get("f"), data.get("e", "")
     if not (
         isinstance(name, str)
         and isinstance(filename, str)
+        and isinstance(employee, str)
         and _NAME.fullmatch(name)
         and _FILENAME.fullmatch(filename)
+        and len(employee) <= MAX_EMPLOYEE_ID
     ):
         raise BadLink("invalid link")
-    return Link(name, filename)
+    return Link(name, filename, employee)

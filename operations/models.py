@@ -1,6 +1,6 @@
 """What the jobs store: sales summaries, meal period violations, invoices, the sync
 watermark, AP batches, job leases, tip shares and statements, food handler
-certificates and packets.
+certificates and packets (current, archived, and who left when).
 
 Every table is keyed so that a re-run or a second run at the same time
 replaces or skips, never duplicates: summaries on (business_date, location),
@@ -17,6 +17,7 @@ import uuid
 from decimal import Decimal
 
 from django.db import models
+from django.utils import timezone
 
 from tasks.models import Operation
 
@@ -386,6 +387,51 @@ class FoodHandlerPacket(models.Model):
 
     def __str__(self) -> str:
         return f"packet {self.location_id} ({self.as_of})"
+
+
+class FoodHandlerArchivedPacket(models.Model):
+    """A packet that is not a location's current one: a report (``update_food_handler_pdfs``
+    as of a past date, which changes no current record) or a current packet since replaced.
+    Kept ``FOOD_HANDLER_RETENTION_DAYS`` after ``archived_at``, then deleted with its file."""
+
+    class Kind(models.TextChoices):
+        REPORT = "report"
+        SUPERSEDED = "superseded"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    location_id = models.CharField(max_length=32)
+    location_name = models.CharField(max_length=200, blank=True, default="")
+    document = models.CharField(max_length=255)
+    content_hash = models.CharField(max_length=64)
+    counts = models.JSONField(default=dict)
+    as_of = models.DateField()
+    task_id = models.CharField(max_length=36, blank=True, default="")
+    archived_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-archived_at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} packet {self.location_id} ({self.as_of})"
+
+
+class FoodHandlerDeparture(models.Model):
+    """An employee who left the roster (or stopped handling food), and the certificate we
+    held for them: deleted from storage ``FOOD_HANDLER_RETENTION_DAYS`` after
+    ``departed_at`` (``purged_at``), when the person is still gone. Removed when they
+    come back, and once no link signed before the purge can still be valid."""
+
+    employee_id = models.CharField(max_length=64, unique=True)
+    location_id = models.CharField(max_length=32)
+    document = models.CharField(max_length=255, blank=True, default="")
+    departed_at = models.DateTimeField(default=timezone.now, db_index=True)
+    purged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["departed_at"]
+
+    def __str__(self) -> str:
+        return f"{self.employee_id} left {self.departed_at:%Y-%m-%d}"
 
 
 def validate_email_list(value: str) -> None:

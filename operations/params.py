@@ -205,16 +205,21 @@ class FoodHandlerParams(StrictParams):
         allow_empty=True,
         help_text="Location ids; default every location of the roster.",
     )
-    as_of = serializers.DateField(
-        required=False, help_text="Date the statuses are computed for; default today."
+    as_of = BusinessDateField(
+        required=False,
+        help_text=(
+            "Date the statuses are computed for; default today. A past date is a report: "
+            "a packet of its own, no stored status or current packet changed."
+        ),
     )
 
     def validate_locations(self, value: list[str]) -> list[str]:
         return list(dict.fromkeys(value))
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # No default date here: the job takes today when it runs, so that a launch just
+        # before midnight is still today's run, not a report of yesterday.
         attrs.setdefault("locations", [])
-        attrs.setdefault("as_of", timezone.localdate())
         return attrs
 
 

@@ -4,7 +4,8 @@ Authenticated like every endpoint, and only for those who may see that
 operation's tasks (the personal-data reader role, or staff): anyone else gets the
 404 of a document that does not exist. Every refusal is the project's JSON error
 (``tasks.exceptions``), never a file: an altered, unknown or oversized token is
-403, an expired link or a document gone from storage 410.
+403; an expired link, a document gone from storage, or the certificate of someone who
+left the roster longer than ``FOOD_HANDLER_RETENTION_DAYS`` ago (file or not) is 410.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from tasks.auth.permissions import (
     request_identity,
 )
 
-from . import documents, overview
+from . import documents, food_handler_retention, overview
 from .schema import OperationsSerializer, OperationStatsSerializer
 
 logger = logging.getLogger(__name__)
@@ -65,11 +66,14 @@ class DocumentView(APIView):
         if not can_see_operation(request.user, OPERATION, request_identity(request)):
             raise exceptions.NotFound("no such document")
         try:
-            return documents.unsign(token)
+            link = documents.unsign(token)
         except documents.LinkExpired:
             raise Gone("this link has expired; run get_food_handler_links for new links") from None
         except documents.BadLink:
             raise exceptions.PermissionDenied("invalid link") from None
+        if link.employee and food_handler_retention.departed_past_retention(link.employee):
+            raise Gone("this document belonged to someone no longer on the roster")
+        return link
 
     @staticmethod
     def _response(link: documents.Link, body: bytes, length: int) -> HttpResponse:

@@ -389,6 +389,16 @@ DOCUMENT_STORAGE_OPTIONS = json.loads(os.environ.get("DOCUMENT_STORAGE_OPTIONS")
 # How long a signed document link (get_food_handler_links) stays valid.
 DOCUMENT_LINK_SECONDS = env_int("DOCUMENT_LINK_SECONDS", 7 * 24 * 3600)
 
+# Food handler certificates (update_food_handler_pdfs, docs/jobs.md). A certificate is a
+# card or two: a file with more pages, or whose streams inflate past the bound (a scan at
+# 300 dpi in colour is about 25 MB inflated), or that takes longer to check, is refused.
+FOOD_HANDLER_PDF_MAX_PAGES = env_int("FOOD_HANDLER_PDF_MAX_PAGES", 20)
+FOOD_HANDLER_PDF_MAX_INFLATED_BYTES = env_int("FOOD_HANDLER_PDF_MAX_INFLATED_BYTES", 50_000_000)
+FOOD_HANDLER_PDF_CHECK_SECONDS = float(os.environ.get("FOOD_HANDLER_PDF_CHECK_SECONDS") or 10)
+# Days the certificate of someone who left the roster, and a packet that is no longer
+# current (a report, a replaced packet), are kept before they are deleted from storage.
+FOOD_HANDLER_RETENTION_DAYS = env_int("FOOD_HANDLER_RETENTION_DAYS", 90)
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = os.environ.get("TIME_ZONE", "America/New_York")
 USE_I18N = True

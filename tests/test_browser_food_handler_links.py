@@ -17,7 +17,7 @@ from tests.support import browser as chromium
 from tests.support.browser import log_in, watch
 from tests.support.jobs import run_job
 from tests.support.servers import Daphne, service_env
-from tests.test_operations_food_handlers import AS_OF, ROSTER, food_handlers_by_id
+from tests.test_operations_food_handlers import ROSTER, expected_statuses, food_handlers_by_id
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 browser, context = chromium.browser, chromium.context  # the fixtures, one browser per module
@@ -55,9 +55,7 @@ def links_task(settings, documents_dir):
             "OPTIONS": {"location": str(documents_dir)},
         },
     }
-    checked = run_job(
-        "update_food_handler_pdfs", {"as_of": AS_OF.isoformat(), "locations": ["L01", "L08"]}
-    )
+    checked = run_job("update_food_handler_pdfs", {"locations": ["L01", "L08"]})
     assert checked.status == "completed_with_errors", checked.error
     task = run_job("get_food_handler_links")
     assert task.status == "completed", task.error
@@ -95,18 +93,15 @@ def test_the_links_show_as_a_table_and_download_pdfs(
         else:
             expect(certificate).to_have_count(0)
             expect(line).to_contain_text("none on file")
-    # The sample's statuses, as the page shows them.
+    # The sample's statuses as of today (the rule, applied by the test), as the page shows them.
+    picked = ("L01-E011", "L01-E024", "L01-E032", "L01-E043", "L01-E071")
     shown = {
         emp_id: l01.locator(f'tr[data-employee-id="{emp_id}"] .badge').text_content()
-        for emp_id in ("L01-E011", "L01-E024", "L01-E032", "L01-E043", "L01-E071")
+        for emp_id in picked
     }
-    assert shown == {
-        "L01-E011": "expiring",
-        "L01-E024": "expired",
-        "L01-E032": "overdue",
-        "L01-E043": "missing",
-        "L01-E071": "overdue",
-    }
+    expected = expected_statuses()
+    assert shown == {emp_id: expected[emp_id] for emp_id in picked}
+    assert shown["L01-E071"] == "overdue"  # its certificate is missing at the source
 
     # A click downloads the certificate: the stored bytes.
     first = l01.locator('tr[data-employee-id="L01-E001"]').get_by_role("link")

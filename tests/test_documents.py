@@ -26,7 +26,7 @@ LOCATIONS = ["L01", "L08"]  # L01: a certificate missing at the source; L08: an 
 
 @pytest.fixture
 def checked(sample_roster):
-    task = run_job("update_food_handler_pdfs", {"as_of": AS_OF.isoformat(), "locations": LOCATIONS})
+    task = run_job("update_food_handler_pdfs", {"locations": LOCATIONS})
     assert task.status == "completed_with_errors", task.error
     return sample_roster
 
@@ -238,7 +238,7 @@ def test_links_need_records_and_known_locations(sample_roster):
     none = run_job("get_food_handler_links")
     assert none.status == "failed"
     assert none.error == "no food handler records yet; run update_food_handler_pdfs first"
-    run_job("update_food_handler_pdfs", {"as_of": AS_OF.isoformat(), "locations": ["L02"]})
+    run_job("update_food_handler_pdfs", {"locations": ["L02"]})
     unknown = run_job("get_food_handler_links", {"locations": ["L02", "L09"]})
     assert unknown.status == "failed" and unknown.error.startswith("unknown location(s): L09")
     one = run_job("get_food_handler_links", {"locations": ["L02"]})

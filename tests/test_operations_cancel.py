@@ -50,15 +50,13 @@ def test_email_tips_cancelled_sends_nothing(all_sources):
 
 
 def test_food_handler_pdfs_cancelled_stores_no_certificate(all_sources):
-    outcome, error = cancelled_run(
-        "update_food_handler_pdfs", {"as_of": "2025-06-15", "locations": ["L01"]}
-    )
+    outcome, error = cancelled_run("update_food_handler_pdfs", {"locations": ["L01"]})
     assert (outcome, error) == ("cancelled", "cancelled by payroll lead")
     assert not FoodHandlerCertificate.objects.exists()
 
 
 def test_food_handler_links_cancelled_has_no_links(all_sources):
-    done = run_job("update_food_handler_pdfs", {"as_of": "2025-06-15", "locations": ["L01"]})
+    done = run_job("update_food_handler_pdfs", {"locations": ["L01"]})
     assert done.status in ("completed", "completed_with_errors"), done.error
     outcome, error = cancelled_run("get_food_handler_links", {"locations": ["L01"]})
     assert (outcome, error) == ("cancelled", "cancelled by payroll lead")

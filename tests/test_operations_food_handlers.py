@@ -1,6 +1,7 @@
 """update_food_handler_pdfs on the sample roster: statuses recomputed from employees.json,
 the deliberately bad certificates refused, real PDFs stored by hash, packets that parse,
-and re-runs that fetch and store nothing new (file and HTTP sources alike)."""
+and re-runs that fetch and store nothing new (file and HTTP sources alike). These runs
+are as of today, the only date that changes the record (reports: test_food_handler_reports)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 from pypdf import PdfReader, PdfWriter
 
 from operations import pdfs
@@ -30,7 +32,8 @@ from tests.support.watch import launch_and_watch
 from tests.test_operations_celery import celery_process, env_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
-AS_OF = date(2025, 6, 15)
+AS_OF = date(2025, 6, 15)  # the date the sample's documented figures are for (a report)
+FAR = "2099-01-01"  # a card that is valid whatever today is
 ROSTER = SAMPLE / "roster"
 STATUSES = ["valid", "expiring", "expired", "missing", "overdue"]
 # Documented in sample_data/README.md; checked against the files below, not trusted.
@@ -44,6 +47,10 @@ BAD = {
     "L01-E071": "missing",
     "L10-E001": "missing",
 }
+
+
+def today() -> date:
+    return timezone.localdate()
 
 
 def employees(root: Path = ROSTER) -> list[dict]:
@@ -64,8 +71,9 @@ def looks_like_a_pdf(path: Path) -> bool:
     return len(PdfReader(io.BytesIO(data)).pages) >= 1
 
 
-def expected_statuses(as_of: date = AS_OF, root: Path = ROSTER) -> dict[str, str]:
-    """The rule again, straight from employees.json and the files."""
+def expected_statuses(as_of: date | None = None, root: Path = ROSTER) -> dict[str, str]:
+    """The rule again, straight from employees.json and the files (as of today)."""
+    as_of = as_of or today()
     out = {}
     for emp_id, e in food_handlers_by_id(root).items():
         card = e["food_handler"]
@@ -171,22 +179,16 @@ def test_statuses_errors_documents_and_packets_match_the_roster(sample_roster, e
     assert unreadable == set(BAD)
     statuses = expected_statuses()
 
-    task = run_job("update_food_handler_pdfs", {"as_of": AS_OF.isoformat()})
+    task = run_job("update_food_handler_pdfs")  # as of today: the record
 
     assert task.status == "completed_with_errors", task.error
+    assert task.result["as_of"] == today().isoformat() and task.result["report"] is False
     counts = expected_counts(statuses)
     assert task.result["locations"] == counts
     assert task.result["checked"] == sorted(counts)
     assert task.progress == {"current": 12, "total": 12, "message": task.progress_message}
     totals = Counter(statuses.values())
     assert task.result["totals"] == {s: totals[s] for s in STATUSES}
-    assert task.result["totals"] == {
-        "valid": 717,
-        "expiring": 15,
-        "expired": 15,
-        "missing": 8,
-        "overdue": 20,
-    }
     assert task.result["food_handlers"] == len(handlers) == 775
     # Only ids in the result: no employee's name.
     text = json.dumps(task.result)
@@ -229,7 +231,7 @@ def test_statuses_errors_documents_and_packets_match_the_roster(sample_roster, e
         content = (sample_roster / packet.document).read_bytes()
         assert packet.document == f"food-handler/packets/{packet.content_hash}.pdf"
         assert hashlib.sha256(content).hexdigest() == packet.content_hash
-        assert packet.counts == counts[packet.location_id] and packet.as_of == AS_OF
+        assert packet.counts == counts[packet.location_id] and packet.as_of == today()
         mine = sorted(
             (e for e in handlers.values() if e["location_id"] == packet.location_id),
             key=lambda e: (e["name"].lower(), e["employee_id"]),
@@ -239,7 +241,8 @@ def test_statuses_errors_documents_and_packets_match_the_roster(sample_roster, e
         cover_pages = len(reader.pages) - len(current)  # each sample certificate is one page
         assert 1 <= cover_pages <= 4
         cover = "\n".join(page.extract_text() for page in reader.pages[:cover_pages])
-        assert f"Location {packet.location_id}" in cover and AS_OF.isoformat() in cover
+        assert f"Location {packet.location_id}" in cover and today().isoformat() in cover
+        assert "REPORT" not in cover
         for e in mine:
             if e["food_handler"]:
                 assert e["food_handler"]["card_number"] in cover, e["employee_id"]
@@ -254,7 +257,7 @@ def test_a_second_run_fetches_and_stores_nothing_new_over_http(settings, doc_sto
         settings.ROSTER_SOURCE_URL = f"{server.base}/roster"
         settings.SOURCE_TOKEN = "test-token"
         settings.SOURCE_PAGE_SIZE = 100  # the roster comes in several pages
-        first = run_job("update_food_handler_pdfs", {"as_of": AS_OF.isoformat()})
+        first = run_job("update_food_handler_pdfs")
         assert first.status == "completed_with_errors", first.error
         on_disk = sum(
             1
@@ -265,7 +268,7 @@ def test_a_second_run_fetches_and_stores_nothing_new_over_http(settings, doc_sto
         files, state = stored_files(doc_storage), stored_state()
         server.answered.clear()
 
-        second = run_job("update_food_handler_pdfs", {"as_of": AS_OF.isoformat()})
+        second = run_job("update_food_handler_pdfs")
 
         assert certificate_answers(server) == {304: on_disk, 404: 2}  # not one download
     assert stored_files(doc_storage) == files
@@ -280,11 +283,11 @@ def test_a_second_run_fetches_and_stores_nothing_new_over_http(settings, doc_sto
 
 
 def test_file_and_http_sources_agree_and_a_file_rerun_stores_nothing(settings, sample_roster):
-    by_file = run_job("update_food_handler_pdfs", {"as_of": AS_OF.isoformat()})
+    by_file = run_job("update_food_handler_pdfs")
     files, state = stored_files(sample_roster), stored_state()
     etags = dict(FoodHandlerCertificate.objects.values_list("employee_id", "source_etag"))
     packets = dict(FoodHandlerPacket.objects.values_list("location_id", "content_hash"))
-    again = run_job("update_food_handler_pdfs", {"as_of": AS_OF.isoformat()})
+    again = run_job("update_food_handler_pdfs")
     assert without_reasons(again.result) == without_reasons(by_file.result)
     assert stored_files(sample_roster) == files and stored_state() == state
     assert dict(FoodHandlerCertificate.objects.values_list("employee_id", "source_etag")) == etags
@@ -295,7 +298,7 @@ def test_file_and_http_sources_agree_and_a_file_rerun_stores_nothing(settings, s
     with counting_server() as server:
         settings.ROSTER_SOURCE_URL = f"{server.base}/roster"
         settings.SOURCE_TOKEN = "test-token"
-        by_http = run_job("update_food_handler_pdfs", {"as_of": AS_OF.isoformat()})
+        by_http = run_job("update_food_handler_pdfs")
     assert by_http.result == by_file.result  # the same reasons too: none names the source
     assert stored_state() == state
     assert dict(FoodHandlerPacket.objects.values_list("location_id", "content_hash")) == packets
@@ -303,9 +306,7 @@ def test_file_and_http_sources_agree_and_a_file_rerun_stores_nothing(settings, s
 
 
 def test_locations_filter_and_unknown_locations(sample_roster):
-    task = run_job(
-        "update_food_handler_pdfs", {"as_of": AS_OF.isoformat(), "locations": ["L03", "L01"]}
-    )
+    task = run_job("update_food_handler_pdfs", {"locations": ["L03", "L01"]})
     assert task.result["checked"] == ["L03", "L01"]
     assert set(task.result["locations"]) == {"L01", "L03"}
     assert set(FoodHandlerCertificate.objects.values_list("location_id", flat=True)) == {
@@ -313,16 +314,14 @@ def test_locations_filter_and_unknown_locations(sample_roster):
         "L03",
     }
     assert task.result["locations"]["L03"] == expected_counts(expected_statuses())["L03"]
-    bad = run_job(
-        "update_food_handler_pdfs", {"as_of": AS_OF.isoformat(), "locations": ["L01", "L99", "X"]}
-    )
+    bad = run_job("update_food_handler_pdfs", {"locations": ["L01", "L99", "X"]})
     assert bad.status == "failed" and bad.error == "unknown location(s): L99, X"
 
 
 def test_an_unusable_roster_source_fails_the_task(settings, doc_storage):
     settings.ROSTER_SOURCE_URL = "http://127.0.0.1:9/roster"
     settings.SOURCE_MAX_RETRIES = 0
-    task = run_job("update_food_handler_pdfs", {"as_of": AS_OF.isoformat()})
+    task = run_job("update_food_handler_pdfs")
     assert task.status == "failed" and task.error.startswith("roster source unusable:")
 
 
@@ -345,7 +344,7 @@ def person(
     *,
     hired: str,
     card: str | None = None,
-    expires: str = "2027-01-01",
+    expires: str = FAR,
     job: str = "Line Cook",
 ) -> dict:
     return {
@@ -388,15 +387,17 @@ def own_roster(settings, tmp_path, doc_storage) -> Path:
 
 
 def test_a_changed_roster_between_runs(own_roster, doc_storage, errors):
+    soon = (today() + timedelta(days=5)).isoformat()
+    recently = (today() - timedelta(days=14)).isoformat()
     people = [
         person("L01-E001", "Ana Silva", hired="2020-01-01", card="C-1"),
-        person("L01-E002", "Bo Chen", hired="2020-01-01", card="C-2", expires="2025-06-20"),
-        person("L01-E003", "Zoë Ñandú Łukasz 王", hired="2025-06-01"),  # missing: new hire
+        person("L01-E002", "Bo Chen", hired="2020-01-01", card="C-2", expires=soon),
+        person("L01-E003", "Zoë Ñandú Łukasz 王", hired=recently),  # missing: new hire
         {**person("L01-E004", "Cy Host", hired="2020-01-01"), "handles_food": False},
         person("L02-E001", "Di Park", hired="2020-01-01", card="C-9"),
     ]
     write_roster(own_roster, people)
-    first = run_job("update_food_handler_pdfs", {"as_of": AS_OF.isoformat()})
+    first = run_job("update_food_handler_pdfs")
     assert first.status == "completed", first.error
     assert first.result["locations"]["L01"] == {
         "valid": 1,
@@ -411,13 +412,13 @@ def test_a_changed_roster_between_runs(own_roster, doc_storage, errors):
     # E001's certificate is replaced by an error page: refused, the accepted PDF of the same
     # card stays on file; E002 gets a new card (a new PDF); E003 leaves the location.
     (own_roster / "certificates" / "C-1.pdf").write_bytes(b"<html>gateway timeout</html>")
-    people[1] = person("L01-E002", "Bo Chen", hired="2020-01-01", card="C-3", expires="2028-06-20")
+    people[1] = person("L01-E002", "Bo Chen", hired="2020-01-01", card="C-3", expires=FAR)
     write_roster(
         own_roster,
         [people[0], people[1], people[3], people[4]],
-        pdf={"C-3": certificate("Bo Chen", "C-3", "2028-06-20")},
+        pdf={"C-3": certificate("Bo Chen", "C-3", FAR)},
     )
-    second = run_job("update_food_handler_pdfs", {"as_of": AS_OF.isoformat(), "locations": ["L01"]})
+    second = run_job("update_food_handler_pdfs", {"locations": ["L01"]})
     assert second.status == "completed_with_errors"
     assert list(second.result["failed"]) == ["L01-E001"]
     assert errors[-1].startswith("L01-E001 Ana Silva: certificate C-1 refused: not a PDF")
@@ -427,17 +428,17 @@ def test_a_changed_roster_between_runs(own_roster, doc_storage, errors):
     assert rows["L01-E002"].card_number == "C-3" and rows["L01-E002"].status == "valid"
     assert rows["L01-E002"].document != ""
     # A third run still reports the bad file (it is fetched again: we hold the older one).
-    third = run_job("update_food_handler_pdfs", {"as_of": AS_OF.isoformat(), "locations": ["L01"]})
+    third = run_job("update_food_handler_pdfs", {"locations": ["L01"]})
     assert list(third.result["failed"]) == ["L01-E001"]
     assert FoodHandlerCertificate.objects.get(employee_id="L01-E001").document == kept
 
 
 def test_a_document_lost_from_storage_is_fetched_again(own_roster, doc_storage):
     write_roster(own_roster, [person("L01-E001", "Ana Silva", hired="2020-01-01", card="C-1")])
-    run_job("update_food_handler_pdfs", {"as_of": AS_OF.isoformat()})
+    run_job("update_food_handler_pdfs")
     row = FoodHandlerCertificate.objects.get()
     (doc_storage / row.document).unlink()
-    task = run_job("update_food_handler_pdfs", {"as_of": AS_OF.isoformat()})
+    task = run_job("update_food_handler_pdfs")
     assert task.status == "completed"
     assert (doc_storage / row.document).read_bytes() == (
         own_roster / "certificates" / "C-1.pdf"
@@ -450,7 +451,7 @@ def test_a_malformed_record_is_an_error_and_the_rest_goes_on(own_roster, errors)
         {**person("L01-E002", "Bo Chen", hired="someday"), "hire_date": "someday"},
     ]
     write_roster(own_roster, people)
-    task = run_job("update_food_handler_pdfs", {"as_of": AS_OF.isoformat()})
+    task = run_job("update_food_handler_pdfs")
     assert task.status == "completed_with_errors"
     assert errors == [
         "malformed roster record: employee L01-E002 hire_date: 'someday' is not a date"
@@ -482,8 +483,8 @@ def test_records_our_columns_or_dates_cannot_hold_are_errors_and_the_rest_goes_o
         else:
             record["food_handler"][key] = value
         people.append(record)
-    write_roster(own_roster, people, pdf={"C-1": certificate("Ana Silva", "C-1", "2027-01-01")})
-    task = run_job("update_food_handler_pdfs", {"as_of": AS_OF.isoformat()})
+    write_roster(own_roster, people, pdf={"C-1": certificate("Ana Silva", "C-1", FAR)})
+    task = run_job("update_food_handler_pdfs")
     assert task.status == "completed_with_errors", task.error
     assert task.result["checked"] == ["L01"]
     assert task.result["locations"]["L01"]["valid"] == 1
@@ -545,8 +546,8 @@ def test_the_rule_on_its_edges(expires, on_file, hired, status):
 
 def test_only_readable_pdfs_with_pages_are_accepted():
     good = certificate("Ana", "C-1", "2027-01-01")
-    assert pdfs.check_pdf(good) == 1
-    assert pdfs.check_pdf(b"\n\n" + good) == 1  # junk before the header, as readers allow
+    assert pdfs.check_pdf(good).pages == 1
+    assert pdfs.check_pdf(b"\n\n" + good).pages == 1  # junk before the header, as readers allow
     no_pages = io.BytesIO()
     PdfWriter().write(no_pages)
     cases = {
@@ -567,7 +568,7 @@ def test_only_readable_pdfs_with_pages_are_accepted():
 def test_the_packet_is_reproducible_and_survives_any_name():
     rows = [pdfs.CoverRow("Zoë Łukasz 王 (L01-E001)", "Cook", "C-1", date(2027, 1, 1), "valid")]
     counts = dict.fromkeys(STATUSES, 0) | {"valid": 1}
-    cert = certificate("Zoe", "C-1", "2027-01-01")
+    cert = pdfs.check_pdf(certificate("Zoe", "C-1", "2027-01-01"))
     make = lambda: pdfs.build_packet(  # noqa: E731
         pdfs.cover_page(location_id="L01", location_name="", as_of=AS_OF, rows=rows, counts=counts),
         [cert],
@@ -612,9 +613,7 @@ def test_launched_over_rest_run_by_a_worker_and_watched_over_websocket(
         server = Daphne(env).start()
         try:
             with celery_process("worker", env, tmp_path, "ready."):
-                seen = launch_and_watch(
-                    server, token, "update_food_handler_pdfs", {"as_of": AS_OF.isoformat()}
-                )
+                seen = launch_and_watch(server, token, "update_food_handler_pdfs", {})
         finally:
             server.stop()
     assert settings.ROSTER_SOURCE_URL != f"{source.base}/roster"  # only the worker used it

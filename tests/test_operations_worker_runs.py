@@ -85,9 +85,7 @@ def test_food_handler_links_on_a_worker_link_to_the_stored_pdfs(
             "OPTIONS": {"location": str(documents)},
         },
     }
-    checked = run_job(
-        "update_food_handler_pdfs", {"locations": ["L02", "L03"], "as_of": "2025-06-15"}
-    )
+    checked = run_job("update_food_handler_pdfs", {"locations": ["L02", "L03"]})
     assert checked.status == "completed_with_errors"  # L02-E015's certificate is truncated
     env = env_for(queue, DOCUMENT_STORAGE_OPTIONS=json.dumps({"location": str(documents)}))
     server = Daphne(env).start()

@@ -42,7 +42,9 @@ def location_links(location_id: str) -> dict[str, Any]:
     ):
         url = (
             documents.link_path(
-                row.document, documents.download_filename(f"food-handler-{row.employee_id}")
+                row.document,
+                documents.download_filename(f"food-handler-{row.employee_id}"),
+                row.employee_id,
             )
             if row.document
             else None

@@ -12,176 +12,77 @@ valid three years), as of ``as_of``:
 
 A certificate is fetched with the ETag we stored (conditional GET, or size and
 mtime for files), so an unchanged one is not downloaded again; one that is not a
-readable PDF is an ``error`` naming the employee and the job goes on; so is a
-roster record our columns cannot hold (a value longer than its column, a date
-outside 1900..2199, a certificate URL that does not parse). Accepted
-files are stored by content hash (``operations.documents``). Per location, the
-employees' rows are replaced in one transaction and the compliance packet (cover
-page and every current certificate) is rebuilt; identical input gives an
-identical packet, so a re-run with nothing changed stores nothing.
+bounded, readable PDF with something drawn on its first page (``operations.pdfs``)
+is an ``error`` naming the employee and the job goes on; so is a roster record our
+columns cannot hold (``food_handler_roster``). Accepted files are stored by content
+hash (``operations.documents``). Per location, the employees' rows are replaced in
+one transaction and the compliance packet (cover page and every current
+certificate, re-checked) is rebuilt; identical input gives an identical packet, so
+a re-run with nothing changed stores nothing.
+
+Only today (in TIME_ZONE, the default) changes the record. A past ``as_of`` is a
+report: the same reading and checks, a packet of its own recorded as a report of
+that date, and no stored status, ETag, certificate or current packet changed. A
+future ``as_of`` is refused: nobody's card can be judged on a day not yet come.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, Literal, overload
-from urllib.parse import unquote, urlparse
+from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
 from tasks.tracker import TaskHandle
 
-from .. import documents, pdfs
-from ..models import FoodHandlerCertificate, FoodHandlerPacket, FoodHandlerStatus
+from .. import documents, food_handler_retention, pdfs
+from ..models import (
+    FoodHandlerArchivedPacket,
+    FoodHandlerCertificate,
+    FoodHandlerDeparture,
+    FoodHandlerPacket,
+    FoodHandlerStatus,
+)
 from ..sources import Connector, DataNotFound, SourceError, roster_source
 from . import JobFailed
 from .columns import max_length
-from .locations import MalformedData
+from .food_handler_roster import Card, FoodHandler, read_roster, storable
+
+__all__ = ["Card", "FoodHandler", "card_status", "fetch_certificate", "run"]
 
 GRACE = timedelta(days=30)
 EXPIRING_WITHIN = timedelta(days=30)
 STATUSES = [status.value for status in FoodHandlerStatus]
 CURRENT = (FoodHandlerStatus.VALID.value, FoodHandlerStatus.EXPIRING.value)
-# Roster dates outside these are typos; the bound also keeps ``hire_date + GRACE`` from
-# overflowing at date.max.
-EARLIEST_DATE = date(1900, 1, 1)
-LATEST_DATE = date(2199, 12, 31)
-
-
-# What our rows can hold: a longer value is a malformed record, not a DataError on save.
-MAX_LENGTHS = {
-    "employee_id": max_length(FoodHandlerCertificate, "employee_id"),
-    "name": max_length(FoodHandlerCertificate, "employee_name"),
-    "location_id": max_length(FoodHandlerCertificate, "location_id"),
-    "location_name": max_length(FoodHandlerPacket, "location_name"),
-    "job": max_length(FoodHandlerCertificate, "job"),
-    "card_number": max_length(FoodHandlerCertificate, "card_number"),
-    "issuer": max_length(FoodHandlerCertificate, "issuer"),
-    "certificate_url": max_length(FoodHandlerCertificate, "source_url"),
-}
 MAX_ETAG = max_length(FoodHandlerCertificate, "source_etag")
 
 
 def _kept_etag(etag: str) -> str:
-    """An ETag too long for its column is not kept: the next run fetches in full."""
-    return etag if len(etag) <= MAX_ETAG else ""
-
-
-@dataclass(frozen=True)
-class Card:
-    number: str
-    issuer: str
-    issued_on: date | None
-    expires_on: date
-    url: str
-
-
-@dataclass(frozen=True)
-class FoodHandler:
-    employee_id: str
-    name: str
-    location_id: str
-    location_name: str
-    job: str
-    hire_date: date
-    card: Card | None
+    """An ETag our column cannot hold is not kept: the next run fetches in full."""
+    return etag if len(etag) <= MAX_ETAG and storable(etag) else ""
 
 
 @dataclass
 class Certificate:
     """What we hold for one card after this run: the accepted PDF (if any) and the source's
-    ETag of the version last fetched; ``refused`` is why this run's fetch was not accepted."""
+    ETag of the version last fetched; ``refused`` is why this run's fetch was not accepted;
+    ``checked`` the re-write of a PDF this run downloaded and accepted."""
 
     document: str = ""
     content_hash: str = ""
     source_url: str = ""
     source_etag: str = ""
     refused: str = ""
+    checked: pdfs.CheckedPdf | None = None
 
 
 @dataclass
 class LocationOutcome:
     counts: dict[str, int]
     failed: dict[str, str] = field(default_factory=dict)
-
-
-@overload
-def _date(value: Any, where: str, *, required: Literal[True] = ...) -> date: ...
-@overload
-def _date(value: Any, where: str, *, required: bool) -> date | None: ...
-def _date(value: Any, where: str, *, required: bool = True) -> date | None:
-    if value in (None, "") and not required:
-        return None
-    if not isinstance(value, str):
-        raise MalformedData(f"{where}: {value!r} is not a date")
-    try:
-        parsed = date.fromisoformat(value)
-    except ValueError as exc:
-        raise MalformedData(f"{where}: {value!r} is not a date") from exc
-    if not EARLIEST_DATE <= parsed <= LATEST_DATE:
-        raise MalformedData(f"{where}: {value!r} is not a plausible date")
-    return parsed
-
-
-def _fits(value: str, key: str, where: str) -> str:
-    if len(value) > MAX_LENGTHS[key]:
-        raise MalformedData(f"{where}: {key} longer than {MAX_LENGTHS[key]} characters")
-    return value
-
-
-def _text(raw: dict, key: str, where: str) -> str:
-    value = raw.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise MalformedData(f"{where}: {key} missing")
-    return _fits(value.strip(), key, where)
-
-
-def _optional_text(raw: dict, key: str, where: str) -> str:
-    return _fits(str(raw.get(key) or ""), key, where)
-
-
-def _certificate_url(raw: dict, where: str) -> str:
-    """A URL both connectors can take: it parses, and holds no control character (a NUL,
-    even percent-encoded, makes a file path raise)."""
-    url = _text(raw, "certificate_url", where)
-    try:
-        urlparse(url)  # a bracketed host that is no IPv6 address raises
-    except ValueError as exc:
-        raise MalformedData(f"{where}: certificate_url is not a valid URL ({exc})") from exc
-    if any(ord(char) < 32 or ord(char) == 127 for char in unquote(url)):
-        raise MalformedData(f"{where}: certificate_url holds a control character")
-    return url
-
-
-def parse_card(raw: Any, where: str) -> Card | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, dict):
-        raise MalformedData(f"{where}: food_handler is not an object")
-    return Card(
-        number=_text(raw, "card_number", where),
-        issuer=_optional_text(raw, "issuer", where),
-        issued_on=_date(raw.get("issued_on"), f"{where} issued_on", required=False),
-        expires_on=_date(raw.get("expires_on"), f"{where} expires_on"),
-        url=_certificate_url(raw, where),
-    )
-
-
-def parse_employee(raw: Any, index: int) -> FoodHandler:
-    """One roster record; MalformedData naming the record and the field."""
-    if not isinstance(raw, dict):
-        raise MalformedData(f"employee #{index}: not an object")
-    where = f"employee {raw.get('employee_id') or '#' + str(index)}"
-    return FoodHandler(
-        employee_id=_text(raw, "employee_id", where),
-        name=_text(raw, "name", where),
-        location_id=_text(raw, "location_id", where),
-        location_name=_optional_text(raw, "location_name", where),
-        job=_optional_text(raw, "job", where),
-        hire_date=_date(raw.get("hire_date"), f"{where} hire_date"),
-        card=parse_card(raw.get("food_handler"), where),
-    )
+    packet: str = ""
 
 
 def card_status(handler: FoodHandler, on_file: bool, as_of: date) -> str:
@@ -197,40 +98,16 @@ def card_status(handler: FoodHandler, on_file: bool, as_of: date) -> str:
     return FoodHandlerStatus.MISSING.value
 
 
-def read_roster(
-    task: TaskHandle, source: Connector
-) -> tuple[dict[str, list[FoodHandler]], set[str]]:
-    """Food handlers by location, and the ids of malformed records (reported, left alone)."""
-    try:
-        employees = source.list_employees()
-    except SourceError as exc:
-        raise JobFailed(f"roster source unusable: {exc}") from exc
-    if not employees:
-        raise JobFailed("the roster lists no employees")
-    by_location: dict[str, list[FoodHandler]] = {}
-    malformed: set[str] = set()
-    for index, raw in enumerate(employees):
-        location_id = raw.get("location_id") if isinstance(raw, dict) else None
-        if isinstance(location_id, str) and len(location_id) <= MAX_LENGTHS["location_id"]:
-            by_location.setdefault(location_id, [])
-        if not isinstance(raw, dict) or raw.get("handles_food") is not True:
-            continue
-        try:
-            handler = parse_employee(raw, index)
-        except MalformedData as exc:
-            malformed.add(str(raw.get("employee_id") or ""))
-            task.error(f"malformed roster record: {exc}")
-            continue
-        by_location.setdefault(handler.location_id, []).append(handler)
-    return by_location, malformed
-
-
 def fetch_certificate(
-    source: Connector, handler: FoodHandler, stored: FoodHandlerCertificate | None
+    source: Connector,
+    handler: FoodHandler,
+    stored: FoodHandlerCertificate | None,
+    *,
+    store: bool = True,
 ) -> Certificate:
-    """This run's certificate for the handler's card: fetched only when it changed, stored
-    by hash when it is a readable PDF, else refused (an earlier accepted PDF of the same
-    card number stays on file)."""
+    """This run's certificate for the handler's card: fetched only when it changed, checked,
+    stored by hash when accepted (unless ``store`` is off: a report), else refused (an
+    earlier accepted PDF of the same card number stays on file)."""
     card = handler.card
     assert card is not None
     # The stored row, when it is of this card.
@@ -270,7 +147,7 @@ def fetch_certificate(
             refused="unchanged at the source since it was refused",
         )
     try:
-        pdfs.check_pdf(content)
+        checked = pdfs.check_pdf(content)
     except pdfs.InvalidPdf as exc:
         if kept.document:  # keep the accepted PDF, and fetch again next time
             return Certificate(
@@ -283,41 +160,77 @@ def fetch_certificate(
         return Certificate(
             source_url=card.url, source_etag=_kept_etag(fetched.etag), refused=str(exc)
         )
-    name, digest = documents.store("certificates", content)
-    return Certificate(name, digest, card.url, _kept_etag(fetched.etag))
+    if store:
+        name, digest = documents.store("certificates", content)
+    else:
+        digest = documents.sha256(content)
+        name = documents.name_for("certificates", digest)
+    return Certificate(name, digest, card.url, _kept_etag(fetched.etag), checked=checked)
+
+
+def packet_certificates(
+    task: TaskHandle,
+    ordered: list[FoodHandler],
+    rows: dict[str, FoodHandlerCertificate],
+    checked: dict[str, pdfs.CheckedPdf],
+    failed: dict[str, str],
+) -> list[pdfs.CheckedPdf]:
+    """Every current certificate, in the cover's order, as checked: this run's check of a
+    new download, else the stored file checked again (it may predate the limits). One that
+    fails now is left out of the packet, an error naming the employee."""
+    out = []
+    for handler in ordered:
+        row = rows[handler.employee_id]
+        if row.status not in CURRENT:
+            continue
+        certificate = checked.get(handler.employee_id)
+        if certificate is None:
+            try:
+                certificate = pdfs.check_pdf(documents.read(row.document))
+            except (pdfs.InvalidPdf, documents.DocumentGone) as exc:
+                reason = str(exc) if isinstance(exc, pdfs.InvalidPdf) else "gone from storage"
+                failed[handler.employee_id] = f"left out of the packet: {reason}"
+                task.error(
+                    f"{handler.employee_id} {handler.name}: certificate {row.card_number} "
+                    f"left out of the packet: {reason}"
+                )
+                continue
+        out.append(certificate)
+    return out
 
 
 def build_location_packet(
+    task: TaskHandle,
     location_id: str,
     location_name: str,
     as_of: date,
     handlers: list[FoodHandler],
     rows: dict[str, FoodHandlerCertificate],
-    counts: dict[str, int],
+    outcome: LocationOutcome,
+    checked: dict[str, pdfs.CheckedPdf],
+    *,
+    report: bool,
 ) -> tuple[str, str]:
     """Cover page and every current certificate, stored by hash; (storage name, hash)."""
     ordered = sorted(handlers, key=lambda h: (h.name.lower(), h.employee_id))
-    cover_rows = []
-    certificates = []
-    for handler in ordered:
-        row = rows[handler.employee_id]
-        cover_rows.append(
-            pdfs.CoverRow(
-                employee=f"{handler.name} ({handler.employee_id})",
-                job=handler.job,
-                card_number=row.card_number,
-                expires_on=row.expires_on,
-                status=row.status,
-            )
+    cover_rows = [
+        pdfs.CoverRow(
+            employee=f"{handler.name} ({handler.employee_id})",
+            job=handler.job,
+            card_number=rows[handler.employee_id].card_number,
+            expires_on=rows[handler.employee_id].expires_on,
+            status=rows[handler.employee_id].status,
         )
-        if row.status in CURRENT:
-            certificates.append(documents.read(row.document))
+        for handler in ordered
+    ]
+    certificates = packet_certificates(task, ordered, rows, checked, outcome.failed)
     cover = pdfs.cover_page(
         location_id=location_id,
         location_name=location_name,
         as_of=as_of,
         rows=cover_rows,
-        counts=counts,
+        counts=outcome.counts,
+        report=report,
     )
     return documents.store("packets", pdfs.build_packet(cover, certificates))
 
@@ -329,8 +242,11 @@ def check_location(
     handlers: list[FoodHandler],
     keep: set[str],
     as_of: date,
+    *,
+    report: bool = False,
 ) -> LocationOutcome:
-    """Fetch, judge and store one location's certificates, then its rows and packet."""
+    """Fetch, judge and store one location's certificates, then its rows and packet (a
+    report: its packet only, recorded as of its date)."""
     stored = {
         row.employee_id: row
         for row in FoodHandlerCertificate.objects.filter(
@@ -339,11 +255,16 @@ def check_location(
     }
     outcome = LocationOutcome(counts=dict.fromkeys(STATUSES, 0))
     rows: dict[str, FoodHandlerCertificate] = {}
+    checked: dict[str, pdfs.CheckedPdf] = {}
     for handler in handlers:
         card = handler.card
         held = Certificate()
         if card is not None:
-            held = fetch_certificate(source, handler, stored.get(handler.employee_id))
+            held = fetch_certificate(
+                source, handler, stored.get(handler.employee_id), store=not report
+            )
+            if held.checked is not None:
+                checked[handler.employee_id] = held.checked
             if held.refused:
                 outcome.failed[handler.employee_id] = held.refused
                 task.error(
@@ -372,65 +293,92 @@ def check_location(
         )
     location_name = next((h.location_name for h in handlers if h.location_name), "")
     packet, digest = build_location_packet(
-        location_id, location_name, as_of, handlers, rows, outcome.counts
+        task, location_id, location_name, as_of, handlers, rows, outcome, checked, report=report
     )
-    save_location(
-        location_id,
-        location_name,
-        as_of,
-        list(rows.values()),
-        keep,
-        packet,
-        digest,
-        outcome.counts,
-        task.task_id,
-    )
+    outcome.packet = packet
+    record = {
+        "location_id": location_id,
+        "location_name": location_name,
+        "document": packet,
+        "content_hash": digest,
+        "counts": outcome.counts,
+        "as_of": as_of,
+        "task_id": task.task_id,
+    }
+    if report:
+        FoodHandlerArchivedPacket.objects.create(
+            kind=FoodHandlerArchivedPacket.Kind.REPORT, **record
+        )
+    else:
+        save_location(record, list(rows.values()), keep)
     return outcome
 
 
 def save_location(
-    location_id: str,
-    location_name: str,
-    as_of: date,
-    rows: list[FoodHandlerCertificate],
-    keep: set[str],
-    packet: str,
-    digest: str,
-    counts: dict[str, int],
-    task_id: str,
+    packet: dict[str, Any], rows: list[FoodHandlerCertificate], keep: set[str]
 ) -> None:
     """One transaction per location: upsert the employees (a concurrent run cannot make us
-    fail), remove those no longer on its roster, record the packet."""
+    fail), note who left (their certificate is kept FOOD_HANDLER_RETENTION_DAYS), record
+    the packet and keep the one it replaces as an archived packet."""
+    location_id = packet["location_id"]
     update = [
         f.name
         for f in FoodHandlerCertificate._meta.concrete_fields
         if f.name not in ("id", "employee_id")
     ]
+    present = [r.employee_id for r in rows]
     with transaction.atomic():
         FoodHandlerCertificate.objects.bulk_create(
             rows, update_conflicts=True, unique_fields=["employee_id"], update_fields=update
         )
-        (
-            FoodHandlerCertificate.objects.filter(location_id=location_id)
-            .exclude(employee_id__in=[r.employee_id for r in rows] + sorted(keep))
-            .delete()
+        FoodHandlerDeparture.objects.filter(employee_id__in=present).delete()  # back again
+        gone = FoodHandlerCertificate.objects.filter(location_id=location_id).exclude(
+            employee_id__in=present + sorted(keep)
         )
+        food_handler_retention.record_departures(gone)
+        previous = FoodHandlerPacket.objects.filter(location_id=location_id).first()
+        if previous is not None and previous.document != packet["document"]:
+            food_handler_retention.archive_packet(previous)
         FoodHandlerPacket.objects.update_or_create(
             location_id=location_id,
-            defaults={
-                "location_name": location_name,
-                "document": packet,
-                "content_hash": digest,
-                "counts": counts,
-                "as_of": as_of,
-                "task_id": task_id,
-            },
+            defaults={k: v for k, v in packet.items() if k != "location_id"},
         )
+
+
+def retire_locations(on_roster: set[str]) -> int:
+    """A full run: the locations on file that the roster no longer has (closed, renamed)
+    lose their food handlers, who have left, and their packet, archived. How many left."""
+    with transaction.atomic():
+        gone = FoodHandlerCertificate.objects.exclude(location_id__in=sorted(on_roster))
+        left = food_handler_retention.record_departures(gone)
+        for packet in FoodHandlerPacket.objects.exclude(location_id__in=sorted(on_roster)):
+            food_handler_retention.archive_packet(packet)
+            packet.delete()
+    return left
+
+
+def report_links(packets: dict[str, str], as_of: date) -> dict[str, dict[str, str]]:
+    """Signed links to a report's packets, named for the location and the date."""
+    out = {}
+    for location_id, name in packets.items():
+        filename = documents.download_filename(
+            f"food-handler-packet-{location_id}-as-of-{as_of.isoformat()}"
+        )
+        out[location_id] = {"url": documents.link_path(name, filename), "filename": filename}
+    return out
 
 
 def run(task: TaskHandle, params: dict[str, Any]) -> dict[str, Any]:
-    """Check every requested location's food handlers; a bad certificate is an error."""
-    as_of: date = params["as_of"]
+    """Check every requested location's food handlers; a bad certificate is an error. As of
+    a past date: a report that changes nothing on file."""
+    today = timezone.localdate()
+    as_of: date = params.get("as_of") or today
+    if as_of > today:
+        raise JobFailed(
+            f"as_of {as_of.isoformat()} is in the future (today is {today.isoformat()}): "
+            "a card's status is known up to today"
+        )
+    report = as_of < today
     source = roster_source()
     by_location, malformed = read_roster(task, source)
     wanted = list(params.get("locations") or sorted(by_location))
@@ -438,22 +386,33 @@ def run(task: TaskHandle, params: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise JobFailed(f"unknown location(s): {', '.join(unknown)}")
     total = len(wanted)
-    task.progress(0, f"as of {as_of.isoformat()}: 0 of {total} locations", total=total)
+    label = f"report as of {as_of.isoformat()}" if report else f"as of {as_of.isoformat()}"
+    task.progress(0, f"{label}: 0 of {total} locations", total=total)
     counts: dict[str, dict[str, int]] = {}
     failed: dict[str, str] = {}
+    packets: dict[str, str] = {}
     for i, location_id in enumerate(wanted, 1):
         outcome = check_location(
-            task, source, location_id, by_location[location_id], malformed, as_of
+            task, source, location_id, by_location[location_id], malformed, as_of, report=report
         )
         counts[location_id] = outcome.counts
         failed.update(outcome.failed)
-        task.progress(i, f"as of {as_of.isoformat()}: location {location_id} ({i} of {total})")
+        packets[location_id] = outcome.packet
+        task.progress(i, f"{label}: location {location_id} ({i} of {total})")
     totals = {status: sum(c[status] for c in counts.values()) for status in STATUSES}
-    return {
+    result: dict[str, Any] = {
         "as_of": as_of.isoformat(),
+        "report": report,
         "checked": wanted,
         "locations": counts,
         "totals": totals,
         "food_handlers": sum(totals.values()),
         "failed": dict(sorted(failed.items())),
     }
+    if report:
+        result["packets"] = report_links(packets, as_of)
+        return result
+    if not params.get("locations"):
+        retire_locations(set(by_location))
+    result["retention"] = food_handler_retention.sweep()
+    return result
