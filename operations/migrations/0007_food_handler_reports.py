@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('operations', '0005_tip_statement_delivery_history'),
+        ('operations', '0006_tip_statement_intent'),
     ]
 
     operations = [
