@@ -64,6 +64,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    # Swagger UI's files, served by us (whitenoise) rather than from a public CDN.
+    "drf_spectacular_sidecar",
     "channels",
     "django_auth_adfs",
     "tasks",
@@ -76,6 +78,7 @@ MIDDLEWARE = [
     "tasks.middleware.NulByteGuardMiddleware",
     "tasks.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "tasks.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -181,6 +184,12 @@ SILENCED_SYSTEM_CHECKS = [
     *([] if SECURE_SSL_REDIRECT else ["security.W008"]),
     *([] if SECURE_HSTS_PRELOAD else ["security.W021"]),
 ]
+# Sent on every HTML answer, the admin and /api/docs included (tasks/middleware.py).
+CONTENT_SECURITY_POLICY = os.environ.get("CONTENT_SECURITY_POLICY") or (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'self'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
 
 # Task status
 # The Redis pub/sub channel that carries every update (one PUBLISH per change).
@@ -280,6 +289,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # Our own static files (drf-spectacular-sidecar), pinned, and allowed by the CSP.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",  # the library's default
         "tasks.schema.contract_paths",
