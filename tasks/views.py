@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import re
 
-from django.conf import settings
-from django.db import connection
 from django.http import HttpResponse, JsonResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -20,11 +18,10 @@ from rest_framework.views import APIView
 from operations import services
 from operations.schema import LAUNCH_REQUEST
 
-from . import metrics, selectors
+from . import metrics, readiness, selectors
 from .auth.permissions import CanRunTasks, hidden_for_request
-from .exceptions import BadParameter, json_error
+from .exceptions import RETRY_AFTER_SECONDS, BadParameter, json_error
 from .filters import parse_events_query, parse_list_query
-from .live import broadcast
 from .models import Operation
 from .pagination import KeysetLinkPagination
 from .serializers import (
@@ -181,24 +178,17 @@ def healthz(request) -> JsonResponse:
 
 
 def readyz(request) -> JsonResponse:
-    checks: dict[str, str] = {}
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        checks["database"] = "ok"
-    except Exception as exc:  # any failure means not ready
-        checks["database"] = f"unavailable: {exc.__class__.__name__}"
-    if settings.REDIS_URL:
-        try:
-            broadcast.redis_client().ping()
-            checks["redis"] = "ok"
-        except Exception as exc:
-            checks["redis"] = f"unavailable: {exc.__class__.__name__}"
-    ready = all(value == "ok" for value in checks.values())
-    return JsonResponse(
+    """Unauthenticated for load balancers: which dependency is down, nothing more."""
+    checks = readiness.check()
+    ready = all(value == readiness.OK for value in checks.values())
+    response = JsonResponse(
         {"status": "ok" if ready else "unavailable", "checks": checks},
         status=200 if ready else 503,
     )
+    response["Cache-Control"] = "no-store"
+    if not ready:
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 def metrics_view(request) -> HttpResponse:

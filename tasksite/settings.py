@@ -132,6 +132,19 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     # A file, not memory, so that tests' server and job processes share it.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+# A database that stops answering is a fast 503, not a request held until gunicorn's
+# own timeout: every process gives up connecting after DATABASE_CONNECT_TIMEOUT_SECONDS,
+# and the web processes (tasksite/wsgi.py, asgi.py; not workers, beat or manage.py,
+# whose jobs and migrations may rightly run long) cancel a statement after
+# DATABASE_STATEMENT_TIMEOUT_MS (0: never). tcp_user_timeout drops a connection whose
+# server vanished mid-query (nothing acknowledged) rather than wait for TCP to give up.
+DATABASE_CONNECT_TIMEOUT_SECONDS = env_int("DATABASE_CONNECT_TIMEOUT_SECONDS", 5)
+DATABASE_STATEMENT_TIMEOUT_MS = env_int("DATABASE_STATEMENT_TIMEOUT_MS", 30000)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        connect_timeout=DATABASE_CONNECT_TIMEOUT_SECONDS,
+        tcp_user_timeout=DATABASE_CONNECT_TIMEOUT_SECONDS * 1000,
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
@@ -190,6 +203,9 @@ CONTENT_SECURITY_POLICY = os.environ.get("CONTENT_SECURITY_POLICY") or (
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'self'; "
     "form-action 'self'; frame-ancestors 'none'"
 )
+
+# /readyz probes the database and Redis at most this often per process (tasks/readiness.py).
+READYZ_CACHE_SECONDS = float(os.environ.get("READYZ_CACHE_SECONDS", "1"))
 
 # Task status
 # The Redis pub/sub channel that carries every update (one PUBLISH per change).
