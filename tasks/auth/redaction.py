@@ -20,6 +20,8 @@ from typing import Any
 
 from django.conf import settings
 
+from tasks.logging import ACCESS_FIELDS
+
 REDACTED = "[REDACTED]"
 
 # Parameter names whose value is a secret wherever they appear (query, form, log text):
@@ -102,6 +104,10 @@ class RedactTokensFilter(logging.Filter):
         if cleaned != message:
             record.msg = cleaned
             record.args = None
+        for field in ACCESS_FIELDS:  # an access line's path may be a document link
+            value = getattr(record, field, None)
+            if isinstance(value, str):
+                setattr(record, field, redact(value))
         if record.exc_info and not record.exc_text:
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
         elif record.exc_text:
