@@ -17,6 +17,9 @@ For each service, in order:
    interrupted. Should this script be killed outright they die with it, and the next
    run removes their directory.
 
+The command runs with ``DATABASE_URL``, ``REDIS_URL`` and a ``SECRET_KEY`` (the one
+given, else a fresh random one: with PostgreSQL the service refuses to start without).
+
 ``TEST_SERVICES=own`` (or ``--mode own``) starts throwaway servers for both even when
 the URLs are set or the default ports answer, never touching the machine's servers.
 
@@ -38,6 +41,7 @@ import ctypes
 import glob
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -557,12 +561,16 @@ def main(argv: list[str] | None = None) -> int:
                 **os.environ,
                 "DATABASE_URL": services.database_url,
                 "REDIS_URL": services.redis_url,
+                # With PostgreSQL and Redis the service refuses to start without a real
+                # key: a fresh one per run, inherited by every process the tests start.
+                "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50),
             }
             if command:
                 return run_command(command, env)
             print(
                 f"export DATABASE_URL={services.database_url}\n"
-                f"export REDIS_URL={services.redis_url}",
+                f"export REDIS_URL={services.redis_url}\n"
+                f"export SECRET_KEY={env['SECRET_KEY']}",
                 flush=True,
             )
             if services.tmpdir:

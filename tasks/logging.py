@@ -53,8 +53,15 @@ class AnsweredUnavailableFilter(logging.Filter):
         return getattr(record, "status_code", None) != 503
 
 
+# The access line's fields (tasks.middleware), each a key of its JSON object so that
+# a log system can filter on them: the path without its query, the duration in
+# milliseconds, the user (null when anonymous) and the client's address.
+ACCESS_FIELDS = ("method", "path", "status", "duration_ms", "user", "client")
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object a line: time, level, logger, message, and the ids that apply.
+    """One JSON object a line: time, level, logger, message, the ids that apply and,
+    on an access line, its fields (``ACCESS_FIELDS``).
 
     The message is the record's formatted message as the redaction filter left
     it, and a traceback goes in ``exc_info`` as the filter redacted it.
@@ -72,6 +79,9 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, key, "-")
             if value and value != "-":
                 entry[key] = value
+        for key in ACCESS_FIELDS:
+            if hasattr(record, key):
+                entry[key] = getattr(record, key)
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:

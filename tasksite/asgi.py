@@ -5,10 +5,16 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tasksite.settings")
+
+from django.conf import settings  # noqa: E402
+
+from tasksite.statement_timeout import limit_statements  # noqa: E402
+
+# A web process: statements end after DATABASE_STATEMENT_TIMEOUT_MS (jobs' do not).
+limit_statements(settings.DATABASES, settings.DATABASE_STATEMENT_TIMEOUT_MS)
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
-from django.conf import settings  # noqa: E402
 
 from tasks.routing import websocket_application  # noqa: E402
 

@@ -15,6 +15,9 @@ from typing import Any
 
 import dj_database_url
 import dj_email_url
+from django.core.exceptions import ImproperlyConfigured
+
+from tasksite import production
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
@@ -43,12 +46,8 @@ def env_list(name: str, default: list[str]) -> list[str]:
 # Off unless asked for: a debug page is HTML listing every URL, and the
 # contract promises JSON errors on the embedded default too.
 DEBUG = env_bool("DEBUG", False)
+# Checked below, once the database and Redis are known (tasksite/production.py).
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
-if not SECRET_KEY:
-    SECRET_KEY = "development-only-secret-key-do-not-use-in-production"
-    if not os.environ.get("TASKSITE_QUIET_DEV_WARNING"):
-        sys.stderr.write("warning: SECRET_KEY is not set; using a development key\n")
-        os.environ["TASKSITE_QUIET_DEV_WARNING"] = "1"
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 # Hosts of browser applications elsewhere that may open the WebSocket (with a token).
@@ -65,6 +64,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    # Swagger UI's files, served by us (whitenoise) rather than from a public CDN.
+    "drf_spectacular_sidecar",
     "channels",
     "django_auth_adfs",
     "tasks",
@@ -77,6 +78,7 @@ MIDDLEWARE = [
     "tasks.middleware.NulByteGuardMiddleware",
     "tasks.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "tasks.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -130,6 +132,19 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     # A file, not memory, so that tests' server and job processes share it.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+# A database that stops answering is a fast 503, not a request held until gunicorn's
+# own timeout: every process gives up connecting after DATABASE_CONNECT_TIMEOUT_SECONDS,
+# and the web processes (tasksite/wsgi.py, asgi.py; not workers, beat or manage.py,
+# whose jobs and migrations may rightly run long) cancel a statement after
+# DATABASE_STATEMENT_TIMEOUT_MS (0: never). tcp_user_timeout drops a connection whose
+# server vanished mid-query (nothing acknowledged) rather than wait for TCP to give up.
+DATABASE_CONNECT_TIMEOUT_SECONDS = env_int("DATABASE_CONNECT_TIMEOUT_SECONDS", 5)
+DATABASE_STATEMENT_TIMEOUT_MS = env_int("DATABASE_STATEMENT_TIMEOUT_MS", 30000)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        connect_timeout=DATABASE_CONNECT_TIMEOUT_SECONDS,
+        tcp_user_timeout=DATABASE_CONNECT_TIMEOUT_SECONDS * 1000,
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
@@ -143,6 +158,56 @@ if REDIS_URL:
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# The embedded default (SQLite, no Redis, a loopback host) may run on the development
+# key, with a warning; anything else refuses to start without a real one, since the
+# key signs sessions, cursors and the document links.
+EMBEDDED_DEFAULT = production.is_embedded_default(
+    database_engine=DATABASES["default"]["ENGINE"],
+    redis_url=REDIS_URL,
+    debug=DEBUG,
+    allowed_hosts=ALLOWED_HOSTS,
+)
+_key_problem = production.secret_key_problem(SECRET_KEY)
+if _key_problem and not EMBEDDED_DEFAULT:
+    raise ImproperlyConfigured(production.refusal(_key_problem))
+if not SECRET_KEY:
+    SECRET_KEY = production.DEVELOPMENT_SECRET_KEY
+    if not os.environ.get("TASKSITE_QUIET_DEV_WARNING"):
+        sys.stderr.write("warning: SECRET_KEY is not set; using a development key\n")
+        os.environ["TASKSITE_QUIET_DEV_WARNING"] = "1"
+
+# Security (README, "Security"): secure by default everywhere but the embedded default.
+# TLS ends at the proxy, which sets X-Forwarded-Proto and redirects plain HTTP itself:
+# Django redirecting too would also redirect the loopback scrapes of /metrics and the
+# probes of /healthz, so SECURE_SSL_REDIRECT stays off and check --deploy's W008 is
+# silenced while it does. HSTS preload is a decision for the registered domain (the
+# browsers' list takes no subdomain), so it is off and W021 silenced while it is.
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not EMBEDDED_DEFAULT)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not EMBEDDED_DEFAULT)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if EMBEDDED_DEFAULT else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SILENCED_SYSTEM_CHECKS = [
+    *([] if SECURE_SSL_REDIRECT else ["security.W008"]),
+    *([] if SECURE_HSTS_PRELOAD else ["security.W021"]),
+]
+# Sent on every HTML answer, the admin and /api/docs included (tasks/middleware.py).
+# No form-action: Entra ID's sign-out is a form whose answer redirects to the
+# authority, which browsers check against form-action too.
+CONTENT_SECURITY_POLICY = os.environ.get("CONTENT_SECURITY_POLICY") or (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'self'; "
+    "frame-ancestors 'none'"
+)
+
+# /readyz probes the database and Redis at most this often per process (tasks/readiness.py).
+READYZ_CACHE_SECONDS = float(os.environ.get("READYZ_CACHE_SECONDS", "1"))
 
 # Task status
 # The Redis pub/sub channel that carries every update (one PUBLISH per change).
@@ -242,6 +307,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # Our own static files (drf-spectacular-sidecar), pinned, and allowed by the CSP.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",  # the library's default
         "tasks.schema.contract_paths",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 import time
@@ -93,6 +94,11 @@ def test_a_server_logs_json_with_the_request_id_and_no_token(server, token, tmp_
     assert access and access[0]["logger"] == "tasks.access"
     assert f"access_token={REDACTED}" in access[0]["message"]
     assert {"time", "level", "logger", "message"} <= set(access[0])
+    # Fields a log system filters on: the path without its query, numbers as numbers.
+    line = access[0]
+    assert (line["method"], line["path"], line["status"]) == ("GET", "/task-status", 200)
+    assert isinstance(line["duration_ms"], int | float) and line["duration_ms"] >= 0
+    assert (line["user"], line["client"]) == ("reader", "127.0.0.1")
 
 
 def test_a_worker_logs_json_lines_that_name_the_task_and_operation(tmp_path, settings):
@@ -140,3 +146,44 @@ def test_a_traceback_is_one_json_value_and_redacted():
     assert entry["request_id"] == "r-1" and entry["task_id"] == "t-1"
     assert "operation" not in entry  # no job: the key is left out rather than "-"
     assert "RuntimeError" in entry["exc_info"]
+
+
+def _access_record(caplog, client, path: str, **headers: str) -> logging.LogRecord:
+    with caplog.at_level(logging.INFO, logger="tasks.access"):
+        client.get(path, **headers)
+    (record,) = [r for r in caplog.records if r.name == "tasks.access"]
+    RequestIDFilter().filter(record)
+    RedactTokensFilter().filter(record)
+    return record
+
+
+@pytest.mark.django_db
+def test_an_anonymous_access_line_behind_the_proxy_names_the_forwarded_client(caplog, client):
+    record = _access_record(
+        caplog, client, "/healthz?x=1", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.7"
+    )
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["path"] == "/healthz" and entry["status"] == 200
+    assert entry["user"] is None and entry["client"] == "203.0.113.7"
+    # Plain text stays one readable line, the query included.
+    plain = logging.Formatter("%(levelname)s %(name)s [%(request_id)s] %(message)s")
+    assert re.fullmatch(
+        r"INFO tasks\.access \[[0-9a-f-]{36}\] GET /healthz\?x=1 200 [0-9.]+ms",
+        plain.format(record),
+    )
+
+
+@pytest.mark.django_db
+def test_a_peer_that_is_not_the_proxy_is_logged_as_itself(caplog, client):
+    record = _access_record(
+        caplog, client, "/healthz", REMOTE_ADDR="198.51.100.2", HTTP_X_FORWARDED_FOR="10.9.9.9"
+    )
+    assert record.client == "198.51.100.2"
+
+
+@pytest.mark.django_db
+def test_a_document_link_in_the_path_field_is_redacted(caplog, client):
+    link = "/documents/eyJuIjoiZm9vZC1oYW5kbGVy:1tQk2x:abcDEF123_-xyz"
+    entry = json.loads(JsonFormatter().format(_access_record(caplog, client, link)))
+    assert entry["path"] == f"/documents/{REDACTED}"
+    assert "abcDEF123" not in json.dumps(entry)

@@ -10,6 +10,8 @@ same for daphne's access log, which no logging filter reaches.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import re
@@ -18,21 +20,47 @@ from typing import Any
 
 from django.conf import settings
 
+from tasks.logging import ACCESS_FIELDS
+
 REDACTED = "[REDACTED]"
+
+# Parameter names whose value is a secret wherever they appear (query, form, log text):
+# any name ending so (access_token, csrfmiddlewaretoken, client_secret, X-Amz-Signature,
+# X-Amz-Credential, x-api-key...). Short, common names (key, sig, code) only as a URL's
+# parameter, after "?" or "&" (plain or percent-encoded): "exit code=1" is no secret.
+_SECRET_NAME = (
+    r"[\w.-]*(?:token|api[_-]?key|apikey|password|passwd|secret|signature|credential"
+    r"|assertion)"
+)
+_SHORT_NAME = r"(?:key|sig|code|pwd|session_state)"
+_VALUE = r"[^&\s\"'#;]*"
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # Query or form parameters that carry credentials, plain or percent-encoded.
+    (re.compile(rf"(?i)(?<![\w.-])({_SECRET_NAME}(?:=|%3D)){_VALUE}"), r"\1" + REDACTED),
+    (re.compile(rf"(?i)((?:[?&]|%3F|%26){_SHORT_NAME}(?:=|%3D)){_VALUE}"), r"\1" + REDACTED),
+    # The same names as JSON keys: {"password": "..."}.
+    (re.compile(rf"(?i)([\"']{_SECRET_NAME}[\"']\s*:\s*[\"'])[^\"']*"), r"\1" + REDACTED),
+    # Authorization headers, whatever the scheme, and an API key header.
     (
         re.compile(
-            r"(?i)\b((?:access_token|id_token|refresh_token|client_secret|assertion)"
-            r"(?:=|%3D))[^&\s\"'#;]*"
+            r"(?i)(\b(?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?"
+            r"(?:basic|bearer|token|digest|negotiate|ntlm|apikey)\s+)[^\s\"',;}]+"
         ),
         r"\1" + REDACTED,
     ),
-    # The authorization code of the staff pages' login callback.
-    (re.compile(r"(?i)([?&](?:code|session_state)(?:=|%3D))[^&\s\"'#;]*"), r"\1" + REDACTED),
-    # Authorization headers.
+    (re.compile(r"(?i)(\bx-api-key[\"']?\s*[:=]\s*[\"']?)[^\s\"',;}]+"), r"\1" + REDACTED),
     (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1" + REDACTED),
+    # Incoming webhooks: the path is the credential (Slack, Microsoft Teams).
+    (
+        re.compile(r"(?i)(\bhooks\.slack\.com/(?:services|workflows|triggers)/)[^\s\"'<>]+"),
+        r"\1" + REDACTED,
+    ),
+    (re.compile(r"(?i)(\.webhook\.office\.com/)[^\s\"'<>]+"), r"\1" + REDACTED),
+    (
+        re.compile(r"(?i)(\boutlook\.office(?:365)?\.com/webhook(?:b2)?/)[^\s\"'<>]+"),
+        r"\1" + REDACTED,
+    ),
     # Anything shaped like a JWT (a JSON header starts "eyJ").
     (re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), REDACTED),
     # A signed document link (operations.documents): personal data behind a login, but
@@ -44,13 +72,24 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # URL, quoted by a library's error (user:password@host keeps the user, drops the rest).
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/:@]*:)[^\s/@]+@"), r"\1" + REDACTED + "@"),
 )
+# "Basic <base64>" outside a header's name: redacted when it decodes to "user:password"
+# (so that "Basic authentication" in a sentence stays as it is).
+_BASIC = re.compile(r"\b(Basic\s+)([A-Za-z0-9+/]{4,}={0,2})(?![A-Za-z0-9+/=])")
+
+
+def _basic_credentials(match: re.Match[str]) -> str:
+    try:
+        decoded = base64.b64decode(match.group(2), validate=True)
+    except (binascii.Error, ValueError):
+        return match.group(0)
+    return match.group(1) + REDACTED if b":" in decoded else match.group(0)
 
 
 def redact(text: str) -> str:
     """``text`` with every credential pattern replaced by ``[REDACTED]``."""
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
-    return text
+    return _BASIC.sub(_basic_credentials, text)
 
 
 class RedactTokensFilter(logging.Filter):
@@ -65,6 +104,10 @@ class RedactTokensFilter(logging.Filter):
         if cleaned != message:
             record.msg = cleaned
             record.args = None
+        for field in ACCESS_FIELDS:  # an access line's path may be a document link
+            value = getattr(record, field, None)
+            if isinstance(value, str):
+                setattr(record, field, redact(value))
         if record.exc_info and not record.exc_text:
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
         elif record.exc_text:

@@ -47,6 +47,10 @@ def service_env(**extra: str) -> dict[str, str]:
             "TASK_UPDATES_CHANNEL": settings.TASK_UPDATES_CHANNEL,
             "TASK_STATUS_TTL": str(settings.TASK_STATUS_TTL),
             "SECRET_KEY": settings.SECRET_KEY,
+            # The test servers speak plain HTTP on loopback: a client's cookie jar
+            # would keep a Secure cookie to itself (production sends them Secure).
+            "SESSION_COOKIE_SECURE": "0",
+            "CSRF_COOKIE_SECURE": "0",
             "TASKSITE_QUIET_DEV_WARNING": "1",
             "PYTHONUNBUFFERED": "1",
         }
