@@ -16,7 +16,9 @@ from .models import (
     AlertDelivery,
     AlertRoute,
     DailySalesSummary,
+    FoodHandlerArchivedPacket,
     FoodHandlerCertificate,
+    FoodHandlerDeparture,
     FoodHandlerPacket,
     Invoice,
     JobRun,
@@ -221,6 +223,24 @@ class FoodHandlerCertificateAdmin(PersonalDataAdmin):
 class FoodHandlerPacketAdmin(PersonalDataAdmin):
     operation = "update_food_handler_pdfs"
     list_display = ("location_id", "location_name", "as_of", "built_at")
+
+
+@admin.register(FoodHandlerArchivedPacket)
+class FoodHandlerArchivedPacketAdmin(PersonalDataAdmin):
+    """Reports (a past as_of) and replaced packets, kept for the retention period."""
+
+    operation = "update_food_handler_pdfs"
+    list_display = ("location_id", "kind", "as_of", "archived_at", "task_id")
+    list_filter = ("kind", "location_id")
+
+
+@admin.register(FoodHandlerDeparture)
+class FoodHandlerDepartureAdmin(PersonalDataAdmin):
+    """People no longer on the roster: their documents go once the retention has passed."""
+
+    operation = "update_food_handler_pdfs"
+    list_display = ("employee_id", "location_id", "departed_at", "purged_at")
+    search_fields = ("employee_id",)
 
 
 @admin.register(AlertRoute)

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import runpy
+import secrets
 import socket
 import subprocess
 import sys
@@ -303,6 +304,8 @@ def test_the_environment_example_names_every_setting_the_app_reads(tmp_path):
             name, _, value = line.partition("=")
             values[name] = value[1:-1] if value.startswith('"') else value
     values["VAR_DIR"] = str(tmp_path)
+    # The example's CHANGE-ME is refused (tests/test_production_settings.py): a real key.
+    values["SECRET_KEY"] = secrets.token_urlsafe(50)
     result = subprocess.run(
         [
             sys.executable,
