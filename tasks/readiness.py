@@ -2,9 +2,11 @@
 
 A load balancer polls it, unauthenticated, from many places at once: a query
 and a ping per hit would make the probe itself a load, and a dependency that
-hangs would hold a thread per hit. One probe runs at a time per process and its
-answer serves every caller for ``READYZ_CACHE_SECONDS``. The answer names the
-dependency that is down, never an exception or a host: the log says why.
+hangs would hold a thread per hit. One probe runs at a time per process; its
+answer serves every caller that waited on it, and a ready answer every caller
+for ``READYZ_CACHE_SECONDS`` (after a not-ready one the next hit probes again, so
+a recovery shows at once). The answer names the dependency that is down, never
+an exception or a host: the log says why.
 """
 
 from __future__ import annotations
@@ -34,11 +36,23 @@ def _targets() -> tuple[str, ...]:
     return (str(db.get("HOST")), str(db.get("PORT")), str(db.get("NAME")), settings.REDIS_URL)
 
 
+def _select_one() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
 def _probe() -> dict[str, str]:
     checks: dict[str, str] = {}
     try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
+        try:
+            _select_one()
+        except Exception:
+            # A kept connection the database dropped (it restarted) says nothing of
+            # the database now: one more try on a new connection, never two timeouts.
+            if connection.connection is None:
+                raise
+            connection.close()
+            _select_one()
         checks["database"] = OK
     except Exception as exc:  # any failure means not ready
         logger.warning("not ready: database unavailable: %s", exc.__class__.__name__)
@@ -57,13 +71,15 @@ def check() -> dict[str, str]:
     """``{"database": "ok"|"unavailable", "redis": …}`` (redis only where configured)."""
     global _last
     targets = _targets()
+    arrived = time.monotonic()
     with _lock:
-        if (
-            _last is not None
-            and _last[0] == targets
-            and time.monotonic() - _last[1] < settings.READYZ_CACHE_SECONDS
-        ):
-            return _last[2]
+        if _last is not None and _last[0] == targets:
+            ended, answer = _last[1], _last[2]
+            ready = all(value == OK for value in answer.values())
+            # "ready" serves for the cache period; "not ready" only the callers that
+            # waited on that very probe, so a recovery shows at the next hit.
+            if (ready and arrived - ended < settings.READYZ_CACHE_SECONDS) or ended > arrived:
+                return answer
         checks = _probe()
         _last = (targets, time.monotonic(), checks)
         return checks

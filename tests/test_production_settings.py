@@ -25,6 +25,9 @@ _SETTINGS_ENV = (
     "DEBUG",
     "ALLOWED_HOSTS",
     "TASKSITE_QUIET_DEV_WARNING",
+    # Set in this process by the browser tests' Playwright (tests/support/browser.py),
+    # never by a deployment: check --deploy rightly refuses it (async.E001).
+    "DJANGO_ALLOW_ASYNC_UNSAFE",
 )
 
 
