@@ -4,7 +4,6 @@ from django.conf import settings
 from accounts import checks  # noqa: F401  (registers the startup checks)
 from accounts.entra.http import pin_library_session
 from accounts.views import entra_admin_login
-from tasks.auth.redaction import install_daphne_access_log_redaction
 
 
 class AccountsConfig(AppConfig):
@@ -14,7 +13,6 @@ class AccountsConfig(AppConfig):
 
     def ready(self) -> None:
         pin_library_session()
-        install_daphne_access_log_redaction()
         if settings.ENTRA_MODE:
             from django.contrib import admin
 

@@ -1,7 +1,10 @@
 """The query parameters of the list and the timeline, as DRF serializers.
 
 Each malformed parameter is a 400 that names it (``BadParameter``); the raw
-values of the filters are kept too, because a cursor is bound to them.
+values of the filters are kept too, because a cursor is bound to them. The
+pages read the same filters through ``page_filters``, which applies the same
+rules but drops what the API would refuse: a bookmarked monitor URL with a
+status that no longer exists still opens.
 """
 
 from __future__ import annotations
@@ -20,6 +23,40 @@ MAX_LIMIT = 1000
 DEFAULT_LIMIT = 500
 _DIGITS = re.compile(r"[0-9]{1,7}")
 _UNIX_SECONDS = re.compile(r"[0-9]{1,15}(\.[0-9]{1,9})?")
+
+
+def operation_filter(raw: str) -> str:
+    """``operation=``: one of the seven."""
+    if raw not in Operation.values:
+        raise serializers.ValidationError(unknown_operation(raw))
+    return raw
+
+
+def status_filter(raw: str) -> list[str]:
+    """``status=``: comma-separated statuses, each one of the six."""
+    values = [value.strip() for value in raw.split(",") if value.strip()]
+    bad = [value for value in values if value not in Status.values]
+    if bad or not values:
+        raise serializers.ValidationError(
+            f"unknown status {', '.join(bad) or raw!r}; valid: {', '.join(Status.values)}"
+        )
+    return values
+
+
+def page_filters(query: Any) -> tuple[str | None, list[str] | None]:
+    """(operation, statuses) of a page's URL by the API's rules, ignoring what they refuse:
+    an unknown operation means all, and each unknown status is left out."""
+    try:
+        operation: str | None = operation_filter(query.get("operation", ""))
+    except serializers.ValidationError:
+        operation = None
+    statuses = []
+    for raw in query.get("status", "").split(","):
+        try:
+            statuses += status_filter(raw)
+        except serializers.ValidationError:
+            continue
+    return operation, statuses or None
 
 
 @dataclass(frozen=True)
@@ -41,18 +78,10 @@ class TaskListFilters(serializers.Serializer):
     cursor = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
 
     def validate_operation(self, raw: str) -> str:
-        if raw not in Operation.values:
-            raise serializers.ValidationError(unknown_operation(raw))
-        return raw
+        return operation_filter(raw)
 
     def validate_status(self, raw: str) -> list[str]:
-        values = [value.strip() for value in raw.split(",") if value.strip()]
-        bad = [value for value in values if value not in Status.values]
-        if bad or not values:
-            raise serializers.ValidationError(
-                f"unknown status {', '.join(bad) or raw!r}; valid: {', '.join(Status.values)}"
-            )
-        return values
+        return status_filter(raw)
 
     def validate_updated_since(self, raw: str) -> float:
         if not _UNIX_SECONDS.fullmatch(raw):

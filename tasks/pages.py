@@ -25,6 +25,7 @@ from operations.registry import OPERATIONS
 
 from . import selectors
 from .auth.permissions import can_read, can_run, hidden_operations
+from .filters import page_filters
 from .models import Operation, Status
 from .serializers import event_document, task_document
 
@@ -115,16 +116,13 @@ def monitor(request: HttpRequest) -> HttpResponse:
     """``/``: every task, newest first, live; filters come from the URL."""
     if not can_read(request.user):
         return HttpResponseForbidden()
-    operation = request.GET.get("operation", "")
-    if operation not in Operation.values:
-        operation = ""
+    operation, wanted = page_filters(request.GET)
     hidden = hidden_operations(request.user)
     if operation in hidden:
-        operation = ""
-    wanted = [s for s in request.GET.get("status", "").split(",") if s in Status.values]
+        operation = None
     since = int(time.time()) - SINCE_MARGIN_SECONDS
     tasks = selectors.list_tasks(
-        operation=operation or None, statuses=wanted or None, limit=INITIAL_ROWS, hidden=hidden
+        operation=operation, statuses=wanted, limit=INITIAL_ROWS, hidden=hidden
     )
     extra: dict[str, Any] = {}
     repeat = selectors.get_task(request.GET.get("rerun", ""), hidden=hidden)
@@ -145,8 +143,8 @@ def monitor(request: HttpRequest) -> HttpResponse:
         "operations": operations,
         "runnable": [op for op in operations if op["available"]],
         "statuses": [{"value": s, "word": status_word(s)} for s in Status.values],
-        "filter_operation": operation,
-        "filter_statuses": wanted,
+        "filter_operation": operation or "",
+        "filter_statuses": wanted or [],
         "can_run": can_run(request.user),
         "logout_url": _logout_url(),
         # Said plainly in the header: a started task is not going to move without a worker.
