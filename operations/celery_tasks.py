@@ -14,7 +14,7 @@ from django.conf import settings
 from tasks import metrics, tracker
 from tasksite.celery import app
 
-from . import alerts, runner, services
+from . import alert_throttle, alerts, runner, services
 from .jobs import purge as purge_job
 
 logger = logging.getLogger(__name__)
@@ -128,35 +128,66 @@ def scheduled_launch(self: Task, operation: str) -> str | None:
         return None
 
 
-# Retries of an alert whose target failed transiently: 1, 2, 4, 8, 16 and 32 minutes
-# (or the receiver's Retry-After, when longer). What went out is never sent again.
-ALERT_RETRY_SECONDS = 60
-ALERT_TASK_RETRIES = 6
-
-
 @app.task(
     name="operations.send_alerts",
     bind=True,
     acks_late=True,
     reject_on_worker_lost=False,
     ignore_result=True,
-    max_retries=ALERT_TASK_RETRIES,
+    max_retries=None,
 )
 def send_alerts(self: Task, task_id: str, event: str = "finished") -> int:
-    """Tell the task's alert routes it ended failed or completed_with_errors (once each)."""
+    """Tell the task's alert routes it ended failed or completed_with_errors (once each).
+
+    Routed to ALERT_QUEUE. A target that failed transiently is tried again by a
+    Celery retry after ``alerts.retry_countdown`` (the worker is free meanwhile),
+    ALERT_MAX_RETRIES times; what went out is never sent again.
+    """
     outcome = alerts.send_alerts(task_id, event)
+    return _retry_if_undelivered(self, outcome, task_id)
+
+
+@app.task(
+    name="operations.send_alert_summary",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=False,
+    ignore_result=True,
+    max_retries=None,
+)
+def send_alert_summary(self: Task, reason: str, held: list[Any] | None = None) -> int:
+    """At the end of a throttle window: one alert for the failures it held back.
+
+    The first run takes what was held (``alert_throttle.take_held``, once); a retry
+    carries it in its arguments.
+    """
+    if held is None:
+        taken = alert_throttle.take_held(reason)
+        if taken is None:
+            return 0
+        held = [taken.count, taken.latest_task_id, taken.since]
+    count, task_id, since = held
+    summary = alert_throttle.Held(count=int(count), latest_task_id=str(task_id), since=float(since))
+    outcome = alerts.send_alerts(summary.latest_task_id, alerts.SUMMARY, held=summary)
+    return _retry_if_undelivered(self, outcome, summary.latest_task_id, args=[reason, held])
+
+
+def _retry_if_undelivered(
+    task: Task, outcome: alerts.Outcome, task_id: str, args: list[Any] | None = None
+) -> int:
     if outcome.retry_after is None:
         return outcome.sent
-    if self.request.retries >= ALERT_TASK_RETRIES:
+    if task.request.retries >= settings.ALERT_MAX_RETRIES:
         logger.error(
             "task %s: %d alert(s) still not delivered after %d retries; giving up",
             task_id,
             outcome.failed,
-            self.request.retries,
+            task.request.retries,
         )
         return outcome.sent
-    countdown = max(outcome.retry_after, ALERT_RETRY_SECONDS * 2**self.request.retries)
-    raise self.retry(countdown=countdown, queue=settings.CELERY_TASK_DEFAULT_QUEUE)
+    countdown = alerts.retry_countdown(task.request.retries, outcome.retry_after)
+    logger.info("task %s: undelivered alert(s) tried again in %.0fs", task_id, countdown)
+    raise task.retry(args=args, countdown=countdown, queue=settings.ALERT_QUEUE)
 
 
 @app.task(name="operations.alert_not_started", **JOB_OPTIONS)

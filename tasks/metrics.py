@@ -205,6 +205,13 @@ class _Metrics:
         self.BEAT_SENT = Counter(
             "tasksite_beat_entries_sent_total", "Schedule entries this beat sent.", ["entry"]
         )
+        # -- alerts and the watchdog (operations/alerts.py, operations/watchdog.py) --
+        self.ALERTS = Counter(
+            "tasksite_alerts",
+            "Alert deliveries per target: 'sent', 'failed' (an attempt that did not "
+            "deliver, transient or refused), 'suppressed' (held back by the throttle).",
+            ["outcome"],
+        )
         from prometheus_client import REGISTRY
 
         REGISTRY.register(_ClientConflation())

@@ -354,11 +354,13 @@ PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "").rstrip("/")
 # looks every ALERT_CHECK_SECONDS.
 ALERT_NOT_STARTED_SECONDS = env_int("ALERT_NOT_STARTED_SECONDS", 600)
 ALERT_CHECK_SECONDS = float(os.environ.get("ALERT_CHECK_SECONDS", "60"))
-# Webhooks: per-request timeout, retries on connection errors, 429 and 5xx with
-# exponential backoff (Retry-After honoured).
+# Webhooks: per-request timeout. A delivery that failed transiently (connection
+# errors, 429, 5xx) is retried by the alert task itself ALERT_MAX_RETRIES times,
+# after ALERT_BACKOFF_SECONDS x 2^n (Retry-After honoured, at most
+# ALERT_BACKOFF_MAX_SECONDS): the worker is free in between.
 ALERT_TIMEOUT_SECONDS = float(os.environ.get("ALERT_TIMEOUT_SECONDS", "10"))
-ALERT_MAX_RETRIES = env_int("ALERT_MAX_RETRIES", 3)
-ALERT_BACKOFF_SECONDS = float(os.environ.get("ALERT_BACKOFF_SECONDS", "1"))
+ALERT_MAX_RETRIES = env_int("ALERT_MAX_RETRIES", 8)
+ALERT_BACKOFF_SECONDS = float(os.environ.get("ALERT_BACKOFF_SECONDS", "30"))
 
 # Personal data: the operations whose tasks only holders of the reader role named
 # here (an Entra ID app role; a Django group in local mode) and staff may see.
@@ -439,3 +441,20 @@ LOGGING = {
         "django_auth_adfs": {"level": "INFO"},
     },
 }
+
+# Watchdog (docs/jobs.md, "Alerts" and "Watchdog"). Alerts have a Celery queue of
+# their own, so that none waits behind a job: a worker must consume it (deploy: a
+# second worker with ``-Q alerts``). A worker started without ``-Q`` takes both.
+ALERT_QUEUE = os.environ.get("ALERT_QUEUE", "alerts")
+CELERY_TASK_QUEUES = {
+    name: {"exchange": name, "routing_key": name}
+    for name in dict.fromkeys([CELERY_TASK_DEFAULT_QUEUE, ALERT_QUEUE])
+}
+CELERY_TASK_ROUTES = {
+    "operations.send_alerts": {"queue": ALERT_QUEUE},
+    "operations.send_alert_summary": {"queue": ALERT_QUEUE},
+}
+ALERT_BACKOFF_MAX_SECONDS = float(os.environ.get("ALERT_BACKOFF_MAX_SECONDS", "3600"))
+# The same operation failing with the same error (ids, numbers and dates folded) is
+# alerted once per window; what was held back is told in one summary at its end.
+ALERT_THROTTLE_SECONDS = env_int("ALERT_THROTTLE_SECONDS", 3600)
