@@ -360,8 +360,16 @@ class _Mail:
 # -- exactly once --------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Subject:
+    """What an alert is about: a task, or (watchdog) a key of its own in the task's place."""
+
+    task_id: str
+    operation: str
+
+
 def claim(
-    task: TaskStatus, event: str, target: Target, existing: dict[str, str]
+    task: Subject, event: str, target: Target, existing: dict[str, str]
 ) -> AlertDelivery | None:
     """Take the delivery of ``target``: a new row, or one that failed before; else None."""
     key, task_id = target.key, str(task.task_id)
@@ -435,21 +443,29 @@ def send_alerts(
         kind = NOT_STARTED
     if event == FINISHED and _held_back(task, outcome):
         return outcome
-    alert = compose(task, event, held=held)
+    subject = Subject(str(task.task_id), task.operation)
+    return deliver(subject, event, kind, compose(task, event, held=held), outcome)
+
+
+def deliver(
+    subject: Subject, event: str, kind: str, alert: Alert, outcome: Outcome | None = None
+) -> Outcome:
+    """``alert`` to every target of ``kind`` for ``subject``'s operation, once each."""
+    outcome = outcome or Outcome()
     existing = dict(
-        AlertDelivery.objects.filter(task_id=str(task.task_id), event=event).values_list(
+        AlertDelivery.objects.filter(task_id=subject.task_id, event=event).values_list(
             "target", "state"
         )
     )
     mail = _Mail()
     try:
-        for target in targets(task.operation, kind):
-            delivery = claim(task, event, target, existing)
+        for target in targets(subject.operation, kind):
+            delivery = claim(subject, event, target, existing)
             if delivery is None:
                 outcome.skipped += 1
                 continue
             outcome.targets.append(target.label)
-            _deliver(task, event, target, delivery, alert, mail, outcome)
+            _deliver(subject, event, target, delivery, alert, mail, outcome)
     finally:
         mail.close()
     return outcome
@@ -482,7 +498,7 @@ def _held_back(task: TaskStatus, outcome: Outcome) -> bool:
 
 
 def _deliver(
-    task: TaskStatus,
+    task: Subject,
     event: str,
     target: Target,
     delivery: AlertDelivery,

@@ -14,7 +14,7 @@ from django.conf import settings
 from tasks import metrics, tracker
 from tasksite.celery import app
 
-from . import alert_throttle, alerts, runner, services
+from . import alert_throttle, alerts, runner, services, watchdog
 from .jobs import purge as purge_job
 
 logger = logging.getLogger(__name__)
@@ -170,6 +170,20 @@ def send_alert_summary(self: Task, reason: str, held: list[Any] | None = None) -
     summary = alert_throttle.Held(count=int(count), latest_task_id=str(task_id), since=float(since))
     outcome = alerts.send_alerts(summary.latest_task_id, alerts.SUMMARY, held=summary)
     return _retry_if_undelivered(self, outcome, summary.latest_task_id, args=[reason, held])
+
+
+@app.task(
+    name="operations.send_watchdog_alert",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=False,
+    ignore_result=True,
+    max_retries=None,
+)
+def send_watchdog_alert(self: Task, event: str, operation: str, when: float) -> int:
+    """What the watchdog found (a scheduled run that is late), once per target."""
+    outcome = watchdog.send_late_alert(operation, when)
+    return _retry_if_undelivered(self, outcome, f"{operation} ({event})")
 
 
 def _retry_if_undelivered(

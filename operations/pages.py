@@ -6,6 +6,8 @@ library): the same figures as ``GET /operations`` and ``/operations/{op}/stats``
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -16,7 +18,7 @@ from django.urls import reverse
 
 from tasks.auth.permissions import can_read, can_run, hidden_operations
 
-from . import overview
+from . import alerts, overview
 
 CHART_WIDTH, CHART_HEIGHT, BAR_GAP = 300, 60, 2
 
@@ -37,10 +39,33 @@ def chart(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "height": round(height, 1),
                 "status": run["status"],
                 "url": run["url"],
-                "label": f"{run['status'].replace('_', ' ')}, {run['duration']} s",
+                "label": f"{status_word(run['status'])}, {run['duration']} s, "
+                f"{alerts.local_time(run['created_at'])}",
             }
         )
     return bars
+
+
+def status_word(value: str) -> str:
+    """A status as staff read it: "completed with errors"."""
+    return value.replace("_", " ")
+
+
+def since_words(when: float, *, now: float) -> str:
+    """ "2026-12-07 16:05 (3 h 10 min ago)": a moment in TIME_ZONE and how long ago."""
+    return f"{alerts.local_time(when)} ({alerts.duration(now - when)} ago)"
+
+
+def _in_words(row: dict[str, Any], now: float) -> None:
+    """Every time and status of the page in words, as staff read them (not Unix numbers)."""
+    if row.get("next_run"):
+        row["next_run_words"] = alerts.local_time(
+            datetime.fromisoformat(row["next_run"]).timestamp()
+        )
+    if row.get("late_since"):
+        row["late_words"] = since_words(row["late_since"], now=now)
+    if row.get("last_run"):
+        row["last_run"]["status_word"] = status_word(row["last_run"]["status"])
 
 
 @login_required
@@ -50,16 +75,22 @@ def schedule_page(request: HttpRequest) -> HttpResponse:
         return HttpResponseForbidden()
     hidden = hidden_operations(request.user)
     rows = overview.operations(hidden, can_run=can_run(request.user))
+    runners = overview.runners()
+    now = time.time()
+    for worker in runners["workers"]:
+        worker["since_words"] = since_words(worker["since"], now=now) if worker["since"] else None
     for row in rows:
         row["stats"] = overview.stats(row["operation"], hidden=hidden)
         row["bars"] = chart(row["stats"]["runs"])
+        _in_words(row, now)
     logout = reverse("django_auth_adfs:logout") if settings.ENTRA_MODE else reverse("logout")
     return render(
         request,
         "operations/schedule.html",
         {
             "operations": rows,
-            "runners": overview.runners(),
+            "runners": runners,
+            "history_runs": overview.HISTORY_RUNS,
             "logout_url": logout,
             "time_zone": settings.TIME_ZONE,
             "chart": {"width": CHART_WIDTH, "height": CHART_HEIGHT},

@@ -65,6 +65,11 @@ OperationSerializer = type(
             allow_null=True, help_text='in words, in TIME_ZONE ("every day at 04:30")'
         ),
         "next_run": serializers.DateTimeField(allow_null=True),
+        "late_since": serializers.IntegerField(
+            allow_null=True,
+            help_text="Unix seconds: when the scheduled run that has not started was due "
+            "(late once SCHEDULE_GRACE_SECONDS have passed); null when none is late",
+        ),
         "last_run": RunSummarySerializer(allow_null=True),
         "can_launch": serializers.BooleanField(
             help_text="this user may launch it, and it runs here"
@@ -97,6 +102,12 @@ class OperationsSerializer(serializers.Serializer):
     workers = WorkerSerializer(many=True)
     queue = QueueSerializer()
     beat = serializers.CharField(allow_null=True, help_text="who holds the beat lock")
+    beat_last_seen = serializers.IntegerField(
+        allow_null=True, help_text="when the beat holding the lock last ticked, Unix seconds"
+    )
+    beat_status = serializers.CharField(
+        help_text='beat\'s liveness in words ("beat last seen 3 min ago", "beat is not running")'
+    )
     problems = serializers.ListField(
         child=serializers.CharField(), help_text="what is wrong, said plainly"
     )

@@ -453,8 +453,16 @@ CELERY_TASK_QUEUES = {
 CELERY_TASK_ROUTES = {
     "operations.send_alerts": {"queue": ALERT_QUEUE},
     "operations.send_alert_summary": {"queue": ALERT_QUEUE},
+    "operations.send_watchdog_alert": {"queue": ALERT_QUEUE},
 }
 ALERT_BACKOFF_MAX_SECONDS = float(os.environ.get("ALERT_BACKOFF_MAX_SECONDS", "3600"))
 # The same operation failing with the same error (ids, numbers and dates folded) is
 # alerted once per window; what was held back is told in one summary at its end.
 ALERT_THROTTLE_SECONDS = env_int("ALERT_THROTTLE_SECONDS", 3600)
+# Missed runs: a scheduled run that has not appeared SCHEDULE_GRACE_SECONDS after
+# it was due is "late" (shown, alerted once). Each worker looks every
+# WATCHDOG_CHECK_SECONDS, whether beat is alive or not; beat counts as not running
+# when it has not ticked for BEAT_SILENT_SECONDS.
+SCHEDULE_GRACE_SECONDS = env_int("SCHEDULE_GRACE_SECONDS", 600)
+WATCHDOG_CHECK_SECONDS = float(os.environ.get("WATCHDOG_CHECK_SECONDS", "60"))
+BEAT_SILENT_SECONDS = env_int("BEAT_SILENT_SECONDS", 120)
