@@ -8,16 +8,20 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import Task
+from celery import Task, signals
 from django.conf import settings
 
 from tasks import metrics, tracker
 from tasksite.celery import app
 
-from . import alert_throttle, alerts, runner, services, watchdog
+from . import alert_throttle, alerts, retries, runner, running_long, services, watch, watchdog
 from .jobs import purge as purge_job
 
 logger = logging.getLogger(__name__)
+
+# The watchdog's thread (operations/watch.py) in every worker: missed scheduled runs
+# are noticed where beat is not needed.
+signals.worker_ready.connect(watch.start, weak=False)
 
 JOB_OPTIONS: dict[str, Any] = {
     "bind": True,
@@ -37,6 +41,7 @@ def _run(
         params,
         request_id=request_id,
         worker=runner.worker_label(task.request.hostname),
+        on_transient=retries.schedule_retry,
     )
 
 
@@ -180,10 +185,15 @@ def send_alert_summary(self: Task, reason: str, held: list[Any] | None = None) -
     ignore_result=True,
     max_retries=None,
 )
-def send_watchdog_alert(self: Task, event: str, operation: str, when: float) -> int:
-    """What the watchdog found (a scheduled run that is late), once per target."""
-    outcome = watchdog.send_late_alert(operation, when)
-    return _retry_if_undelivered(self, outcome, f"{operation} ({event})")
+def send_watchdog_alert(
+    self: Task, event: str, operation: str, when: float, task_id: str | None = None
+) -> int:
+    """What the watchdog found (a scheduled run late, a run running long), once per target."""
+    if event == running_long.RUNNING_LONG and task_id:
+        outcome = running_long.send_alert(task_id)
+    else:
+        outcome = watchdog.send_late_alert(operation, when)
+    return _retry_if_undelivered(self, outcome, task_id or f"{operation} ({event})")
 
 
 def _retry_if_undelivered(

@@ -2,8 +2,8 @@
 
 Beat is what launches scheduled runs, so a beat that is down cannot be what
 notices they did not happen. The watchdog runs in every Celery worker instead, in
-a thread started on ``worker_ready`` (``tasksite/celery.py``), every
-``WATCHDOG_CHECK_SECONDS``:
+a thread started on ``worker_ready`` (``operations.watch``), every
+``WATCHDOG_CHECK_SECONDS``; this module is what it and the pages know:
 
 - For each scheduled operation (``operations.schedule``), the time its latest run
   was due (``last_due``, from its crontab in TIME_ZONE), and the latest task of it
@@ -26,17 +26,15 @@ The pages and ``GET /operations`` compute the same state on request
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import cast
 from zoneinfo import ZoneInfo
 
 import redis
 from django.conf import settings
-from django.db import connection
 
 from tasks import metrics
 from tasks.models import Operation, Status, TaskStatus
@@ -99,8 +97,6 @@ def _key(name: str) -> str:
 
 
 _process_started = time.time()
-_sent_in_process: set[str] = set()
-_sent_lock = threading.Lock()
 
 
 def watching_since() -> float:
@@ -205,42 +201,6 @@ def export(states: dict[str, ScheduleState], last_tick: float | None) -> None:
         metrics.OPERATION_LATE.labels(state.operation).set(1 if state.late_since else 0)
 
 
-def _first_to_tell(operation: str, due: float) -> bool:
-    """Exactly one worker enqueues the alert of one missed run."""
-    name = f"late:{operation}:{int(due)}"
-    client = _redis()
-    if client is None:
-        with _sent_lock:
-            if name in _sent_in_process:
-                return False
-            _sent_in_process.add(name)
-            return True
-    return bool(client.set(_key(name), "1", nx=True, ex=8 * 24 * 3600))
-
-
-def check(*, now: float | None = None) -> list[str]:
-    """Export the gauges and enqueue one alert per newly late run; the late operations."""
-    states = schedule_state(now=now)
-    last_tick = beat_last_tick()
-    export(states, last_tick)
-    late = [state for state in states.values() if state.late_since is not None]
-    for state in late:
-        due = cast(float, state.late_since)
-        if _first_to_tell(state.operation, due):
-            logger.warning(
-                "%s: the scheduled run due at %s has not started (%s)",
-                state.operation,
-                alerts.local_time(due),
-                beat_in_words(last_tick),
-            )
-            app.send_task(
-                "operations.send_watchdog_alert",
-                args=[LATE, state.operation, due],
-                queue=settings.ALERT_QUEUE,
-            )
-    return [state.operation for state in late]
-
-
 # -- the alert ---------------------------------------------------------------------
 
 
@@ -276,39 +236,3 @@ def send_late_alert(operation: str, due: float) -> alerts.Outcome:
     """The late run's alert, once per target, to the routes that alert on ``failed``."""
     subject = alerts.Subject(alert_key(LATE, operation, due), operation)
     return alerts.deliver(subject, LATE, Status.FAILED, compose_late(operation, due))
-
-
-# -- the thread in each worker -----------------------------------------------------
-
-
-class Watchdog(threading.Thread):
-    def __init__(self) -> None:
-        super().__init__(name="watchdog", daemon=True)
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while True:
-            try:
-                check()
-            except Exception:  # a database or Redis outage: look again next time
-                logger.warning("watchdog: check failed", exc_info=True)
-            finally:
-                connection.close()
-            if self.stopped.wait(settings.WATCHDOG_CHECK_SECONDS):
-                return
-
-    def stop(self) -> None:
-        self.stopped.set()
-
-
-_started: list[Watchdog] = []
-
-
-def start(**_: Any) -> None:
-    """``worker_ready``: one watchdog thread per worker process."""
-    if _started or settings.WATCHDOG_CHECK_SECONDS <= 0:
-        return
-    watchdog = Watchdog()
-    _started.append(watchdog)
-    watchdog.start()
-    logger.info("watchdog: checking the schedule every %gs", settings.WATCHDOG_CHECK_SECONDS)

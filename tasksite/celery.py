@@ -44,12 +44,3 @@ def _beat_metrics(**kwargs: object) -> None:
     from tasks.metrics import beat_metrics
 
     beat_metrics(**kwargs)
-
-
-# The watchdog (operations/watchdog.py): missed scheduled runs are noticed by the
-# workers, so that a beat that is down does not hide its own silence.
-@signals.worker_ready.connect
-def _watchdog(**kwargs: object) -> None:
-    from operations.watchdog import start
-
-    start(**kwargs)

@@ -466,3 +466,21 @@ ALERT_THROTTLE_SECONDS = env_int("ALERT_THROTTLE_SECONDS", 3600)
 SCHEDULE_GRACE_SECONDS = env_int("SCHEDULE_GRACE_SECONDS", 600)
 WATCHDOG_CHECK_SECONDS = float(os.environ.get("WATCHDOG_CHECK_SECONDS", "60"))
 BEAT_SILENT_SECONDS = env_int("BEAT_SILENT_SECONDS", 120)
+# Running long: an unfinished run older than RUNNING_LONG_FACTOR x its operation's
+# p95 duration (of its last finished runs), and at least RUNNING_LONG_MIN_SECONDS.
+RUNNING_LONG_FACTOR = float(os.environ.get("RUNNING_LONG_FACTOR", "3"))
+RUNNING_LONG_MIN_SECONDS = env_int("RUNNING_LONG_MIN_SECONDS", 600)
+# Retries of a run that failed for a passing reason (a source unreachable, the
+# database lost): "operation=attempts:first wait in seconds", attempts in all
+# (1: no retry). Off for email_tips (it sends mail) and the operations not named.
+JOB_RETRY_POLICY = {
+    operation: (int(attempts or 1), float(wait or 0))
+    for operation, _, rule in (
+        item.partition("=")
+        for item in env_list(
+            "JOB_RETRY_POLICY",
+            ["daily_sales=3:300", "invoice_sync=3:300", "get_mpvs=3:300"],
+        )
+    )
+    for attempts, _, wait in [rule.partition(":")]
+}

@@ -17,7 +17,7 @@ import pytest
 import redis
 from django.core.cache import cache
 
-from operations import overview, watchdog
+from operations import overview, running_long, watch, watchdog
 from operations.celery_tasks import send_watchdog_alert
 from operations.models import AlertDelivery
 from tasks import tracker
@@ -96,9 +96,9 @@ def test_a_scheduled_run_that_did_not_appear_is_late_shown_and_alerted_once(
 
     # Three checks, from any number of workers: one alert message.
     for _ in range(3):
-        assert watchdog.check(now=due + 700) == ["invoice_sync"]
+        assert watch.check(now=due + 700) == ["late:invoice_sync"]
     [message] = queued(f"{queue}-alerts", "operations.send_watchdog_alert")
-    assert message["argsrepr"] == repr(["late", "invoice_sync", due])
+    assert message["argsrepr"] == repr(["late", "invoice_sync", due, None])
     assert send_watchdog_alert("late", "invoice_sync", due) == 2
     assert send_watchdog_alert("late", "invoice_sync", due) == 0  # a redelivery
     [mail] = smtp.received
@@ -135,7 +135,7 @@ def test_a_scheduled_run_that_did_not_appear_is_late_shown_and_alerted_once(
     # The run appears (beat came back): no longer late, gauge back to 0.
     task = tracker.create_task("invoice_sync", launched_by="schedule")
     TaskStatus.objects.filter(pk=task.task_id).update(created_at=due + 650)
-    assert watchdog.check(now=due + 700) == []
+    assert watch.check(now=due + 700) == []
     assert sample("tasksite_operation_late", labels) == 0
     assert sample("tasksite_operation_last_started_timestamp_seconds", labels) == due + 650
 
@@ -243,3 +243,53 @@ def smtp(settings):
 def hook():
     with http_receiver() as receiver:
         yield receiver
+
+
+def test_a_run_slower_than_its_history_is_running_long_shown_and_alerted_once(
+    watched, queue, smtp, hook, client, admin_user
+):
+    from tests.test_operations_overview import finished_run
+
+    settings, _ = watched
+    settings.RUNNING_LONG_FACTOR = 3
+    settings.RUNNING_LONG_MIN_SECONDS = 5
+    for seconds in (2, 2, 3):
+        finished_run("get_mpvs", "completed", seconds)
+    slow = tracker.create_task("get_mpvs", launched_by="alice").task_id
+    TaskStatus.objects.filter(pk=slow).update(created_at=time.time() - 60)
+    fresh = tracker.create_task("get_mpvs", launched_by="alice").task_id  # just started
+    without_history = tracker.create_task("invoice_sync", launched_by="bob").task_id
+    TaskStatus.objects.filter(pk=without_history).update(created_at=time.time() - 3600)
+
+    [run] = running_long.long_runs()
+    assert run.task_id == slow and run.usual == pytest.approx(2.9)
+    assert run.words.startswith(f"get_mpvs {slow[:8]} has been running 1 min")
+    assert "more than 3 × its usual 3 s (p95 of its last runs)." in run.words
+    assert running_long.note_for(TaskStatus.objects.get(pk=fresh)) is None
+
+    # Shown: the monitor's header and the task's page.
+    client.force_login(admin_user)
+    cache.clear()
+    assert f"Running long: get_mpvs {slow[:8]} has been running" in client.get("/").content.decode()
+    page = client.get(f"/tasks/{slow}").content.decode()
+    assert 'data-field="running-long">Running long: get_mpvs' in page
+    assert 'data-field="running-long"' not in client.get(f"/tasks/{fresh}").content.decode()
+
+    # Alerted once, however many looks and workers.
+    for _ in range(3):
+        assert f"running_long:{slow}" in watch.check()
+    [message] = queued(f"{queue}-alerts", "operations.send_watchdog_alert")
+    args = eval(message["argsrepr"])  # noqa: S307 (our own message's repr)
+    assert args[0] == "running_long" and args[3] == slow
+    assert send_watchdog_alert(*args) == 2
+    assert send_watchdog_alert(*args) == 0
+    [mail] = smtp.received
+    assert mail.message["Subject"] == "[tasks] get_mpvs is running long"
+    body = mail.message.get_content()
+    assert f"Task: {slow}" in body and "Usual (p95): 3 s" in body
+
+    # Once it ends, it is no longer running long (and nothing more is sent).
+    with tracker.open_task(slow) as handle:
+        handle.complete({})
+    assert running_long.long_runs() == []
+    assert send_watchdog_alert(*args) == 0
