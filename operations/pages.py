@@ -12,13 +12,16 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
-from django.shortcuts import render
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden
+from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.views.decorators.http import require_POST
 
+from tasks import selectors, tracker
 from tasks.auth.permissions import can_read, can_run, hidden_operations
+from tasks.models import Status, TaskStatus
 
-from . import alerts, overview
+from . import alerts, overview, retries, services
 
 CHART_WIDTH, CHART_HEIGHT, BAR_GAP = 300, 60, 2
 
@@ -96,3 +99,26 @@ def schedule_page(request: HttpRequest) -> HttpResponse:
             "chart": {"width": CHART_WIDTH, "height": CHART_HEIGHT},
         },
     )
+
+
+@login_required
+@require_POST
+def cancel_retry(request: HttpRequest, task_id: str) -> HttpResponse:
+    """The failed task page's "Cancel retry": cancel its pending retry, back to the page."""
+    if not can_run(request.user):
+        return HttpResponseForbidden()
+    hidden = hidden_operations(request.user)
+    task = selectors.get_task(task_id, hidden=hidden)
+    if task is None:
+        raise Http404
+    pending = TaskStatus.objects.filter(
+        rerun_of=task.task_id, launched_by=retries.RETRY, status=Status.STARTED
+    ).first()
+    if pending is not None:
+        try:
+            services.cancel_task(
+                str(pending.task_id), by=request.user.get_username(), hidden=hidden
+            )
+        except tracker.TaskAlreadyFinished:
+            pass  # it ended meanwhile: nothing to cancel
+    return redirect(f"/tasks/{task.task_id}")

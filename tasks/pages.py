@@ -20,7 +20,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from rest_framework import serializers
 
-from operations import overview, running_long
+from operations import overview, retries, running_long
 from operations.registry import OPERATIONS
 
 from . import selectors
@@ -185,6 +185,7 @@ def task_page(request: HttpRequest, task_id: str) -> HttpResponse:
             "can_run": can_run(request.user),
             "can_run_again": can_run(request.user) and OPERATIONS[task.operation].available,
             "running_long": running_long.note_for(task),
+            "retries": retries.chain(task),
             "config": _page_config(request, hidden, since=since, taskId=str(task.task_id)),
         }
     )
