@@ -448,9 +448,15 @@ def send_alerts(
 
 
 def deliver(
-    subject: Subject, event: str, kind: str, alert: Alert, outcome: Outcome | None = None
+    subject: Subject,
+    event: str,
+    kind: str,
+    alert: Alert,
+    outcome: Outcome | None = None,
+    *,
+    to: list[Target] | None = None,
 ) -> Outcome:
-    """``alert`` to every target of ``kind`` for ``subject``'s operation, once each."""
+    """``alert`` to every target of ``kind`` for ``subject``'s operation (or ``to``), once each."""
     outcome = outcome or Outcome()
     existing = dict(
         AlertDelivery.objects.filter(task_id=subject.task_id, event=event).values_list(
@@ -459,7 +465,7 @@ def deliver(
     )
     mail = _Mail()
     try:
-        for target in targets(subject.operation, kind):
+        for target in targets(subject.operation, kind) if to is None else to:
             delivery = claim(subject, event, target, existing)
             if delivery is None:
                 outcome.skipped += 1

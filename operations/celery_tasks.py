@@ -14,7 +14,17 @@ from django.conf import settings
 from tasks import metrics, tracker
 from tasksite.celery import app
 
-from . import alert_throttle, alerts, retries, runner, running_long, services, watch, watchdog
+from . import (
+    alert_throttle,
+    alerts,
+    notify,
+    retries,
+    runner,
+    running_long,
+    services,
+    watch,
+    watchdog,
+)
 from .jobs import purge as purge_job
 
 logger = logging.getLogger(__name__)
@@ -194,6 +204,19 @@ def send_watchdog_alert(
     else:
         outcome = watchdog.send_late_alert(operation, when)
     return _retry_if_undelivered(self, outcome, task_id or f"{operation} ({event})")
+
+
+@app.task(
+    name="operations.send_notifications",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=False,
+    ignore_result=True,
+    max_retries=None,
+)
+def send_notifications(self: Task, task_id: str) -> int:
+    """ "Notify me when it ends": one mail to each user who asked about this task."""
+    return _retry_if_undelivered(self, notify.send_notifications(task_id), task_id)
 
 
 def _retry_if_undelivered(

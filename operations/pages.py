@@ -21,7 +21,7 @@ from tasks import selectors, tracker
 from tasks.auth.permissions import can_read, can_run, hidden_operations
 from tasks.models import Status, TaskStatus
 
-from . import alerts, overview, retries, services
+from . import alerts, notify, overview, retries, services
 
 CHART_WIDTH, CHART_HEIGHT, BAR_GAP = 300, 60, 2
 
@@ -122,3 +122,16 @@ def cancel_retry(request: HttpRequest, task_id: str) -> HttpResponse:
         except tracker.TaskAlreadyFinished:
             pass  # it ended meanwhile: nothing to cancel
     return redirect(f"/tasks/{task.task_id}")
+
+
+@login_required
+@require_POST
+def notify_me(request: HttpRequest, task_id: str) -> HttpResponse:
+    """The task page's "Notify me when it ends": a mail to this user, back to the page."""
+    if not can_read(request.user):
+        return HttpResponseForbidden()
+    hidden = hidden_operations(request.user)
+    if selectors.get_task(task_id, hidden=hidden) is None:
+        raise Http404
+    notify.request(task_id, request.user, hidden=hidden)
+    return redirect(f"/tasks/{task_id}")

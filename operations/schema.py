@@ -27,6 +27,11 @@ def _launch_body(name: str) -> type[serializers.Serializer]:
             allow_null=True,
             help_text='The finished task this launch repeats ("Run again"); same operation.',
         ),
+        "notify": serializers.BooleanField(
+            required=False,
+            default=False,
+            help_text="Mail the launching user (their address) when the task ends.",
+        ),
         "__module__": __name__,
         "__doc__": f"Launch {name}: {spec.description}",
     }

@@ -20,7 +20,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from rest_framework import serializers
 
-from operations import overview, retries, running_long
+from operations import notify, overview, retries, running_long
 from operations.registry import OPERATIONS
 
 from . import selectors
@@ -186,6 +186,8 @@ def task_page(request: HttpRequest, task_id: str) -> HttpResponse:
             "can_run_again": can_run(request.user) and OPERATIONS[task.operation].available,
             "running_long": running_long.note_for(task),
             "retries": retries.chain(task),
+            "notify_wanted": notify.wanted(str(task.task_id), request.user),
+            "user_email": getattr(request.user, "email", ""),
             "config": _page_config(request, hidden, since=since, taskId=str(task.task_id)),
         }
     )

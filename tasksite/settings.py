@@ -454,6 +454,7 @@ CELERY_TASK_ROUTES = {
     "operations.send_alerts": {"queue": ALERT_QUEUE},
     "operations.send_alert_summary": {"queue": ALERT_QUEUE},
     "operations.send_watchdog_alert": {"queue": ALERT_QUEUE},
+    "operations.send_notifications": {"queue": ALERT_QUEUE},
 }
 ALERT_BACKOFF_MAX_SECONDS = float(os.environ.get("ALERT_BACKOFF_MAX_SECONDS", "3600"))
 # The same operation failing with the same error (ids, numbers and dates folded) is
