@@ -535,3 +535,19 @@ class NotifyRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} on {self.task_id}"
+
+
+class FailureAcknowledgement(models.Model):
+    """Someone looked at a failed run: who, when, and a note (``operations.triage``).
+
+    Kept beside the task, not in it: a finished task never changes.
+    """
+
+    task_id = models.CharField(max_length=36, unique=True)
+    operation = models.CharField(max_length=32)
+    by = models.CharField(max_length=150)
+    note = models.TextField(blank=True, default="")
+    at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.task_id} acknowledged by {self.by}"

@@ -30,7 +30,7 @@ from tasks import selectors
 from tasks.models import TERMINAL_STATUSES, Operation, TaskStatus
 from tasksite.celery import app
 
-from . import alerts, watchdog
+from . import alerts, triage, watchdog
 from .models import JobRun
 from .registry import OPERATIONS
 from .schedule import cron, operation_schedules
@@ -284,6 +284,7 @@ def stats(operation: str, *, hidden: frozenset[str]) -> dict[str, Any] | None:
         "failed_share": round(sum(r["status"] == "failed" for r in runs) / count, 3)
         if count
         else None,
+        "failure_groups": triage.failure_groups(operation),
         "with_errors_share": round(
             sum(r["status"] == "completed_with_errors" for r in runs) / count, 3
         )

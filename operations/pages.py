@@ -21,7 +21,7 @@ from tasks import selectors, tracker
 from tasks.auth.permissions import can_read, can_run, hidden_operations
 from tasks.models import Status, TaskStatus
 
-from . import alerts, notify, overview, retries, services
+from . import alerts, notify, overview, retries, services, triage
 
 CHART_WIDTH, CHART_HEIGHT, BAR_GAP = 300, 60, 2
 
@@ -69,6 +69,8 @@ def _in_words(row: dict[str, Any], now: float) -> None:
         row["late_words"] = since_words(row["late_since"], now=now)
     if row.get("last_run"):
         row["last_run"]["status_word"] = status_word(row["last_run"]["status"])
+    for group in (row.get("stats") or {}).get("failure_groups", []):
+        group["last_seen_words"] = since_words(group["last_seen"], now=now)
 
 
 @login_required
@@ -135,3 +137,18 @@ def notify_me(request: HttpRequest, task_id: str) -> HttpResponse:
         raise Http404
     notify.request(task_id, request.user, hidden=hidden)
     return redirect(f"/tasks/{task_id}")
+
+
+@login_required
+@require_POST
+def acknowledge(request: HttpRequest, task_id: str) -> HttpResponse:
+    """A failed task page's "Acknowledge": who looked at it, when, and a note."""
+    if not can_run(request.user):
+        return HttpResponseForbidden()
+    task = selectors.get_task(task_id, hidden=hidden_operations(request.user))
+    if task is None:
+        raise Http404
+    if task.status == Status.FAILED:
+        note = str(request.POST.get("note", "")).strip()
+        triage.acknowledge(task, by=request.user.get_username(), note=note)
+    return redirect(f"/tasks/{task.task_id}")

@@ -127,6 +127,14 @@ class StatsRunSerializer(serializers.Serializer):
     url = serializers.CharField()
 
 
+class FailureGroupSerializer(serializers.Serializer):
+    error = serializers.CharField(help_text="the error with ids, numbers and dates folded")
+    count = serializers.IntegerField()
+    unacknowledged = serializers.IntegerField(help_text="of these, nobody acknowledged")
+    last_seen = serializers.IntegerField(help_text="Unix seconds")
+    last_task_id = serializers.UUIDField()
+
+
 class OperationStatsSerializer(serializers.Serializer):
     operation = serializers.ChoiceField(choices=Operation.choices)
     runs = StatsRunSerializer(many=True, help_text="the last finished runs, newest first")
@@ -135,3 +143,6 @@ class OperationStatsSerializer(serializers.Serializer):
     p95_duration = serializers.FloatField(allow_null=True)
     failed_share = serializers.FloatField(allow_null=True, help_text="0 to 1")
     with_errors_share = serializers.FloatField(allow_null=True, help_text="0 to 1")
+    failure_groups = FailureGroupSerializer(
+        many=True, help_text="failed runs grouped by folded error, latest first"
+    )

@@ -20,7 +20,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from rest_framework import serializers
 
-from operations import notify, overview, retries, running_long
+from operations import notify, overview, retries, running_long, triage
 from operations.registry import OPERATIONS
 
 from . import selectors
@@ -150,6 +150,7 @@ def monitor(request: HttpRequest) -> HttpResponse:
         "can_run": can_run(request.user),
         "logout_url": _logout_url(),
         # Said plainly in the header: a started task is not going to move without a worker.
+        "unacknowledged": triage.unacknowledged(hidden),
         "runner_problems": overview.runners(wait=False)["problems"]
         + [f"Running long: {run.words}" for run in running_long.long_runs(hidden=hidden)],
         "documents": [task_document(task) for task in tasks],
@@ -188,6 +189,7 @@ def task_page(request: HttpRequest, task_id: str) -> HttpResponse:
             "retries": retries.chain(task),
             "notify_wanted": notify.wanted(str(task.task_id), request.user),
             "user_email": getattr(request.user, "email", ""),
+            "acknowledged": triage.acknowledgement(str(task.task_id)),
             "config": _page_config(request, hidden, since=since, taskId=str(task.task_id)),
         }
     )
