@@ -3,8 +3,15 @@
 Trigger: ``tasks.tracker`` sends ``tasks.signals.task_finished`` after the
 commit of the change that ended a task; ``on_task_finished`` (connected in
 ``OperationsConfig.ready``) only enqueues the Celery task
-``operations.send_alerts``. No network I/O happens in a job or a request, and a
+``operations.send_alerts`` on the alert queue (``ALERT_QUEUE``), so that no
+alert waits behind a job. No network I/O happens in a job or a request, and a
 receiver that fails is logged by the signal, never raised into the tracker.
+
+Throttled: the same operation ending the same way with the same folded error
+within ``ALERT_THROTTLE_SECONDS`` is alerted once, then summed up in one
+``summary`` alert (``operations.alert_throttle``). Counted in
+``tasksite_alerts_total{outcome}``: per target, ``sent``, ``failed`` (each
+attempt that did not deliver) or ``suppressed`` (held back by the throttle).
 
 Targets: every enabled ``AlertRoute`` of the task's operation or of all
 operations that asks for its status, plus the default route of the environment
@@ -16,7 +23,9 @@ Exactly once per task, event and target: an ``AlertDelivery`` row is claimed
 delivery of the alert task sends nothing that went out. A transient failure
 (``failed``) is taken again by the alert task's next retry; a target that
 refused (``refused``) is not. A row left ``sending`` by a process killed
-mid-send is not taken again: an alert is sent at most once.
+mid-send is not taken again: an alert is sent at most once. Each run tries
+each target once; the alert task's Celery retry (with backoff, the worker free
+in between) tries again.
 
 Scheduled runs that did not start: ``check_not_started`` (run by the beat
 itself, so it works when no worker does) alerts once for each task launched
@@ -38,6 +47,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import requests
 from django.conf import settings
@@ -47,9 +57,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from tasks import metrics
 from tasks.models import Operation, Status, TaskStatus
 from tasksite.celery import app
 
+from . import alert_throttle
 from .jobs.tip_emails import Mailer, MailServerUnavailable, Undeliverable, is_transient
 from .models import AlertDelivery, AlertRoute, JobRun
 
@@ -57,11 +69,9 @@ logger = logging.getLogger(__name__)
 
 FINISHED = "finished"
 NOT_STARTED = "not_started"
+SUMMARY = "summary"
 ALERT_STATUSES = frozenset({Status.FAILED, Status.COMPLETED_WITH_ERRORS})
 PERSONAL_DATA_NOTE = "details on the task page (personal data)"
-# A wait longer than this (a long Retry-After) is not slept in the worker: the
-# alert task retries later instead.
-INLINE_MAX_WAIT = 30.0
 MAX_ERROR_CHARS = 2000
 State = AlertDelivery.State
 
@@ -140,9 +150,7 @@ def on_task_finished(sender: Any, task: TaskStatus, **kwargs: Any) -> None:
             "task %s: alert routes not readable; enqueuing anyway", task.task_id, exc_info=True
         )
     # By name: the Celery task module imports this one.
-    app.send_task(
-        "operations.send_alerts", args=[str(task.task_id)], queue=settings.CELERY_TASK_DEFAULT_QUEUE
-    )
+    app.send_task("operations.send_alerts", args=[str(task.task_id)], queue=settings.ALERT_QUEUE)
     logger.info("task %s: %s alert enqueued", task.task_id, task.status)
 
 
@@ -192,12 +200,34 @@ def is_personal(operation: str) -> bool:
     return operation in settings.PERSONAL_DATA_READER_ROLES
 
 
-def compose(task: TaskStatus, event: str, *, now: float | None = None) -> Alert:
+def local_time(when: float) -> str:
+    """A moment as staff read it: "2026-12-08 04:30" in TIME_ZONE."""
+    zone = ZoneInfo(settings.TIME_ZONE)
+    return datetime.fromtimestamp(when, zone).strftime("%Y-%m-%d %H:%M")
+
+
+def compose(
+    task: TaskStatus,
+    event: str,
+    *,
+    now: float | None = None,
+    held: alert_throttle.Held | None = None,
+) -> Alert:
     """Operation, status, task id and link, launched by, duration, errors; never personal data."""
     operation = task.operation
     label = Operation(operation).label if operation in Operation.values else operation
     task_id = str(task.task_id)
-    if event == NOT_STARTED:
+    if event == SUMMARY and held is not None:
+        word = "failed" if task.status == Status.FAILED else "completed with errors"
+        times = "once more" if held.count == 1 else f"{held.count} more times"
+        subject = f"[tasks] {operation} {word} {times}"
+        headline = (
+            f"{label} ({operation}) {word} {times} since {local_time(held.since)} "
+            f"with the same error; those alerts were held back "
+            f"(one per {duration(settings.ALERT_THROTTLE_SECONDS)})."
+        )
+        status, timing = task.status, ("Held back", str(held.count))
+    elif event == NOT_STARTED:
         waited = (time.time() if now is None else now) - task.created_at
         bound = duration(settings.ALERT_NOT_STARTED_SECONDS)
         subject = f"[tasks] {operation}: scheduled run not started"
@@ -261,41 +291,41 @@ def _retry_after(response: requests.Response | None) -> float | None:
 
 
 def post_webhook(url: str, payload: dict[str, Any], label: str) -> None:
-    """POST the JSON; retried with exponential backoff on connection errors, 429 and 5xx.
+    """POST the JSON once, within ALERT_TIMEOUT_SECONDS.
 
-    Raises Transient once the retries are spent (or the server asks for a wait
-    longer than INLINE_MAX_WAIT), Refused on any other answer. Logs name the
-    host only: a webhook URL's path is its secret.
+    Raises Transient on connection errors, timeouts, 429 and 5xx (with the
+    server's Retry-After, if any: the alert task's retry waits at least that),
+    Refused on any other answer. No sleeping here: the worker is free between
+    tries. Logs name the host only: a webhook URL's path is its secret.
     """
     timeout = float(settings.ALERT_TIMEOUT_SECONDS)
-    retries = max(int(settings.ALERT_MAX_RETRIES), 0)
-    backoff = float(settings.ALERT_BACKOFF_SECONDS)
-    last = "no attempt"
-    for attempt in range(retries + 1):
-        response = None
-        try:
-            response = requests.post(
-                url, json=payload, timeout=(min(timeout, 5.0), timeout), allow_redirects=False
-            )
-        except requests.Timeout:
-            last = f"timed out after {timeout:g}s"
-        except requests.ConnectionError as exc:
-            last = f"unreachable ({exc.__class__.__name__})"
-        except requests.RequestException as exc:
-            raise Refused(f"request not sent ({exc.__class__.__name__})") from None
-        else:
-            status = response.status_code
-            if 200 <= status < 300:
-                return
-            if status != 429 and status < 500:
-                raise Refused(f"HTTP {status}")
-            last = f"HTTP {status}"
-        asked = _retry_after(response)
-        wait = asked if asked is not None else backoff * 2**attempt * (1 + random.random() / 4)
-        if attempt == retries or wait > INLINE_MAX_WAIT:
-            raise Transient(f"{last} after {attempt + 1} attempt(s)", retry_after=wait)
-        logger.warning("alert webhook %s: %s; retrying in %.1fs", label, last, wait)
-        time.sleep(wait)
+    response = None
+    try:
+        response = requests.post(
+            url, json=payload, timeout=(min(timeout, 5.0), timeout), allow_redirects=False
+        )
+    except requests.Timeout:
+        last = f"timed out after {timeout:g}s"
+    except requests.ConnectionError as exc:
+        last = f"unreachable ({exc.__class__.__name__})"
+    except requests.RequestException as exc:
+        raise Refused(f"request not sent ({exc.__class__.__name__})") from None
+    else:
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        if status != 429 and status < 500:
+            raise Refused(f"HTTP {status}")
+        last = f"HTTP {status}"
+    raise Transient(last, retry_after=_retry_after(response) or 0.0)
+
+
+def retry_countdown(retries: int, retry_after: float = 0.0) -> float:
+    """Seconds before the alert task's next try: ALERT_BACKOFF_SECONDS x 2^retries
+    (a quarter of jitter), at least the receiver's Retry-After, at most
+    ALERT_BACKOFF_MAX_SECONDS."""
+    backoff = float(settings.ALERT_BACKOFF_SECONDS) * 2**retries * (1 + random.random() / 4)
+    return min(max(backoff, retry_after), float(settings.ALERT_BACKOFF_MAX_SECONDS))
 
 
 class _Mail:
@@ -330,8 +360,16 @@ class _Mail:
 # -- exactly once --------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Subject:
+    """What an alert is about: a task, or (watchdog) a key of its own in the task's place."""
+
+    task_id: str
+    operation: str
+
+
 def claim(
-    task: TaskStatus, event: str, target: Target, existing: dict[str, str]
+    task: Subject, event: str, target: Target, existing: dict[str, str]
 ) -> AlertDelivery | None:
     """Take the delivery of ``target``: a new row, or one that failed before; else None."""
     key, task_id = target.key, str(task.task_id)
@@ -378,47 +416,95 @@ class Outcome:
     skipped: int = 0
     failed: int = 0
     refused: int = 0
+    suppressed: int = 0
     # Set when a delivery failed transiently: retry no sooner than this (seconds).
     retry_after: float | None = None
     targets: list[str] = field(default_factory=list)
 
 
-def send_alerts(task_id: str, event: str = FINISHED) -> Outcome:
-    """Send the alerts of one task once per target; what failed transiently is retryable."""
+def send_alerts(
+    task_id: str, event: str = FINISHED, *, held: alert_throttle.Held | None = None
+) -> Outcome:
+    """Send the alerts of one task once per target; what failed transiently is retryable.
+
+    ``SUMMARY`` (with ``held``): what the throttle held back, told on the latest such task.
+    """
     outcome = Outcome()
     try:
         task = TaskStatus.objects.get(pk=task_id)
     except (TaskStatus.DoesNotExist, ValueError, TypeError, ValidationError):
         logger.warning("task %s: no such task (purged?); no alert", task_id)
         return outcome
-    if event == FINISHED:
+    if event in (FINISHED, SUMMARY):
         if task.status not in ALERT_STATUSES:
             return outcome
         kind = task.status
     else:
         kind = NOT_STARTED
-    alert = compose(task, event)
+    if event == FINISHED and _held_back(task, outcome):
+        return outcome
+    subject = Subject(str(task.task_id), task.operation)
+    return deliver(subject, event, kind, compose(task, event, held=held), outcome)
+
+
+def deliver(
+    subject: Subject,
+    event: str,
+    kind: str,
+    alert: Alert,
+    outcome: Outcome | None = None,
+    *,
+    to: list[Target] | None = None,
+) -> Outcome:
+    """``alert`` to every target of ``kind`` for ``subject``'s operation (or ``to``), once each."""
+    outcome = outcome or Outcome()
     existing = dict(
-        AlertDelivery.objects.filter(task_id=str(task.task_id), event=event).values_list(
+        AlertDelivery.objects.filter(task_id=subject.task_id, event=event).values_list(
             "target", "state"
         )
     )
     mail = _Mail()
     try:
-        for target in targets(task.operation, kind):
-            delivery = claim(task, event, target, existing)
+        for target in targets(subject.operation, kind) if to is None else to:
+            delivery = claim(subject, event, target, existing)
             if delivery is None:
                 outcome.skipped += 1
                 continue
             outcome.targets.append(target.label)
-            _deliver(task, event, target, delivery, alert, mail, outcome)
+            _deliver(subject, event, target, delivery, alert, mail, outcome)
     finally:
         mail.close()
     return outcome
 
 
+def _held_back(task: TaskStatus, outcome: Outcome) -> bool:
+    """Whether the throttle holds this task's alerts back; a summary is then scheduled."""
+    decision = alert_throttle.check(
+        str(task.task_id), task.operation, task.status, task.error, task.updated_at
+    )
+    if not decision.held:
+        return False
+    outcome.suppressed = len(targets(task.operation, task.status))
+    if decision.new:
+        metrics.ALERTS.labels("suppressed").inc(outcome.suppressed)
+    logger.info(
+        "task %s: %s alert held back (same operation and error alerted within %s)",
+        task.task_id,
+        task.status,
+        duration(settings.ALERT_THROTTLE_SECONDS),
+    )
+    if decision.summary_in is not None:
+        app.send_task(
+            "operations.send_alert_summary",
+            args=[decision.reason],
+            countdown=decision.summary_in,
+            queue=settings.ALERT_QUEUE,
+        )
+    return True
+
+
 def _deliver(
-    task: TaskStatus,
+    task: Subject,
     event: str,
     target: Target,
     delivery: AlertDelivery,
@@ -433,10 +519,12 @@ def _deliver(
             post_webhook(target.address, alert.webhook_payload, target.label)
     except Refused as exc:
         outcome.refused += 1
+        metrics.ALERTS.labels("failed").inc()
         _record(delivery, State.REFUSED, str(exc))
         logger.error("task %s: %s alert to %s refused: %s", task.task_id, event, target.label, exc)
     except Transient as exc:
         outcome.failed += 1
+        metrics.ALERTS.labels("failed").inc()
         outcome.retry_after = max(outcome.retry_after or 0.0, exc.retry_after)
         _record(delivery, State.FAILED, str(exc))
         logger.warning(
@@ -444,11 +532,13 @@ def _deliver(
         )
     except Exception as exc:  # a bug must not leave the row "sending" for ever
         outcome.failed += 1
+        metrics.ALERTS.labels("failed").inc()
         outcome.retry_after = max(outcome.retry_after or 0.0, 0.0)
         _record(delivery, State.FAILED, exc.__class__.__name__)
         logger.exception("task %s: %s alert to %s failed", task.task_id, event, target.label)
     else:
         outcome.sent += 1
+        metrics.ALERTS.labels("sent").inc()
         _record(delivery, State.SENT)
         logger.info("task %s: %s alert sent to %s", task.task_id, event, target.label)
 

@@ -14,3 +14,7 @@ class OperationsConfig(AppConfig):
         from .alerts import on_task_finished
 
         task_finished.connect(on_task_finished, dispatch_uid="operations.alerts")
+        # "Notify me when it ends" (operations/notify.py): the same signal, any final status.
+        from .notify import on_task_finished as notify_on_finished
+
+        task_finished.connect(notify_on_finished, dispatch_uid="operations.notify")

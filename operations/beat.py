@@ -13,6 +13,10 @@ Why not RedBeat: two small ideas suffice and need no new dependency.
 
 Without Redis (the embedded default) there is one process and no lock.
 
+Every tick of the beat holding the lock also writes the time to ``…:tick``: the
+watchdog (``operations.watchdog``), running in the workers, tells from it whether
+beat is alive.
+
 Entries of ``IN_BEAT_TASKS`` are not sent: the beat holding the lock runs them
 itself, in a thread (one run at a time per entry). That is for the check that
 scheduled runs started (``operations.alerts``), which must work when no worker does.
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from datetime import datetime
 from typing import Any, cast
@@ -61,6 +66,7 @@ class LockedScheduler(Scheduler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.lock_key = f"{settings.BEAT_LOCK_KEY}:lock"
         self.state_key = f"{settings.BEAT_LOCK_KEY}:last-run"
+        self.tick_key = f"{settings.BEAT_LOCK_KEY}:tick"
         self.ttl_ms = int(settings.BEAT_LOCK_TTL_SECONDS * 1000)
         self.token = uuid.uuid4().hex
         self.leader = False
@@ -102,12 +108,24 @@ class LockedScheduler(Scheduler):
             metrics.BEAT_LOCK_HELD.set(0)
             return self.max_interval
         metrics.BEAT_LOCK_HELD.set(1)
+        self._record_tick()
         if not self.leader:
             logger.info("beat: holding the lock %s; sending schedules", self.lock_key)
             self.leader = True
             self.announced_standby = False
             self._load_last_runs()
         return min(super().tick(*args, **kwargs), self.max_interval)
+
+    def _record_tick(self) -> None:
+        """When the sending beat was last alive, for the watchdog (``operations.watchdog``)."""
+        now = time.time()
+        metrics.BEAT_LAST_TICK.set(now)
+        if self.redis is None:
+            return
+        try:
+            self.redis.set(self.tick_key, repr(now))
+        except Exception as exc:
+            logger.warning("beat: could not record its tick (%s)", exc.__class__.__name__)
 
     def close(self) -> None:
         super().close()

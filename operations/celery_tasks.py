@@ -8,16 +8,30 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import Task
+from celery import Task, signals
 from django.conf import settings
 
 from tasks import metrics, tracker
 from tasksite.celery import app
 
-from . import alerts, runner, services
+from . import (
+    alert_throttle,
+    alerts,
+    notify,
+    retries,
+    runner,
+    running_long,
+    services,
+    watch,
+    watchdog,
+)
 from .jobs import purge as purge_job
 
 logger = logging.getLogger(__name__)
+
+# The watchdog's thread (operations/watch.py) in every worker: missed scheduled runs
+# are noticed where beat is not needed.
+signals.worker_ready.connect(watch.start, weak=False)
 
 JOB_OPTIONS: dict[str, Any] = {
     "bind": True,
@@ -37,6 +51,7 @@ def _run(
         params,
         request_id=request_id,
         worker=runner.worker_label(task.request.hostname),
+        on_transient=retries.schedule_retry,
     )
 
 
@@ -128,35 +143,98 @@ def scheduled_launch(self: Task, operation: str) -> str | None:
         return None
 
 
-# Retries of an alert whose target failed transiently: 1, 2, 4, 8, 16 and 32 minutes
-# (or the receiver's Retry-After, when longer). What went out is never sent again.
-ALERT_RETRY_SECONDS = 60
-ALERT_TASK_RETRIES = 6
-
-
 @app.task(
     name="operations.send_alerts",
     bind=True,
     acks_late=True,
     reject_on_worker_lost=False,
     ignore_result=True,
-    max_retries=ALERT_TASK_RETRIES,
+    max_retries=None,
 )
 def send_alerts(self: Task, task_id: str, event: str = "finished") -> int:
-    """Tell the task's alert routes it ended failed or completed_with_errors (once each)."""
+    """Tell the task's alert routes it ended failed or completed_with_errors (once each).
+
+    Routed to ALERT_QUEUE. A target that failed transiently is tried again by a
+    Celery retry after ``alerts.retry_countdown`` (the worker is free meanwhile),
+    ALERT_MAX_RETRIES times; what went out is never sent again.
+    """
     outcome = alerts.send_alerts(task_id, event)
+    return _retry_if_undelivered(self, outcome, task_id)
+
+
+@app.task(
+    name="operations.send_alert_summary",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=False,
+    ignore_result=True,
+    max_retries=None,
+)
+def send_alert_summary(self: Task, reason: str, held: list[Any] | None = None) -> int:
+    """At the end of a throttle window: one alert for the failures it held back.
+
+    The first run takes what was held (``alert_throttle.take_held``, once); a retry
+    carries it in its arguments.
+    """
+    if held is None:
+        taken = alert_throttle.take_held(reason)
+        if taken is None:
+            return 0
+        held = [taken.count, taken.latest_task_id, taken.since]
+    count, task_id, since = held
+    summary = alert_throttle.Held(count=int(count), latest_task_id=str(task_id), since=float(since))
+    outcome = alerts.send_alerts(summary.latest_task_id, alerts.SUMMARY, held=summary)
+    return _retry_if_undelivered(self, outcome, summary.latest_task_id, args=[reason, held])
+
+
+@app.task(
+    name="operations.send_watchdog_alert",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=False,
+    ignore_result=True,
+    max_retries=None,
+)
+def send_watchdog_alert(
+    self: Task, event: str, operation: str, when: float, task_id: str | None = None
+) -> int:
+    """What the watchdog found (a scheduled run late, a run running long), once per target."""
+    if event == running_long.RUNNING_LONG and task_id:
+        outcome = running_long.send_alert(task_id)
+    else:
+        outcome = watchdog.send_late_alert(operation, when)
+    return _retry_if_undelivered(self, outcome, task_id or f"{operation} ({event})")
+
+
+@app.task(
+    name="operations.send_notifications",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=False,
+    ignore_result=True,
+    max_retries=None,
+)
+def send_notifications(self: Task, task_id: str) -> int:
+    """ "Notify me when it ends": one mail to each user who asked about this task."""
+    return _retry_if_undelivered(self, notify.send_notifications(task_id), task_id)
+
+
+def _retry_if_undelivered(
+    task: Task, outcome: alerts.Outcome, task_id: str, args: list[Any] | None = None
+) -> int:
     if outcome.retry_after is None:
         return outcome.sent
-    if self.request.retries >= ALERT_TASK_RETRIES:
+    if task.request.retries >= settings.ALERT_MAX_RETRIES:
         logger.error(
             "task %s: %d alert(s) still not delivered after %d retries; giving up",
             task_id,
             outcome.failed,
-            self.request.retries,
+            task.request.retries,
         )
         return outcome.sent
-    countdown = max(outcome.retry_after, ALERT_RETRY_SECONDS * 2**self.request.retries)
-    raise self.retry(countdown=countdown, queue=settings.CELERY_TASK_DEFAULT_QUEUE)
+    countdown = alerts.retry_countdown(task.request.retries, outcome.retry_after)
+    logger.info("task %s: undelivered alert(s) tried again in %.0fs", task_id, countdown)
+    raise task.retry(args=args, countdown=countdown, queue=settings.ALERT_QUEUE)
 
 
 @app.task(name="operations.alert_not_started", **JOB_OPTIONS)

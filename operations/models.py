@@ -16,6 +16,7 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -570,3 +571,40 @@ class AlertDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} alert of {self.task_id} to {self.destination} ({self.state})"
+
+
+class NotifyRequest(models.Model):
+    """A user asked to be told by mail when a task ends ("notify me when it ends").
+
+    Told once (``AlertDelivery`` event ``notify``), and only while the user may
+    still see the task (``operations.notify``).
+    """
+
+    task_id = models.CharField(max_length=36)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["task_id", "user"], name="notify_request_task_user"),
+        ]
+        indexes = [models.Index(fields=["task_id"], name="notify_request_task")]
+
+    def __str__(self) -> str:
+        return f"{self.user} on {self.task_id}"
+
+
+class FailureAcknowledgement(models.Model):
+    """Someone looked at a failed run: who, when, and a note (``operations.triage``).
+
+    Kept beside the task, not in it: a finished task never changes.
+    """
+
+    task_id = models.CharField(max_length=36, unique=True)
+    operation = models.CharField(max_length=32)
+    by = models.CharField(max_length=150)
+    note = models.TextField(blank=True, default="")
+    at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.task_id} acknowledged by {self.by}"

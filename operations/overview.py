@@ -1,7 +1,8 @@
 """What runs next, what ran last, who is working: the operations page and ``GET /operations``.
 
 Schedules come from the beat schedule (``operations.schedule``), in words and
-in ``TIME_ZONE``; the last run and the history from the task table (through
+in ``TIME_ZONE``, with what is late (``operations.watchdog``); the last run and
+the history from the task table (through
 ``tasks.selectors``, so a user's hidden operations stay hidden); the job
 runners from the workers themselves (a Celery ``inspect``, bounded by a short
 timeout and cached a few seconds), their leases (``JobRun``: what each is
@@ -29,6 +30,7 @@ from tasks import selectors
 from tasks.models import TERMINAL_STATUSES, Operation, TaskStatus
 from tasksite.celery import app
 
+from . import alerts, triage, watchdog
 from .models import JobRun
 from .registry import OPERATIONS
 from .schedule import cron, operation_schedules
@@ -87,6 +89,7 @@ def _run_summary(task: TaskStatus | None) -> dict[str, Any] | None:
 def operations(hidden: frozenset[str], *, can_run: bool) -> list[dict[str, Any]]:
     """The operations this reader may see: schedule, next run, last run, launchable."""
     planned = operation_schedules()
+    states = watchdog.schedule_state()
     out = []
     for value, label in Operation.choices:
         if value in hidden:
@@ -101,11 +104,33 @@ def operations(hidden: frozenset[str], *, can_run: bool) -> list[dict[str, Any]]
                 "description": spec.description,
                 "schedule": in_words(schedule) if schedule is not None else None,
                 "next_run": next_run(schedule).isoformat() if schedule is not None else None,
+                "late_since": _late_since(states.get(value)),
                 "last_run": _run_summary(last[0] if last else None),
                 "can_launch": bool(can_run and spec.available),
             }
         )
     return out
+
+
+def _late_since(state: watchdog.ScheduleState | None) -> int | None:
+    return int(state.late_since) if state is not None and state.late_since is not None else None
+
+
+def schedule_problems(
+    states: dict[str, watchdog.ScheduleState], last_tick: float | None, *, now: float
+) -> list[str]:
+    """Late scheduled runs and a beat that went silent, in words (``operations.watchdog``)."""
+    problems = [
+        f"The scheduled run of {state.operation} due at "
+        f"{alerts.local_time(state.late_since)} has not started."
+        for state in states.values()
+        if state.late_since is not None
+    ]
+    # A beat never seen is not said here: its runs will show late soon enough.
+    if last_tick is not None and not watchdog.beat_running(last_tick, now=now):
+        words = watchdog.beat_in_words(last_tick, now=now)
+        problems.append(f"{words[0].upper()}{words[1:]}: scheduled runs will not start.")
+    return problems
 
 
 def runners(*, wait: bool = True) -> dict[str, Any]:
@@ -200,10 +225,14 @@ def _look_at_runners() -> dict[str, Any]:
         )
     elif depth and not any(worker["running"] for worker in workers.values()):
         problems.append(f"{depth} job(s) wait in the queue and no worker is taking them.")
+    last_tick = watchdog.beat_last_tick()
+    problems += schedule_problems(watchdog.schedule_state(now=now), last_tick, now=now)
     return {
         "workers": list(workers.values()),
         "queue": {"name": settings.CELERY_TASK_DEFAULT_QUEUE, "waiting": depth},
         "beat": _beat_holder(),
+        "beat_last_seen": int(last_tick) if last_tick is not None else None,
+        "beat_status": watchdog.beat_in_words(last_tick, now=now),
         "problems": problems,
         "checked_at": int(now),
     }
@@ -255,6 +284,7 @@ def stats(operation: str, *, hidden: frozenset[str]) -> dict[str, Any] | None:
         "failed_share": round(sum(r["status"] == "failed" for r in runs) / count, 3)
         if count
         else None,
+        "failure_groups": triage.failure_groups(operation),
         "with_errors_share": round(
             sum(r["status"] == "completed_with_errors" for r in runs) / count, 3
         )

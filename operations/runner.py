@@ -22,7 +22,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -39,6 +39,7 @@ from tasks.models import TaskStatus
 from .jobs import JobFailed
 from .models import JobRun
 from .registry import OPERATIONS
+from .sources import SourceUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -264,6 +265,17 @@ class Heartbeat(threading.Thread):
         self.join(timeout=5)
 
 
+def is_transient(exc: BaseException | None) -> bool:
+    """The job failed for a passing reason: its cause chain holds ``SourceUnavailable``."""
+    for _ in range(10):
+        if exc is None:
+            return False
+        if isinstance(exc, SourceUnavailable):
+            return True
+        exc = exc.__cause__
+    return False
+
+
 def run_task(
     operation: str,
     task_id: str,
@@ -271,8 +283,13 @@ def run_task(
     *,
     request_id: str | None = None,
     worker: str | None = None,
+    on_transient: Callable[[str], object] | None = None,
 ) -> str:
-    """Run the job of ``task_id`` once; returns the outcome (never raises for job errors)."""
+    """Run the job of ``task_id`` once; returns the outcome (never raises for job errors).
+
+    ``on_transient(task_id)`` is called once the task has ended ``failed`` for a passing
+    reason (a source unavailable, the database lost): ``operations.retries``.
+    """
     token = request_id_var.set(request_id or "-")
     # Every log line of the run, ours and the job's, names its task.
     task_token, operation_token = task_id_var.set(task_id), operation_var.set(operation)
@@ -286,11 +303,12 @@ def run_task(
         logger.info("task %s: %s started on %s", task_id, operation, run.worker)
         metrics.JOBS_STARTED.labels(operation).inc()
         began = time.monotonic()
+        transient = False
         try:
-            outcome = _execute(OPERATIONS[operation], task_id, params)
+            outcome, transient = _execute(OPERATIONS[operation], task_id, params)
         except tracker.DATABASE_ERRORS + (tracker.DatabaseUnavailable,) as exc:
             # Not "worker lost": this worker is alive and says why, once it can.
-            outcome = DATABASE_LOST
+            outcome, transient = DATABASE_LOST, True
             _fail_once_database_is_back(task_id, exc)
         finally:
             heartbeat.stop()
@@ -298,6 +316,11 @@ def run_task(
             logger.info("task %s: %s ended %s", task_id, operation, outcome)
             metrics.JOBS_FINISHED.labels(operation, outcome).inc()
             metrics.JOB_DURATION.labels(operation).observe(time.monotonic() - began)
+        if transient and on_transient is not None:
+            try:
+                on_transient(task_id)
+            except Exception:  # a retry not scheduled must not fail the message
+                logger.exception("task %s: its retry could not be scheduled", task_id)
         return outcome
     finally:
         request_id_var.reset(token)
@@ -305,11 +328,12 @@ def run_task(
         operation_var.reset(operation_token)
 
 
-def _execute(spec: Any, task_id: str, params: dict[str, Any]) -> str:
+def _execute(spec: Any, task_id: str, params: dict[str, Any]) -> tuple[str, bool]:
+    """The outcome, and whether a failure was transient."""
     try:
         with tracker.open_task(task_id) as handle:
             if handle.is_terminal:
-                return "skipped"
+                return "skipped", False
             if spec.job is None:
                 raise JobFailed(f"{spec.name} is not available")
             serializer = spec.params_serializer(data=params or {})
@@ -322,24 +346,24 @@ def _execute(spec: Any, task_id: str, params: dict[str, Any]) -> str:
                     f"stopped after JOB_MAX_SECONDS ({settings.JOB_MAX_SECONDS}s)"
                 ) from exc
             handle.complete(result)
-            return handle.status
+            return handle.status, False
     except tracker.TaskNotFound:
         logger.warning("task %s does not exist (expired?); nothing to run", task_id)
-        return "missing"
+        return "missing", False
     except tracker.TaskCancelled as exc:
         logger.info("task %s %s", task_id, exc)
-        return "cancelled"
+        return "cancelled", False
     except tracker.TaskAlreadyFinished as exc:
         logger.warning("task %s ended elsewhere while running: %s", task_id, exc)
-        return "ended elsewhere"
+        return "ended elsewhere", False
     except (JobFailed, ValidationError) as exc:
         logger.warning("task %s failed: %s", task_id, exc)
-        return "failed"
+        return "failed", is_transient(exc)
     except tracker.DATABASE_ERRORS + (tracker.DatabaseUnavailable,):
         raise  # run_task records why once the database is back
     except Exception:
         logger.exception("task %s failed with an unexpected error", task_id)
-        return "failed"
+        return "failed", False
 
 
 def reap_lost_jobs() -> int:

@@ -27,6 +27,11 @@ def _launch_body(name: str) -> type[serializers.Serializer]:
             allow_null=True,
             help_text='The finished task this launch repeats ("Run again"); same operation.',
         ),
+        "notify": serializers.BooleanField(
+            required=False,
+            default=False,
+            help_text="Mail the launching user (their address) when the task ends.",
+        ),
         "__module__": __name__,
         "__doc__": f"Launch {name}: {spec.description}",
     }
@@ -65,6 +70,11 @@ OperationSerializer = type(
             allow_null=True, help_text='in words, in TIME_ZONE ("every day at 04:30")'
         ),
         "next_run": serializers.DateTimeField(allow_null=True),
+        "late_since": serializers.IntegerField(
+            allow_null=True,
+            help_text="Unix seconds: when the scheduled run that has not started was due "
+            "(late once SCHEDULE_GRACE_SECONDS have passed); null when none is late",
+        ),
         "last_run": RunSummarySerializer(allow_null=True),
         "can_launch": serializers.BooleanField(
             help_text="this user may launch it, and it runs here"
@@ -97,6 +107,12 @@ class OperationsSerializer(serializers.Serializer):
     workers = WorkerSerializer(many=True)
     queue = QueueSerializer()
     beat = serializers.CharField(allow_null=True, help_text="who holds the beat lock")
+    beat_last_seen = serializers.IntegerField(
+        allow_null=True, help_text="when the beat holding the lock last ticked, Unix seconds"
+    )
+    beat_status = serializers.CharField(
+        help_text='beat\'s liveness in words ("beat last seen 3 min ago", "beat is not running")'
+    )
     problems = serializers.ListField(
         child=serializers.CharField(), help_text="what is wrong, said plainly"
     )
@@ -111,6 +127,14 @@ class StatsRunSerializer(serializers.Serializer):
     url = serializers.CharField()
 
 
+class FailureGroupSerializer(serializers.Serializer):
+    error = serializers.CharField(help_text="the error with ids, numbers and dates folded")
+    count = serializers.IntegerField()
+    unacknowledged = serializers.IntegerField(help_text="of these, nobody acknowledged")
+    last_seen = serializers.IntegerField(help_text="Unix seconds")
+    last_task_id = serializers.UUIDField()
+
+
 class OperationStatsSerializer(serializers.Serializer):
     operation = serializers.ChoiceField(choices=Operation.choices)
     runs = StatsRunSerializer(many=True, help_text="the last finished runs, newest first")
@@ -119,3 +143,6 @@ class OperationStatsSerializer(serializers.Serializer):
     p95_duration = serializers.FloatField(allow_null=True)
     failed_share = serializers.FloatField(allow_null=True, help_text="0 to 1")
     with_errors_share = serializers.FloatField(allow_null=True, help_text="0 to 1")
+    failure_groups = FailureGroupSerializer(
+        many=True, help_text="failed runs grouped by folded error, latest first"
+    )

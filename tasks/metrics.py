@@ -205,6 +205,45 @@ class _Metrics:
         self.BEAT_SENT = Counter(
             "tasksite_beat_entries_sent_total", "Schedule entries this beat sent.", ["entry"]
         )
+        # -- alerts and the watchdog (operations/alerts.py, operations/watchdog.py) --
+        self.ALERTS = Counter(
+            "tasksite_alerts",
+            "Alert deliveries per target: 'sent', 'failed' (an attempt that did not "
+            "deliver, transient or refused), 'suppressed' (held back by the throttle).",
+            ["outcome"],
+        )
+        self.BEAT_LAST_TICK = Gauge(
+            "tasksite_beat_last_tick_timestamp_seconds",
+            "When the beat holding the lock last ticked, Unix seconds (beat itself, and "
+            "each worker's watchdog from Redis).",
+            multiprocess_mode="max",
+        )
+        self.OPERATION_LAST_STARTED = Gauge(
+            "tasksite_operation_last_started_timestamp_seconds",
+            "When the latest run of a scheduled operation launched by the schedule was "
+            "created, Unix seconds (the watchdog, in each worker).",
+            ["operation"],
+            multiprocess_mode="max",
+        )
+        self.OPERATION_LAST_DUE = Gauge(
+            "tasksite_operation_last_due_timestamp_seconds",
+            "When the schedule's latest run of an operation was due, Unix seconds.",
+            ["operation"],
+            multiprocess_mode="max",
+        )
+        self.OPERATION_NEXT_DUE = Gauge(
+            "tasksite_operation_next_due_timestamp_seconds",
+            "When the schedule's next run of an operation is due, Unix seconds.",
+            ["operation"],
+            multiprocess_mode="max",
+        )
+        self.OPERATION_LATE = Gauge(
+            "tasksite_operation_late",
+            "1 while the latest scheduled run of an operation has not appeared within "
+            "SCHEDULE_GRACE_SECONDS of its due time, else 0.",
+            ["operation"],
+            multiprocess_mode="livemax",
+        )
         from prometheus_client import REGISTRY
 
         REGISTRY.register(_ClientConflation())

@@ -20,7 +20,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from rest_framework import serializers
 
-from operations import overview
+from operations import notify, overview, retries, running_long, triage
 from operations.registry import OPERATIONS
 
 from . import selectors
@@ -148,7 +148,9 @@ def monitor(request: HttpRequest) -> HttpResponse:
         "can_run": can_run(request.user),
         "logout_url": _logout_url(),
         # Said plainly in the header: a started task is not going to move without a worker.
-        "runner_problems": overview.runners(wait=False)["problems"],
+        "unacknowledged": triage.unacknowledged(hidden),
+        "runner_problems": overview.runners(wait=False)["problems"]
+        + [f"Running long: {run.words}" for run in running_long.long_runs(hidden=hidden)],
         "documents": [task_document(task) for task in tasks],
         "config": _page_config(request, hidden, since=since, **extra),
     }
@@ -181,6 +183,11 @@ def task_page(request: HttpRequest, task_id: str) -> HttpResponse:
             else "",
             "can_run": can_run(request.user),
             "can_run_again": can_run(request.user) and OPERATIONS[task.operation].available,
+            "running_long": running_long.note_for(task),
+            "retries": retries.chain(task),
+            "notify_wanted": notify.wanted(str(task.task_id), request.user),
+            "user_email": getattr(request.user, "email", ""),
+            "acknowledged": triage.acknowledgement(str(task.task_id)),
             "config": _page_config(request, hidden, since=since, taskId=str(task.task_id)),
         }
     )

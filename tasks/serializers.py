@@ -76,6 +76,11 @@ class LaunchSerializer(serializers.Serializer):
         default=None,
         help_text='The finished task this launch repeats ("Run again"); same operation.',
     )
+    notify = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Mail the launching user (their address) when the task ends.",
+    )
 
 
 def event_document(event: TaskEvent) -> dict[str, Any]:

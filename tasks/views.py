@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from operations import services
+from operations import notify, services
 from operations.schema import LAUNCH_REQUEST
 
 from . import metrics, readiness, selectors
@@ -95,6 +95,10 @@ class TaskListView(APIView):
             key_owner=request.user.pk,
             rerun_of=body.validated_data["rerun_of"],
         )
+        if body.validated_data["notify"]:
+            notify.request(
+                str(launched.task.task_id), request.user, hidden=hidden_for_request(request)
+            )
         response = Response(
             task_document(launched.task),
             status=status.HTTP_202_ACCEPTED if launched.created else status.HTTP_200_OK,

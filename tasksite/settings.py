@@ -423,11 +423,13 @@ PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "").rstrip("/")
 # looks every ALERT_CHECK_SECONDS.
 ALERT_NOT_STARTED_SECONDS = env_int("ALERT_NOT_STARTED_SECONDS", 600)
 ALERT_CHECK_SECONDS = float(os.environ.get("ALERT_CHECK_SECONDS", "60"))
-# Webhooks: per-request timeout, retries on connection errors, 429 and 5xx with
-# exponential backoff (Retry-After honoured).
+# Webhooks: per-request timeout. A delivery that failed transiently (connection
+# errors, 429, 5xx) is retried by the alert task itself ALERT_MAX_RETRIES times,
+# after ALERT_BACKOFF_SECONDS x 2^n (Retry-After honoured, at most
+# ALERT_BACKOFF_MAX_SECONDS): the worker is free in between.
 ALERT_TIMEOUT_SECONDS = float(os.environ.get("ALERT_TIMEOUT_SECONDS", "10"))
-ALERT_MAX_RETRIES = env_int("ALERT_MAX_RETRIES", 3)
-ALERT_BACKOFF_SECONDS = float(os.environ.get("ALERT_BACKOFF_SECONDS", "1"))
+ALERT_MAX_RETRIES = env_int("ALERT_MAX_RETRIES", 8)
+ALERT_BACKOFF_SECONDS = float(os.environ.get("ALERT_BACKOFF_SECONDS", "30"))
 
 # Personal data: the operations whose tasks only holders of the reader role named
 # here (an Entra ID app role; a Django group in local mode) and staff may see.
@@ -517,4 +519,48 @@ LOGGING = {
         # Its DEBUG lines print access tokens and authorization codes.
         "django_auth_adfs": {"level": "INFO"},
     },
+}
+
+# Watchdog (docs/jobs.md, "Alerts" and "Watchdog"). Alerts have a Celery queue of
+# their own, so that none waits behind a job: a worker must consume it (deploy: a
+# second worker with ``-Q alerts``). A worker started without ``-Q`` takes both.
+ALERT_QUEUE = os.environ.get("ALERT_QUEUE", "alerts")
+CELERY_TASK_QUEUES = {
+    name: {"exchange": name, "routing_key": name}
+    for name in dict.fromkeys([CELERY_TASK_DEFAULT_QUEUE, ALERT_QUEUE])
+}
+CELERY_TASK_ROUTES = {
+    "operations.send_alerts": {"queue": ALERT_QUEUE},
+    "operations.send_alert_summary": {"queue": ALERT_QUEUE},
+    "operations.send_watchdog_alert": {"queue": ALERT_QUEUE},
+    "operations.send_notifications": {"queue": ALERT_QUEUE},
+}
+ALERT_BACKOFF_MAX_SECONDS = float(os.environ.get("ALERT_BACKOFF_MAX_SECONDS", "3600"))
+# The same operation failing with the same error (ids, numbers and dates folded) is
+# alerted once per window; what was held back is told in one summary at its end.
+ALERT_THROTTLE_SECONDS = env_int("ALERT_THROTTLE_SECONDS", 3600)
+# Missed runs: a scheduled run that has not appeared SCHEDULE_GRACE_SECONDS after
+# it was due is "late" (shown, alerted once). Each worker looks every
+# WATCHDOG_CHECK_SECONDS, whether beat is alive or not; beat counts as not running
+# when it has not ticked for BEAT_SILENT_SECONDS.
+SCHEDULE_GRACE_SECONDS = env_int("SCHEDULE_GRACE_SECONDS", 600)
+WATCHDOG_CHECK_SECONDS = float(os.environ.get("WATCHDOG_CHECK_SECONDS", "60"))
+BEAT_SILENT_SECONDS = env_int("BEAT_SILENT_SECONDS", 120)
+# Running long: an unfinished run older than RUNNING_LONG_FACTOR x its operation's
+# p95 duration (of its last finished runs), and at least RUNNING_LONG_MIN_SECONDS.
+RUNNING_LONG_FACTOR = float(os.environ.get("RUNNING_LONG_FACTOR", "3"))
+RUNNING_LONG_MIN_SECONDS = env_int("RUNNING_LONG_MIN_SECONDS", 600)
+# Retries of a run that failed for a passing reason (a source unreachable, the
+# database lost): "operation=attempts:first wait in seconds", attempts in all
+# (1: no retry). Off for email_tips (it sends mail) and the operations not named.
+JOB_RETRY_POLICY = {
+    operation: (int(attempts or 1), float(wait or 0))
+    for operation, _, rule in (
+        item.partition("=")
+        for item in env_list(
+            "JOB_RETRY_POLICY",
+            ["daily_sales=3:300", "invoice_sync=3:300", "get_mpvs=3:300"],
+        )
+    )
+    for attempts, _, wait in [rule.partition(":")]
 }

@@ -22,6 +22,11 @@ urlpatterns = [
         name="operation-stats",
     ),
     re_path(r"^schedule/?$", operation_pages.schedule_page, name="schedule-page"),
+    path(
+        "tasks/<str:task_id>/cancel-retry", operation_pages.cancel_retry, name="task-cancel-retry"
+    ),
+    path("tasks/<str:task_id>/notify", operation_pages.notify_me, name="task-notify"),
+    path("tasks/<str:task_id>/acknowledge", operation_pages.acknowledge, name="task-acknowledge"),
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

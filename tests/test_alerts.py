@@ -24,11 +24,13 @@ from django.conf import settings as django_settings
 from django.utils import timezone
 
 from operations import alerts, runner
-from operations.celery_tasks import send_alerts
+from operations.celery_tasks import send_alert_summary, send_alerts
 from operations.models import AlertDelivery, AlertRoute, JobRun
-from tasks import tracker
+from operations.triage import fold_error
+from tasks import metrics, tracker
 from tasks.signals import task_finished
 from tests.support.smtp_server import free_port, smtp_server
+from tests.support.source_server import SAMPLE
 from tests.test_operations_celery import celery_process, env_for, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -106,10 +108,12 @@ def queue(settings) -> str:
     """A queue of this test's own: what the tracker's commit enqueued can be read there."""
     name = f"test-alerts-{uuid.uuid4().hex[:10]}"
     settings.CELERY_TASK_DEFAULT_QUEUE = name
+    settings.ALERT_QUEUE = f"{name}-alerts"
     yield name
-    redis.Redis.from_url(settings.REDIS_URL).delete(
-        name, f"{name}-beat:lock", f"{name}-beat:last-run"
-    )
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.delete(name, f"{name}-alerts", f"{name}-beat:lock", f"{name}-beat:last-run")
+    for key in client.scan_iter(f"tasksite:{name}-alerts:*"):
+        client.delete(key)
 
 
 @pytest.fixture
@@ -138,15 +142,22 @@ def routes(settings, smtp, hook, queue):
     return settings
 
 
-def queued_alerts(queue: str) -> list[str]:
-    """The task ids of the ``operations.send_alerts`` messages waiting on ``queue``."""
+def queued(queue: str, task: str = "operations.send_alerts") -> list[dict[str, Any]]:
+    """The headers of the ``task`` messages waiting on ``queue``."""
     client = redis.Redis.from_url(django_settings.REDIS_URL)
     found = []
     for raw in client.lrange(queue, 0, -1):
         headers = json.loads(raw)["headers"]
-        if headers["task"] == "operations.send_alerts":
-            found.append(headers["argsrepr"])
+        if headers["task"] == task:
+            found.append(headers)
     return found
+
+
+def queued_alerts(queue: str) -> list[str]:
+    """The task ids of the ``operations.send_alerts`` messages waiting on the alert queue
+    of the test whose job queue is ``queue``; none ever waits on the job queue."""
+    assert queued(queue) == [], "alerts never wait behind jobs"
+    return [headers["argsrepr"] for headers in queued(f"{queue}-alerts")]
 
 
 def failed_task(
@@ -265,17 +276,31 @@ def test_routes_per_operation_and_status_from_the_admin(settings, smtp, queue):
     ]
 
 
-def test_a_webhook_500_then_200_is_retried_and_delivered_once(routes, smtp, hook):
-    hook.script = [(500, {}), (429, {"Retry-After": "1"})]
+def test_a_webhook_500_then_429_then_200_is_retried_by_the_task_not_in_place(routes, smtp, hook):
+    hook.script = [(500, {}), (429, {"Retry-After": "90"})]
     task_id = failed_task()
     started = time.monotonic()
-    assert send_alerts(task_id) == 2
-    assert time.monotonic() - started >= 1, "Retry-After is honoured"
-    assert len(hook.requests) == 3
+    with pytest.raises(Retry):  # one try per run: nothing slept in the worker
+        send_alerts(task_id)
+    with pytest.raises(Retry):
+        send_alerts(task_id)
+    assert time.monotonic() - started < 2
+    assert send_alerts(task_id) == 1
+    assert len(hook.requests) == 3 and len(smtp.received) == 1
     assert hook.bodies[0] == hook.bodies[2]
     delivery = AlertDelivery.objects.get(task_id=task_id, channel="webhook")
-    assert (delivery.state, delivery.attempts) == ("sent", 1)
+    assert (delivery.state, delivery.attempts) == ("sent", 3)
     assert send_alerts(task_id) == 0 and len(hook.requests) == 3
+
+
+def test_the_retry_backoff_doubles_honours_retry_after_and_is_capped(settings):
+    settings.ALERT_BACKOFF_SECONDS = 30
+    settings.ALERT_BACKOFF_MAX_SECONDS = 3600
+    for retries, low in ((0, 30), (1, 60), (3, 240)):
+        assert low <= alerts.retry_countdown(retries) <= low * 1.25
+    assert alerts.retry_countdown(0, retry_after=90) == 90
+    assert alerts.retry_countdown(10) == 3600
+    assert alerts.retry_countdown(0, retry_after=86400) == 3600
 
 
 @pytest.mark.parametrize("trouble", ["down", "slow", "failing"])
@@ -300,7 +325,7 @@ def test_a_receiver_in_trouble_blocks_nothing_fails_nothing_and_is_logged(
     started = time.monotonic()
     with pytest.raises(Retry):  # the alert task retries later, on its own
         send_alerts(task_id)
-    assert time.monotonic() - started < 5, "bounded: timeout x (retries + 1) + backoff"
+    assert time.monotonic() - started < 3, "bounded: one try of at most the timeout"
     assert len(smtp.received) == 1, "the email went out all the same"
     webhook = AlertDelivery.objects.get(task_id=task_id, channel="webhook")
     assert webhook.state == "failed" and webhook.attempts == 1
@@ -472,3 +497,116 @@ def test_a_real_beat_alerts_a_scheduled_run_no_worker_took_without_any_worker(
     # No worker was needed: the beat sent no message for it.
     client = redis.Redis.from_url(django_settings.REDIS_URL)
     assert not any(b"alert_not_started" in raw for raw in client.lrange(queue, 0, -1))
+
+
+# -- throttled per operation and reason ---------------------------------------------
+
+
+def alerts_counted(outcome: str) -> float:
+    from prometheus_client import REGISTRY
+
+    metrics.get()
+    return REGISTRY.get_sample_value("tasksite_alerts_total", {"outcome": outcome}) or 0.0
+
+
+def test_the_same_failure_alerts_once_per_window_then_one_summary(routes, smtp, hook, queue):
+    routes.ALERT_THROTTLE_SECONDS = 2
+    before = {outcome: alerts_counted(outcome) for outcome in ("sent", "failed", "suppressed")}
+    first = failed_task(error="L03: sales source unreachable after 4 attempts", errors=())
+    assert send_alerts(first) == 2
+    assert send_alerts(first) == 0  # its own retry is never held back, nor sent twice
+    # The same failure with other ids and numbers: held back.
+    second = failed_task(error="L07: sales source unreachable after 3 attempts", errors=())
+    third = failed_task(error="L11: sales source unreachable after 12 attempts", errors=())
+    assert send_alerts(second) == 0 and send_alerts(third) == 0
+    assert send_alerts(third) == 0  # a redelivery counts once
+    # Another reason, or another operation, is alerted at once.
+    other = failed_task(error="invalid parameters: business_date", errors=())
+    elsewhere = failed_task("get_mpvs", error="L03: sales source unreachable after 4 attempts")
+    assert send_alerts(other) == 2 and send_alerts(elsewhere) == 2
+    assert len(smtp.received) == 3
+
+    # One summary, due when the window ends, waits on the alert queue.
+    [summary] = queued(f"{queue}-alerts", "operations.send_alert_summary")
+    assert summary["eta"], summary
+    [reason] = eval(summary["argsrepr"])  # noqa: S307 (our own message's repr of one string)
+    client = redis.Redis.from_url(django_settings.REDIS_URL)
+    wait_for(lambda: not client.exists(f"tasksite:{queue}-alerts:alert-throttle:{reason}"), 5, "")
+
+    assert send_alert_summary(reason) == 2
+    assert send_alert_summary(reason) == 0  # taken once
+    mail = smtp.received[-1].message
+    assert mail["Subject"] == "[tasks] daily_sales failed 2 more times"
+    body = mail.get_content()
+    assert "Daily sales processing (daily_sales) failed 2 more times since " in body
+    assert "with the same error; those alerts were held back (one per 2 s)." in body
+    assert f"Task: {third}" in body and "Held back: 2" in body
+    assert "2 more times" in hook.bodies[-1]["text"]
+    assert AlertDelivery.objects.filter(task_id=third, event="summary", state="sent").count() == 2
+    assert not AlertDelivery.objects.filter(task_id=second).exists()
+
+    # The window is over: the next one is alerted again.
+    fourth = failed_task(error="L02: sales source unreachable after 1 attempts", errors=())
+    assert send_alerts(fourth) == 2
+    assert alerts_counted("sent") - before["sent"] == 10
+    assert alerts_counted("suppressed") - before["suppressed"] == 4  # two tasks x two targets
+    assert alerts_counted("failed") == before["failed"]
+
+
+def test_folded_errors_keep_the_words_and_drop_what_varies():
+    assert fold_error("L03: unreachable after 4 attempts (timed out after 30s)") == fold_error(
+        "L12: unreachable after 2 attempts (timed out after 5s)"
+    )
+    assert fold_error("no sales data for 2025-06-10 at 04:30 in 'https://s.example.com/x?y=1'") == (
+        "no sales data for <date> at <time> in <value>"
+    )
+    assert fold_error("task 0b7c2f7e-3c1a-4a51-9a43-5d8b2f0c1e22 lost") == "task <id> lost"
+    assert fold_error("vendor V9 unknown") != fold_error("invalid parameters")
+    assert fold_error(None) == ""
+
+
+@pytest.mark.slow
+def test_a_webhook_that_is_down_holds_no_job_and_is_retried_with_backoff(
+    smtp, hook, queue, tmp_path
+):
+    from operations import services
+
+    down_port = free_port()
+    env = alert_env(
+        queue,
+        smtp,
+        hook,
+        ALERT_BACKOFF_SECONDS="2",
+        SALES_SOURCE_URL=f"file://{SAMPLE / 'sales'}",
+    )
+    env["ALERT_WEBHOOK_URL"] = f"http://127.0.0.1:{down_port}{SECRET_PATH}"
+    # One worker taking both queues, one job at a time (the worst case for a job).
+    with celery_process("worker", env, tmp_path, "ready.") as worker:
+        # No sales data for that date: it fails.
+        failing = services.launch(
+            "daily_sales", {"business_date": "2025-01-06"}, request_id=None, user_label="a"
+        )
+        wait_for(
+            lambda: AlertDelivery.objects.filter(
+                task_id=failing, channel="webhook", state="failed"
+            ).exists(),
+            30,
+            "the first webhook attempt to fail",
+        )
+        began = time.monotonic()
+        following = services.launch(
+            "daily_sales", {"business_date": "2025-06-05"}, request_id=None, user_label="a"
+        )
+        wait_for(lambda: tracker._load(following).status not in ("started", "processing"), 30, "")
+        ran_in = time.monotonic() - began
+        assert tracker._load(following).status == "completed"
+        webhook = AlertDelivery.objects.get(task_id=failing, channel="webhook")
+        assert webhook.state == "failed", "the job ran before the alert's retry"
+        with http_receiver(down_port) as back:
+            wait_for(lambda: back.requests, 30, "the retried webhook")
+        log = worker.log_path.read_text(errors="replace")
+    assert ran_in < 10, (ran_in, log[-3000:])
+    webhook.refresh_from_db()
+    assert webhook.state == "sent" and webhook.attempts >= 2
+    assert len(smtp.received) == 1
+    assert "tried again in" in log

@@ -38,6 +38,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 def env_for(queue: str, **extra: str) -> dict[str, str]:
     values = dict(
         CELERY_QUEUE=queue,
+        ALERT_QUEUE=f"{queue}-alerts",
         BEAT_LOCK_KEY=f"{queue}-beat",
         SALES_SOURCE_URL=settings.SALES_SOURCE_URL,
         INVOICE_SOURCE_URL=settings.INVOICE_SOURCE_URL,
@@ -55,9 +56,18 @@ def env_for(queue: str, **extra: str) -> dict[str, str]:
 
 @contextmanager
 def celery_process(
-    kind: str, env: dict[str, str], tmp_path: Path, ready: str, *, pool: str = "solo"
+    kind: str,
+    env: dict[str, str],
+    tmp_path: Path,
+    ready: str,
+    *,
+    pool: str = "solo",
+    queues: str | None = None,
 ) -> Iterator[subprocess.Popen]:
-    """A worker (``pool``: solo, or prefork as deploy/systemd runs it) or a beat process."""
+    """A worker (``pool``: solo, or prefork as deploy/systemd runs it) or a beat process.
+
+    A worker takes ``queues`` (comma-separated): by default the jobs' and the alerts'.
+    """
     log_path = tmp_path / f"{kind}-{uuid.uuid4().hex[:6]}.log"
     args = [sys.executable, "-m", "celery", "-A", "tasksite", kind, "-l", "INFO"]
     if kind == "worker":
@@ -66,7 +76,10 @@ def celery_process(
             pool,
             *(["--concurrency", "1"] if pool == "prefork" else []),
             "-Q",
-            env["CELERY_QUEUE"],
+            queues
+            or ",".join(
+                dict.fromkeys([env["CELERY_QUEUE"], env.get("ALERT_QUEUE") or env["CELERY_QUEUE"]])
+            ),
             "-n",
             f"{uuid.uuid4().hex[:6]}@%h",
             "--without-heartbeat",

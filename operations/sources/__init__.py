@@ -6,7 +6,7 @@ from urllib.parse import urlparse
 
 from django.conf import settings
 
-from .base import Connector, DataNotFound, FetchedDocument, SourceError
+from .base import Connector, DataNotFound, FetchedDocument, SourceError, SourceUnavailable
 from .files import FileConnector
 from .http import HttpConnector
 
@@ -15,6 +15,7 @@ __all__ = [
     "DataNotFound",
     "FetchedDocument",
     "SourceError",
+    "SourceUnavailable",
     "connect",
     "sales_source",
     "timeclock_source",

@@ -25,6 +25,11 @@ class SourceError(Exception):
     """
 
 
+class SourceUnavailable(SourceError):
+    """The source did not answer (connection errors, timeouts, 429 or 5xx) through all its
+    retries: a passing reason, worth running the job again later (``operations.retries``)."""
+
+
 class DataNotFound(SourceError):
     """The source is fine but has no data for what was asked (a location-day)."""
 

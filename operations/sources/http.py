@@ -41,7 +41,14 @@ from urllib.parse import urlparse
 import requests
 from django.conf import settings
 
-from .base import MAX_DOCUMENT_BYTES, Connector, DataNotFound, FetchedDocument, SourceError
+from .base import (
+    MAX_DOCUMENT_BYTES,
+    Connector,
+    DataNotFound,
+    FetchedDocument,
+    SourceError,
+    SourceUnavailable,
+)
 
 MAX_PAGES = 10_000  # a source that pages forever is garbage, not data
 
@@ -157,7 +164,7 @@ class HttpConnector(Connector):
                     return response
             if attempt < self.max_retries:
                 self.sleep(self._wait(attempt, response))
-        raise SourceError(
+        raise SourceUnavailable(
             f"{self.label}/{path}: {last} (gave up after {self.max_retries + 1} attempts)"
         )
 
