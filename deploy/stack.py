@@ -160,6 +160,7 @@ class Stack:
         self.ws_ports = [free_port() for _ in range(daphnes)]
         # Metrics exporters of the worker and beat (README, "Metrics"; on with METRICS_TOKEN).
         self.worker_metrics_port = free_port()
+        self.alerts_metrics_port = free_port()
         self.beat_metrics_port = free_port()
         self.services: dict[str, Service] = {}
         python = sys.executable
@@ -210,6 +211,8 @@ class Stack:
                 "-A",
                 "tasksite",
                 "worker",
+                "-Q",
+                self.env.get("CELERY_QUEUE") or "celery",
                 "--pool",
                 "prefork",
                 "--concurrency",
@@ -221,6 +224,30 @@ class Stack:
             ],
             _log_contains(" ready."),
             WORKER_METRICS_PORT=str(self.worker_metrics_port),
+        )
+        # As deploy/systemd/tasksite-alerts.service runs it: alerts never wait on a job.
+        self._add(
+            "alerts",
+            [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "tasksite",
+                "worker",
+                "-Q",
+                self.env.get("ALERT_QUEUE") or "alerts",
+                "--pool",
+                "threads",
+                "--concurrency",
+                "4",
+                "--loglevel",
+                "INFO",
+                "-n",
+                f"stack-alerts-{uuid.uuid4().hex[:6]}@%h",
+            ],
+            _log_contains(" ready."),
+            WORKER_METRICS_PORT=str(self.alerts_metrics_port),
         )
         self._add(
             "beat",

@@ -79,6 +79,9 @@ for unit in $(units 'tasksite-worker@*'); do
     fi
 done
 
+log "restarting the alerts worker"
+systemctl restart tasksite-alerts.service
+
 log "restarting the beat"
 systemctl restart tasksite-beat.service
 

@@ -71,6 +71,7 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory, source):
     queue = f"test-rollout-{uuid.uuid4().hex[:8]}"
     env = service_env(
         CELERY_QUEUE=queue,
+        ALERT_QUEUE=f"{queue}-alerts",
         BEAT_LOCK_KEY=f"{queue}-beat",
         VAR_DIR=str(tmp_path_factory.mktemp("rollout-var")),
         DAILY_SALES_SCHEDULE=NEVER,
