@@ -6,9 +6,16 @@ class OperationsConfig(AppConfig):
     verbose_name = "Operations"
 
     def ready(self) -> None:
+        # The doors of tasks (REST launch and cancel, the admin, the monitor) reach the
+        # jobs through the launcher operations registers; tasks never imports operations.
+        from tasks import launcher
+
+        from . import schema  # noqa: F401  (the launch body's per-operation schema)
+        from .launcher import OperationsLauncher
+
+        launcher.register(OperationsLauncher())
         # Failure alerts: the tracker says a task ended (tasks.signals); operations
-        # enqueues the alert. The writing side of tasks (tracker, models, live path)
-        # never imports operations; only its doors (views, pages, admin) do.
+        # enqueues the alert.
         from tasks.signals import task_finished
 
         from .alerts import on_task_finished

@@ -8,14 +8,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import Task, signals
+from celery import Task, shared_task, signals
 from django.conf import settings
 
 from tasks import metrics, tracker
-from tasksite.celery import app
 
 from . import (
     alert_throttle,
+    alert_transport,
     alerts,
     notify,
     retries,
@@ -55,7 +55,7 @@ def _run(
     )
 
 
-@app.task(name="operations.daily_sales", **JOB_OPTIONS)
+@shared_task(name="operations.daily_sales", **JOB_OPTIONS)
 def daily_sales(
     self: Task, task_id: str, params: dict[str, Any], request_id: str | None = None
 ) -> str:
@@ -63,7 +63,7 @@ def daily_sales(
     return _run(self, "daily_sales", task_id, params, request_id)
 
 
-@app.task(name="operations.invoice_sync", **JOB_OPTIONS)
+@shared_task(name="operations.invoice_sync", **JOB_OPTIONS)
 def invoice_sync(
     self: Task, task_id: str, params: dict[str, Any], request_id: str | None = None
 ) -> str:
@@ -71,7 +71,7 @@ def invoice_sync(
     return _run(self, "invoice_sync", task_id, params, request_id)
 
 
-@app.task(name="operations.get_mpvs", **JOB_OPTIONS)
+@shared_task(name="operations.get_mpvs", **JOB_OPTIONS)
 def get_mpvs(
     self: Task, task_id: str, params: dict[str, Any], request_id: str | None = None
 ) -> str:
@@ -79,7 +79,7 @@ def get_mpvs(
     return _run(self, "get_mpvs", task_id, params, request_id)
 
 
-@app.task(name="operations.transform_tips", **JOB_OPTIONS)
+@shared_task(name="operations.transform_tips", **JOB_OPTIONS)
 def transform_tips(
     self: Task, task_id: str, params: dict[str, Any], request_id: str | None = None
 ) -> str:
@@ -87,7 +87,7 @@ def transform_tips(
     return _run(self, "transform_tips", task_id, params, request_id)
 
 
-@app.task(name="operations.email_tips", **JOB_OPTIONS)
+@shared_task(name="operations.email_tips", **JOB_OPTIONS)
 def email_tips(
     self: Task, task_id: str, params: dict[str, Any], request_id: str | None = None
 ) -> str:
@@ -95,7 +95,7 @@ def email_tips(
     return _run(self, "email_tips", task_id, params, request_id)
 
 
-@app.task(name="operations.update_food_handler_pdfs", **JOB_OPTIONS)
+@shared_task(name="operations.update_food_handler_pdfs", **JOB_OPTIONS)
 def update_food_handler_pdfs(
     self: Task, task_id: str, params: dict[str, Any], request_id: str | None = None
 ) -> str:
@@ -103,7 +103,7 @@ def update_food_handler_pdfs(
     return _run(self, "update_food_handler_pdfs", task_id, params, request_id)
 
 
-@app.task(name="operations.get_food_handler_links", **JOB_OPTIONS)
+@shared_task(name="operations.get_food_handler_links", **JOB_OPTIONS)
 def get_food_handler_links(
     self: Task, task_id: str, params: dict[str, Any], request_id: str | None = None
 ) -> str:
@@ -111,13 +111,13 @@ def get_food_handler_links(
     return _run(self, "get_food_handler_links", task_id, params, request_id)
 
 
-@app.task(name="operations.purge", **JOB_OPTIONS)
+@shared_task(name="operations.purge", **JOB_OPTIONS)
 def purge(self: Task) -> int:
     """Delete expired task statuses in batches; the count is logged and returned."""
     return purge_job.run()
 
 
-@app.task(name="operations.fail_stale_tasks", **JOB_OPTIONS)
+@shared_task(name="operations.fail_stale_tasks", **JOB_OPTIONS)
 def fail_stale_tasks(self: Task) -> int:
     """End ``failed`` every unfinished task whose reporter went silent (any reporter)."""
     failed = tracker.fail_stale_tasks()
@@ -125,13 +125,13 @@ def fail_stale_tasks(self: Task) -> int:
     return failed
 
 
-@app.task(name="operations.reap_lost_jobs", **JOB_OPTIONS)
+@shared_task(name="operations.reap_lost_jobs", **JOB_OPTIONS)
 def reap_lost_jobs(self: Task) -> int:
     """End ``failed`` ("worker lost") every task whose worker stopped renewing its lease."""
     return runner.reap_lost_jobs()
 
 
-@app.task(name="operations.scheduled_launch", **JOB_OPTIONS)
+@shared_task(name="operations.scheduled_launch", **JOB_OPTIONS)
 def scheduled_launch(self: Task, operation: str) -> str | None:
     """What beat sends: a launch with default parameters, exactly like ``POST /task-status``."""
     try:
@@ -143,7 +143,7 @@ def scheduled_launch(self: Task, operation: str) -> str | None:
         return None
 
 
-@app.task(
+@shared_task(
     name="operations.send_alerts",
     bind=True,
     acks_late=True,
@@ -155,14 +155,14 @@ def send_alerts(self: Task, task_id: str, event: str = "finished") -> int:
     """Tell the task's alert routes it ended failed or completed_with_errors (once each).
 
     Routed to ALERT_QUEUE. A target that failed transiently is tried again by a
-    Celery retry after ``alerts.retry_countdown`` (the worker is free meanwhile),
+    Celery retry after ``alert_transport.retry_countdown`` (the worker is free meanwhile),
     ALERT_MAX_RETRIES times; what went out is never sent again.
     """
     outcome = alerts.send_alerts(task_id, event)
     return _retry_if_undelivered(self, outcome, task_id)
 
 
-@app.task(
+@shared_task(
     name="operations.send_alert_summary",
     bind=True,
     acks_late=True,
@@ -187,7 +187,7 @@ def send_alert_summary(self: Task, reason: str, held: list[Any] | None = None) -
     return _retry_if_undelivered(self, outcome, summary.latest_task_id, args=[reason, held])
 
 
-@app.task(
+@shared_task(
     name="operations.send_watchdog_alert",
     bind=True,
     acks_late=True,
@@ -206,7 +206,7 @@ def send_watchdog_alert(
     return _retry_if_undelivered(self, outcome, task_id or f"{operation} ({event})")
 
 
-@app.task(
+@shared_task(
     name="operations.send_notifications",
     bind=True,
     acks_late=True,
@@ -232,12 +232,12 @@ def _retry_if_undelivered(
             task.request.retries,
         )
         return outcome.sent
-    countdown = alerts.retry_countdown(task.request.retries, outcome.retry_after)
+    countdown = alert_transport.retry_countdown(task.request.retries, outcome.retry_after)
     logger.info("task %s: undelivered alert(s) tried again in %.0fs", task_id, countdown)
     raise task.retry(args=args, countdown=countdown, queue=settings.ALERT_QUEUE)
 
 
-@app.task(name="operations.alert_not_started", **JOB_OPTIONS)
+@shared_task(name="operations.alert_not_started", **JOB_OPTIONS)
 def alert_not_started(self: Task) -> int:
     """Alert once for each scheduled run that no worker took within ALERT_NOT_STARTED_SECONDS.
 

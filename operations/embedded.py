@@ -14,11 +14,11 @@ import socket
 import threading
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.utils import timezone
 
 from tasks.models import TERMINAL_STATUSES, TaskStatus
-from tasksite.celery import app
 
 from .models import JobRun
 from .runner import _fail_task
@@ -40,14 +40,14 @@ def start_embedded_worker(*, beat: bool = True) -> Any:
     with _lock:
         if "worker" in _started:
             return _started["worker"]
-        if settings.REDIS_URL or not app.conf.broker_url.startswith("memory://"):
+        if settings.REDIS_URL or not current_app.conf.broker_url.startswith("memory://"):
             raise RuntimeError(
                 "the embedded worker is only for the memory:// broker (REDIS_URL unset)"
             )
-        app.loader.import_default_modules()
+        current_app.loader.import_default_modules()
         _require_migrated_database()
         fail_orphans()
-        worker = app.WorkController(
+        worker = current_app.WorkController(
             pool_cls="solo",
             concurrency=1,
             hostname=f"embedded@{socket.gethostname()}",
@@ -61,7 +61,9 @@ def start_embedded_worker(*, beat: bool = True) -> Any:
         _started.update(worker=worker, thread=thread)
         if beat:
             service = EmbeddedService(
-                app, thread=True, scheduler_cls="operations.beat:LockedScheduler"
+                current_app._get_current_object(),
+                thread=True,
+                scheduler_cls="operations.beat:LockedScheduler",
             )
             service.start()
             _started["beat"] = service

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
@@ -21,7 +22,6 @@ from django.db import IntegrityError, transaction
 from tasks import selectors
 from tasks.auth.permissions import hidden_operations
 from tasks.models import TERMINAL_STATUSES, Operation, Status, TaskStatus
-from tasksite.celery import app
 
 from . import alerts
 from .models import NotifyRequest
@@ -55,7 +55,7 @@ def on_task_finished(sender: Any, task: TaskStatus, **kwargs: Any) -> None:
         return
     if not NotifyRequest.objects.filter(task_id=str(task.task_id)).exists():
         return
-    app.send_task(
+    current_app.send_task(
         "operations.send_notifications", args=[str(task.task_id)], queue=settings.ALERT_QUEUE
     )
 

@@ -21,6 +21,7 @@ from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import redis
+from celery import current_app
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, connections
@@ -28,7 +29,6 @@ from django.utils import timezone
 
 from tasks import selectors
 from tasks.models import TERMINAL_STATUSES, Operation, TaskStatus
-from tasksite.celery import app
 
 from . import alerts, triage, watchdog
 from .models import JobRun
@@ -67,7 +67,7 @@ def next_run(expression: str, now: datetime | None = None) -> datetime:
     zone = ZoneInfo(settings.TIME_ZONE)
     now = (now or timezone.now()).astimezone(zone)
     schedule = cron(expression)
-    schedule.app, schedule.nowfun = app, lambda: now
+    schedule.app, schedule.nowfun = current_app._get_current_object(), lambda: now
     return (now + schedule.remaining_estimate(now)).astimezone(zone)
 
 
@@ -180,7 +180,7 @@ def _look_at_runners() -> dict[str, Any]:
     try:
         # Only the workers that take this deployment's queue: another deployment (or
         # test run) sharing the broker answers an inspect too.
-        queues = app.control.inspect(timeout=INSPECT_TIMEOUT).active_queues() or {}
+        queues = current_app.control.inspect(timeout=INSPECT_TIMEOUT).active_queues() or {}
         ours = sorted(
             name
             for name, taken in queues.items()
@@ -188,7 +188,9 @@ def _look_at_runners() -> dict[str, Any]:
         )
         stats = (
             # addressed to known workers: done as soon as each has answered
-            app.control.inspect(timeout=INSPECT_TIMEOUT, destination=ours, limit=len(ours)).stats()
+            current_app.control.inspect(
+                timeout=INSPECT_TIMEOUT, destination=ours, limit=len(ours)
+            ).stats()
             or {}
             if ours
             else {}

@@ -21,11 +21,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 
 from tasks import selectors, tracker
 from tasks.models import Status, TaskStatus
-from tasksite.celery import app
 
 from . import alerts, services
 from .models import JobRun
@@ -87,7 +87,7 @@ def schedule_retry(task_id: str) -> str | None:
     )
     retry_id = str(launched.task.task_id)
     wait = max(wait_before(attempt, rule, task.operation), 0.0)
-    app.send_task(
+    current_app.send_task(
         f"operations.{task.operation}",
         kwargs={"task_id": retry_id, "params": task.params or {}, "request_id": task.request_id},
         task_id=retry_id,

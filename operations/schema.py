@@ -8,10 +8,15 @@ parameter serializer, told apart by ``operation``; so a client generated from
 
 from __future__ import annotations
 
-from drf_spectacular.utils import PolymorphicProxySerializer
+from drf_spectacular.extensions import OpenApiViewExtension
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
 from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from tasks.models import Operation, Status
+from tasks.serializers import TaskStatusSerializer
 
 from .registry import OPERATIONS
 
@@ -146,3 +151,21 @@ class OperationStatsSerializer(serializers.Serializer):
     failure_groups = FailureGroupSerializer(
         many=True, help_text="failed runs grouped by folded error, latest first"
     )
+
+
+class LaunchBodyExtension(OpenApiViewExtension):
+    """``POST /task-status``'s body in the schema: one shape per operation.
+
+    ``tasks`` declares the generic body (``LaunchSerializer``) and knows no operation's
+    parameters; loaded by ``OperationsConfig.ready``, this gives the schema each one's.
+    """
+
+    target_class = "tasks.views.TaskListView"
+
+    def view_replacement(self) -> type[APIView]:
+        class WithLaunchBodies(self.target):  # type: ignore[name-defined]
+            @extend_schema(request=LAUNCH_REQUEST, responses={202: TaskStatusSerializer})
+            def post(self, request: Request) -> Response:
+                return super().post(request)
+
+        return WithLaunchBodies

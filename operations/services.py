@@ -9,17 +9,17 @@ parameter errors are the operation's own serializer's ``ValidationError``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from kombu.exceptions import OperationalError as BrokerUnreachable
 from rest_framework import serializers
 
 from tasks import selectors, tracker
+from tasks.launcher import Launched
 from tasks.models import IdempotencyKey, TaskStatus
-from tasksite.celery import app
 
 from . import registry, runner
 from .errors import KeyReused, LaunchInProgress, NoSuchTask, NotAllowed, QueueUnavailable
@@ -34,19 +34,12 @@ BROKER_DOWN = (BrokerUnreachable, ConnectionError, TimeoutError)
 NOTHING_HIDDEN: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True)
-class Launched:
-    task: TaskStatus
-    # False when an Idempotency-Key named an earlier launch, which is returned instead.
-    created: bool
-
-
 def enqueue(
     operation: str, task_id: str, params: dict[str, Any], *, request_id: str | None = None
 ) -> None:
     """Send the job of an existing task to the workers (message id = task id), by name, so
     that launching needs no import of the Celery task modules."""
-    app.send_task(
+    current_app.send_task(
         f"operations.{operation}",
         kwargs={"task_id": task_id, "params": params, "request_id": request_id},
         task_id=task_id,

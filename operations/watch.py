@@ -15,10 +15,9 @@ import logging
 import threading
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.db import connection
-
-from tasksite.celery import app
 
 from . import alerts, running_long, watchdog
 
@@ -71,7 +70,7 @@ def check(*, now: float | None = None) -> list[str]:
 
 
 def _enqueue(event: str, operation: str, when: float, task_id: str | None = None) -> None:
-    app.send_task(
+    current_app.send_task(
         "operations.send_watchdog_alert",
         args=[event, operation, when, task_id],
         queue=settings.ALERT_QUEUE,

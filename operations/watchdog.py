@@ -34,11 +34,11 @@ from typing import cast
 from zoneinfo import ZoneInfo
 
 import redis
+from celery import current_app
 from django.conf import settings
 
 from tasks import metrics
 from tasks.models import Operation, Status, TaskStatus
-from tasksite.celery import app
 
 from . import alerts
 from .schedule import cron, operation_schedules
@@ -80,7 +80,7 @@ def last_due(expression: str, now: datetime) -> datetime | None:
 
 def next_due(expression: str, now: datetime) -> datetime:
     schedule = cron(expression)
-    schedule.app, schedule.nowfun = app, lambda: now
+    schedule.app, schedule.nowfun = current_app._get_current_object(), lambda: now
     zone = ZoneInfo(settings.TIME_ZONE)
     local = now.astimezone(zone)
     return (local + schedule.remaining_estimate(local)).astimezone(zone)

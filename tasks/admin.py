@@ -1,7 +1,7 @@
 """The records in the Django admin: tasks are read-only, since only the tracker writes them.
 
 Staff can look, filter and search; the one write offered is the cancel action,
-which goes through ``operations.services.cancel_task`` like the REST endpoint does.
+which goes through the launcher's cancel (``tasks.launcher``) like the REST endpoint does.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from operations import services
-
 from . import tracker
 from .auth.identity import forget_local_tokens
 from .auth.permissions import can_run, hidden_operations
+from .launcher import NoSuchTask, launcher
 from .models import ApiToken, TaskStatus
 from .serializers import task_document
 
@@ -149,11 +148,11 @@ class TaskStatusAdmin(admin.ModelAdmin):
                 finished += 1
                 continue
             try:
-                services.cancel_task(str(task.task_id), by=by, hidden=hidden)
+                launcher().cancel(str(task.task_id), by=by, hidden=hidden)
                 asked += 1
             except tracker.TaskAlreadyFinished:
                 finished += 1
-            except (tracker.TaskNotFound, services.NoSuchTask):
+            except (tracker.TaskNotFound, NoSuchTask):
                 continue
         if asked:
             self.message_user(

@@ -13,8 +13,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from operations import errors as service_errors
-
+from . import launcher as service_errors
 from .logging import request_id_var
 from .tracker import TaskAlreadyFinished, TaskNotFound
 
@@ -55,7 +54,7 @@ class QueueUnavailable(DependencyUnavailable):
     default_code = "queue_unavailable"
 
 
-# Launch and cancel refusals (operations.services), as HTTP: the one place they map.
+# Launch and cancel refusals (tasks.launcher), as HTTP: the one place they map.
 SERVICE_ERRORS: dict[type[service_errors.ServiceError], type[exceptions.APIException]] = {
     service_errors.NotAllowed: exceptions.PermissionDenied,
     service_errors.NoSuchTask: exceptions.NotFound,

@@ -18,14 +18,11 @@ from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.middleware.csrf import get_token
 from django.shortcuts import render
 from django.urls import reverse
-from rest_framework import serializers
-
-from operations import notify, overview, retries, running_long, triage
-from operations.registry import OPERATIONS
 
 from . import selectors
 from .auth.permissions import can_read, can_run, hidden_operations
 from .filters import page_filters
+from .launcher import launcher
 from .models import Operation, Status
 from .serializers import event_document, task_document
 
@@ -38,63 +35,6 @@ SINCE_MARGIN_SECONDS = 2
 def status_word(value: str) -> str:
     """The contract's status word as staff read it: underscores as spaces."""
     return value.replace("_", " ")
-
-
-# The HTML input that edits each kind of DRF field (the first match wins).
-_INPUT_KINDS: tuple[tuple[type[serializers.Field], str], ...] = (
-    (serializers.BooleanField, "checkbox"),
-    (serializers.DateTimeField, "datetime-local"),
-    (serializers.DateField, "date"),
-    (serializers.ListField, "list"),
-    (serializers.IntegerField, "number"),
-    (serializers.ChoiceField, "select"),
-)
-
-
-def _input_kind(field: serializers.Field) -> str:
-    """The HTML input that edits a DRF field; the browser turns its value back into JSON."""
-    return next((kind for cls, kind in _INPUT_KINDS if isinstance(field, cls)), "text")
-
-
-def param_fields(serializer_class: type[serializers.Serializer]) -> list[dict[str, Any]]:
-    """A form description built from an operation's parameter serializer.
-
-    Empty inputs are left out of the launch, so the serializer's own defaults
-    apply exactly as they do for ``"params": {}``.
-    """
-    fields = []
-    for name, field in serializer_class().fields.items():
-        default = None if field.default is serializers.empty else field.default
-        fields.append(
-            {
-                "name": name,
-                "label": (field.label or name.replace("_", " ")).capitalize(),
-                "kind": _input_kind(field),
-                "help": str(field.help_text or ""),
-                "required": bool(field.required),
-                "checked": default is True,
-                "choices": list(getattr(field, "choices", {}).items()),
-            }
-        )
-    return fields
-
-
-def _operations(hidden: frozenset[str]) -> list[dict[str, Any]]:
-    out = []
-    for value, label in Operation.choices:
-        if value in hidden:
-            continue
-        spec = OPERATIONS.get(value)
-        out.append(
-            {
-                "name": value,
-                "label": label,
-                "description": spec.description if spec else "",
-                "available": bool(spec and spec.available),
-                "fields": param_fields(spec.params_serializer) if spec else [],
-            }
-        )
-    return out
 
 
 def _logout_url() -> str:
@@ -133,7 +73,7 @@ def monitor(request: HttpRequest) -> HttpResponse:
             "operation": repeat.operation,
             "params": repeat.params or {},
         }
-    operations = _operations(hidden)
+    operations = launcher().run_bar(hidden)
     opening = request.GET.get("run", "")
     if can_run(request.user) and any(
         op["name"] == opening and op["available"] for op in operations
@@ -147,10 +87,9 @@ def monitor(request: HttpRequest) -> HttpResponse:
         "filter_statuses": wanted or [],
         "can_run": can_run(request.user),
         "logout_url": _logout_url(),
-        # Said plainly in the header: a started task is not going to move without a worker.
-        "unacknowledged": triage.unacknowledged(hidden),
-        "runner_problems": overview.runners(wait=False)["problems"]
-        + [f"Running long: {run.words}" for run in running_long.long_runs(hidden=hidden)],
+        # Said plainly in the header: a started task is not going to move without a worker,
+        # runs running long, failures nobody has acknowledged.
+        **launcher().monitor_notes(hidden),
         "documents": [task_document(task) for task in tasks],
         "config": _page_config(request, hidden, since=since, **extra),
     }
@@ -182,12 +121,9 @@ def task_page(request: HttpRequest, task_id: str) -> HttpResponse:
             if task.params
             else "",
             "can_run": can_run(request.user),
-            "can_run_again": can_run(request.user) and OPERATIONS[task.operation].available,
-            "running_long": running_long.note_for(task),
-            "retries": retries.chain(task),
-            "notify_wanted": notify.wanted(str(task.task_id), request.user),
+            "can_run_again": can_run(request.user) and launcher().can_run_again(task.operation),
             "user_email": getattr(request.user, "email", ""),
-            "acknowledged": triage.acknowledgement(str(task.task_id)),
+            **launcher().task_notes(task, request.user),
             "config": _page_config(request, hidden, since=since, taskId=str(task.task_id)),
         }
     )

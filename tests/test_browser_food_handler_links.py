@@ -15,9 +15,9 @@ from playwright.sync_api import expect
 from operations.models import FoodHandlerCertificate, FoodHandlerPacket
 from tests.support import browser as chromium
 from tests.support.browser import log_in, watch
+from tests.support.food_handlers import ROSTER, expected_statuses, food_handlers_by_id
 from tests.support.jobs import run_job
 from tests.support.servers import Daphne, service_env
-from tests.test_operations_food_handlers import ROSTER, expected_statuses, food_handlers_by_id
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 browser, context = chromium.browser, chromium.context  # the fixtures, one browser per module

@@ -429,7 +429,7 @@ def test_tips_run_from_the_monitor_on_a_worker_for_a_reader_only(
     from django.contrib.auth.models import Group
 
     from tasks.models import TaskStatus
-    from tests.test_operations_celery import celery_process, env_for
+    from tests.support.celery_processes import celery_process, env_for
 
     plain_runner = django_user_model.objects.create_user("plainrunner", password="pw-plainrunner")
     plain_runner.groups.add(Group.objects.get_or_create(name=settings.TASK_RUNNER_ROLE)[0])

@@ -24,8 +24,8 @@ from playwright.sync_api import expect
 from operations.overview import HISTORY_RUNS
 from tests.support import browser as chromium
 from tests.support.browser import log_in, watch
+from tests.support.celery_processes import celery_process, env_for
 from tests.support.servers import Daphne
-from tests.test_operations_celery import celery_process, env_for
 from tests.test_operations_overview import finished_run
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]

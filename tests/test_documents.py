@@ -16,8 +16,8 @@ from rest_framework.test import APIClient
 from operations import documents
 from operations.models import FoodHandlerCertificate, FoodHandlerPacket
 from tasks.auth.identity import issue_local_token
+from tests.support.food_handlers import AS_OF, ROSTER, food_handlers_by_id
 from tests.support.jobs import run_job
-from tests.test_operations_food_handlers import AS_OF, ROSTER, food_handlers_by_id
 
 pytestmark = pytest.mark.django_db(transaction=True)
 READER_ROLE = "TaskStatus.FoodHandler.Read"

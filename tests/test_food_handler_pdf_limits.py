@@ -15,8 +15,8 @@ from operations import documents, pdfs
 from operations.models import FoodHandlerCertificate, FoodHandlerPacket
 from tests import test_operations_food_handlers as sample
 from tests.support import hostile_pdfs
+from tests.support.food_handlers import certificate, person, write_roster
 from tests.support.jobs import run_job
-from tests.test_operations_food_handlers import certificate, person, write_roster
 
 pytestmark = pytest.mark.django_db(transaction=True)
 MIB = 1 << 20

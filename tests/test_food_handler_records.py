@@ -12,8 +12,8 @@ from django.db import connection
 
 from operations.models import FoodHandlerCertificate, FoodHandlerPacket
 from tests import test_operations_food_handlers as sample
+from tests.support.food_handlers import person, write_roster
 from tests.support.jobs import run_job
-from tests.test_operations_food_handlers import person, write_roster
 
 pytestmark = pytest.mark.django_db(transaction=True)
 errors = sample.errors  # every message the job reports (fixture)

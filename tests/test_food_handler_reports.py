@@ -23,8 +23,7 @@ from tasks import tracker
 from tasks.selectors import get_task
 from tests import test_documents as links
 from tests import test_operations_food_handlers as sample
-from tests.support.jobs import run_job
-from tests.test_operations_food_handlers import (
+from tests.support.food_handlers import (
     AS_OF,
     BAD,
     STATUSES,
@@ -34,6 +33,7 @@ from tests.test_operations_food_handlers import (
     stored_state,
     today,
 )
+from tests.support.jobs import run_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 errors = sample.errors  # every message the job reports (fixture)

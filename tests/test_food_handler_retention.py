@@ -19,8 +19,8 @@ from operations.models import (
 )
 from tests import test_documents as links
 from tests import test_operations_food_handlers as sample
+from tests.support.food_handlers import certificate, person, write_roster
 from tests.support.jobs import run_job
-from tests.test_operations_food_handlers import certificate, person, write_roster
 
 pytestmark = pytest.mark.django_db(transaction=True)
 own_roster = sample.own_roster  # a roster of our own in a temporary directory (fixture)

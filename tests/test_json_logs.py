@@ -103,7 +103,7 @@ def test_a_server_logs_json_with_the_request_id_and_no_token(server, token, tmp_
 
 def test_a_worker_logs_json_lines_that_name_the_task_and_operation(tmp_path, settings):
     from operations import services
-    from tests.test_operations_celery import celery_process, env_for, terminal
+    from tests.support.celery_processes import celery_process, env_for, terminal
 
     queue = f"test-json-{uuid.uuid4().hex[:8]}"
     settings.CELERY_TASK_DEFAULT_QUEUE = queue

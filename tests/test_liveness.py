@@ -18,10 +18,10 @@ from django.db import connection, transaction
 from operations import services
 from tasks import tracker
 from tasks.models import TaskStatus
+from tests.support.celery_processes import celery_process, env_for, terminal
 from tests.support.servers import database_url, report, service_env
 from tests.support.source_server import source_server
 from tests.support.tcp_proxy import tcp_proxy
-from tests.test_operations_celery import celery_process, env_for, terminal
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -366,7 +366,7 @@ def test_gunicorn_workers_are_summed_in_multiprocess_mode(
 def test_a_job_on_a_prefork_worker_is_counted_by_the_worker_s_exporter(queue, sources, tmp_path):
     from operations import services
     from tasks.selectors import get_task
-    from tests.test_operations_celery import celery_process, env_for, terminal
+    from tests.support.celery_processes import celery_process, env_for, terminal
 
     port = free_port()
     env = env_for(queue, METRICS_TOKEN=METRICS_TOKEN, WORKER_METRICS_PORT=str(port))
@@ -412,7 +412,7 @@ def test_a_job_on_a_prefork_worker_is_counted_by_the_worker_s_exporter(queue, so
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_beat_reports_that_it_holds_the_lock(queue, sources, tmp_path):
-    from tests.test_operations_celery import celery_process, env_for
+    from tests.support.celery_processes import celery_process, env_for
 
     port = free_port()
     env = env_for(queue, METRICS_TOKEN=METRICS_TOKEN, BEAT_METRICS_PORT=str(port))

@@ -18,8 +18,8 @@ from operations.celery_tasks import send_notifications
 from operations.models import AlertDelivery, NotifyRequest
 from tasks import tracker
 from tasks.auth.identity import issue_local_token
+from tests.support.celery_processes import celery_process, env_for, wait_for
 from tests.support.smtp_server import smtp_server
-from tests.test_operations_celery import celery_process, env_for, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -12,11 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import date, timedelta
-from pathlib import Path
 
 import pytest
 import redis
@@ -28,101 +24,12 @@ from operations.models import DailySalesSummary, JobRun
 from operations.services import enqueue
 from tasks import tracker
 from tasks.selectors import get_task
-from tests.support.servers import ROOT, service_env
+from tests.support.celery_processes import celery_process, env_for, terminal, wait_for
+from tests.support.servers import ROOT
 from tests.support.source_server import SAMPLE, source_server
 from tests.support.watch import launch_and_watch
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-
-def env_for(queue: str, **extra: str) -> dict[str, str]:
-    values = dict(
-        CELERY_QUEUE=queue,
-        ALERT_QUEUE=f"{queue}-alerts",
-        BEAT_LOCK_KEY=f"{queue}-beat",
-        SALES_SOURCE_URL=settings.SALES_SOURCE_URL,
-        INVOICE_SOURCE_URL=settings.INVOICE_SOURCE_URL,
-        ACCOUNTING_TARGET_URL=settings.ACCOUNTING_TARGET_URL,
-        JOB_HEARTBEAT_SECONDS="0.5",
-        JOB_LEASE_SECONDS="2",
-        # Nothing but what the test asks for fires during a test.
-        PURGE_SCHEDULE_SECONDS="3600",
-        WORKER_LOST_CHECK_SECONDS="3600",
-        DAILY_SALES_SCHEDULE="0 0 1 1 *",
-        INVOICE_SYNC_SCHEDULE="0 0 1 1 *",
-    )
-    return service_env(**{**values, **extra})
-
-
-@contextmanager
-def celery_process(
-    kind: str,
-    env: dict[str, str],
-    tmp_path: Path,
-    ready: str,
-    *,
-    pool: str = "solo",
-    queues: str | None = None,
-) -> Iterator[subprocess.Popen]:
-    """A worker (``pool``: solo, or prefork as deploy/systemd runs it) or a beat process.
-
-    A worker takes ``queues`` (comma-separated): by default the jobs' and the alerts'.
-    """
-    log_path = tmp_path / f"{kind}-{uuid.uuid4().hex[:6]}.log"
-    args = [sys.executable, "-m", "celery", "-A", "tasksite", kind, "-l", "INFO"]
-    if kind == "worker":
-        args += [
-            "--pool",
-            pool,
-            *(["--concurrency", "1"] if pool == "prefork" else []),
-            "-Q",
-            queues
-            or ",".join(
-                dict.fromkeys([env["CELERY_QUEUE"], env.get("ALERT_QUEUE") or env["CELERY_QUEUE"]])
-            ),
-            "-n",
-            f"{uuid.uuid4().hex[:6]}@%h",
-            "--without-heartbeat",
-            "--without-mingle",
-            "--without-gossip",
-        ]
-    else:
-        args += ["-s", str(tmp_path / "beat-schedule"), "--pidfile", ""]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    proc.log_path = log_path  # type: ignore[attr-defined]
-    try:
-        wait_for(
-            lambda: ready in log_path.read_text(errors="replace") or proc.poll() is not None,
-            30,
-            f"{kind} to start",
-        )
-        assert proc.poll() is None, log_path.read_text()
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def terminal(task_id: str, timeout: float = 60):
-    return wait_for(
-        lambda: (t := get_task(task_id)) and t.is_terminal and t, timeout, f"task {task_id} to end"
-    )
 
 
 @pytest.fixture

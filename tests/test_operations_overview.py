@@ -19,8 +19,8 @@ from tasks.auth.identity import issue_local_token
 from tasks.models import TaskStatus
 from tests.support import browser as chromium
 from tests.support.browser import log_in, watch
+from tests.support.celery_processes import celery_process, env_for
 from tests.support.servers import Daphne, service_env
-from tests.test_operations_celery import celery_process, env_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 browser, context = chromium.browser, chromium.context

@@ -528,8 +528,8 @@ def test_launched_over_rest_run_by_a_worker_watched_over_websocket(
     from django.contrib.auth.models import Group
 
     from tasks.auth.identity import issue_local_token
+    from tests.support.celery_processes import celery_process, env_for
     from tests.support.servers import Daphne
-    from tests.test_operations_celery import celery_process, env_for
 
     runner.groups.add(Group.objects.get_or_create(name="TaskStatus.Tips.Read")[0])
     token = issue_local_token(runner)

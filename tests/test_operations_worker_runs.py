@@ -16,12 +16,12 @@ from django.contrib.auth.models import Group
 
 from operations.models import TipShare, TipStatementDelivery
 from tasks.auth.identity import issue_local_token
+from tests.support.celery_processes import celery_process, env_for
 from tests.support.jobs import run_job
 from tests.support.servers import Daphne
 from tests.support.smtp_server import smtp_server
 from tests.support.source_server import SAMPLE
 from tests.support.watch import launch_and_watch
-from tests.test_operations_celery import celery_process, env_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 WEEK1 = {"period_start": "2025-06-02", "period_end": "2025-06-08"}

@@ -32,6 +32,7 @@ import pytest
 import websockets
 
 from scripts import test_services
+from tests.support.celery_processes import celery_process, env_for
 from tests.support.own_services import (
     TERMINAL,
     Answer,
@@ -47,7 +48,6 @@ from tests.support.own_services import (
 )
 from tests.support.servers import ROOT, Daphne, report, service_env
 from tests.test_metrics import gunicorn
-from tests.test_operations_celery import celery_process, env_for
 
 pytestmark = pytest.mark.slow
 

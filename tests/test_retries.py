@@ -17,8 +17,8 @@ from operations.models import JobRun
 from operations.sources import SourceError, SourceUnavailable
 from tasks import tracker
 from tasks.models import TaskStatus
+from tests.support.celery_processes import celery_process, env_for, wait_for
 from tests.support.source_server import source_server
-from tests.test_operations_celery import celery_process, env_for, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -14,9 +14,9 @@ import pytest
 
 from tasks.selectors import get_task
 from tasks.serializers import task_document
+from tests.support.celery_processes import env_for
 from tests.support.servers import ROOT, service_env
 from tests.support.source_server import SAMPLE
-from tests.test_operations_celery import env_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -22,9 +22,9 @@ from operations.celery_tasks import send_watchdog_alert
 from operations.models import AlertDelivery
 from tasks import tracker
 from tasks.models import TaskStatus
+from tests.support.alerting import alert_env, http_receiver, queued
+from tests.support.celery_processes import celery_process, wait_for
 from tests.support.smtp_server import free_port
-from tests.test_alerts import alert_env, http_receiver, queued
-from tests.test_operations_celery import celery_process, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
