@@ -6,8 +6,15 @@ database lost mid-run (``runner.DATABASE_LOST``). Then, if the operation's polic
 (``JOB_RETRY_POLICY``: attempts in all, first wait; off by default for
 ``email_tips``, which sends mail) allows another attempt, a new task is created at
 once (``launched_by`` "retry", ``rerun_of`` the failed one, the same parameters)
-and its job sent with a countdown of the wait, doubled at each attempt. The
-Celery message waits in the broker, not in a worker.
+and its job is due after the wait, doubled at each attempt.
+
+The job is not sent with a Celery countdown: a worker takes such a message at
+once and holds it unacknowledged until its time, and a worker whose broker
+connection drops while it holds one dies restoring it (kombu's Redis transport;
+a real outage test found it). Instead the retry's due time goes into a Redis
+sorted set, and every worker's watchdog thread (``operations.watch``) sends what
+is due; ``ZREM`` decides which one sends it. Without Redis (the embedded
+default, one process and an in-memory broker) the countdown is used.
 
 So the chain is visible both ways: the failed task's page says "Retry 2 of 3 at
 04:45" with a link and a Cancel retry button (the ordinary cancel of the pending
@@ -18,8 +25,9 @@ says which run it repeats.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from celery import current_app
 from django.conf import settings
@@ -27,7 +35,7 @@ from django.conf import settings
 from tasks import selectors, tracker
 from tasks.models import Status, TaskStatus
 
-from . import alerts, services
+from . import alerts, services, watchdog
 from .models import JobRun
 
 logger = logging.getLogger(__name__)
@@ -87,13 +95,11 @@ def schedule_retry(task_id: str) -> str | None:
     )
     retry_id = str(launched.task.task_id)
     wait = max(wait_before(attempt, rule, task.operation), 0.0)
-    current_app.send_task(
-        f"operations.{task.operation}",
-        kwargs={"task_id": retry_id, "params": task.params or {}, "request_id": task.request_id},
-        task_id=retry_id,
-        countdown=wait,
-        queue=settings.CELERY_TASK_DEFAULT_QUEUE,
-    )
+    client = watchdog.redis_client()
+    if client is None:
+        _send(launched.task, countdown=wait)
+    else:
+        client.zadd(_due_key(), {retry_id: time.time() + wait})
     logger.warning(
         "task %s: failed for a passing reason; retry %d of %d (%s) in %s",
         task_id,
@@ -103,6 +109,50 @@ def schedule_retry(task_id: str) -> str | None:
         alerts.duration(wait),
     )
     return retry_id
+
+
+def _due_key() -> str:
+    return f"{settings.BEAT_LOCK_KEY}:retries-due"
+
+
+def _send(task: TaskStatus, *, countdown: float | None = None) -> None:
+    current_app.send_task(
+        f"operations.{task.operation}",
+        kwargs={
+            "task_id": str(task.task_id),
+            "params": task.params or {},
+            "request_id": task.request_id or None,
+        },
+        task_id=str(task.task_id),
+        countdown=countdown,
+        queue=settings.CELERY_TASK_DEFAULT_QUEUE,
+    )
+
+
+def send_due(*, now: float | None = None) -> int:
+    """Send the retries whose time has come (the watchdog's thread, in every worker):
+    each once, whichever worker removes it from the set; one cancelled meanwhile is
+    dropped. A send the broker refuses goes back into the set for the next look."""
+    client = watchdog.redis_client()
+    if client is None:
+        return 0
+    now = time.time() if now is None else now
+    sent = 0
+    due = cast("list[bytes]", client.zrangebyscore(_due_key(), "-inf", now))
+    for member in due:
+        if not client.zrem(_due_key(), member):
+            continue  # another worker's
+        task_id = member.decode() if isinstance(member, bytes) else str(member)
+        task = selectors.get_task(task_id)
+        if task is None or task.is_terminal:
+            continue
+        try:
+            _send(task)
+        except Exception:
+            client.zadd(_due_key(), {task_id: now})
+            raise
+        sent += 1
+    return sent
 
 
 def chain(task: TaskStatus) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The watchdog's thread, in every Celery worker: late scheduled runs and runs running long.
 
 Started on ``worker_ready`` (connected in ``operations.celery_tasks``); every
-``WATCHDOG_CHECK_SECONDS`` it exports the schedule's gauges and enqueues, on the
+``WATCHDOG_CHECK_SECONDS`` it sends the job retries that are due
+(``operations.retries``), exports the schedule's gauges and enqueues, on the
 alert queue, one alert per newly late run (``operations.watchdog``) and per run
 running long (``operations.running_long``). Every worker looks; a Redis ``SET
 NX`` per finding makes exactly one of them enqueue its alert (in-process without
@@ -19,7 +20,7 @@ from celery import current_app
 from django.conf import settings
 from django.db import connection
 
-from . import alerts, running_long, watchdog
+from . import alerts, retries, running_long, watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ _told_lock = threading.Lock()
 
 def first_to_tell(finding: str) -> bool:
     """True for exactly one caller per ``finding`` (one worker enqueues its alert)."""
-    client = watchdog._redis()
+    client = watchdog.redis_client()
     if client is None:
         with _told_lock:
             if finding in _told_in_process:
@@ -44,6 +45,7 @@ def first_to_tell(finding: str) -> bool:
 
 def check(*, now: float | None = None) -> list[str]:
     """One look: gauges exported, alerts enqueued once; what is late or running long."""
+    retries.send_due(now=now)
     states = watchdog.schedule_state(now=now)
     last_tick = watchdog.beat_last_tick()
     watchdog.export(states, last_tick)

@@ -86,7 +86,8 @@ def next_due(expression: str, now: datetime) -> datetime:
     return (local + schedule.remaining_estimate(local)).astimezone(zone)
 
 
-def _redis() -> redis.Redis | None:
+def redis_client() -> redis.Redis | None:
+    """The watchdog's Redis (its findings, beat's tick, the due retries); None without."""
     if not settings.REDIS_URL:
         return None
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
@@ -101,7 +102,7 @@ _process_started = time.time()
 
 def watching_since() -> float:
     """When the service first watched its schedule (kept in Redis); earlier runs are not judged."""
-    client = _redis()
+    client = redis_client()
     if client is None:
         return _process_started
     try:
@@ -114,7 +115,7 @@ def watching_since() -> float:
 
 def beat_last_tick() -> float | None:
     """When the beat holding the lock last ticked; None when never seen or unknown."""
-    client = _redis()
+    client = redis_client()
     if client is None:
         return None
     try:

@@ -6,6 +6,7 @@ two runs; the chain of tasks, the pages and the cancel of a pending retry.
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -28,8 +29,11 @@ def queue(settings):
     name = f"test-retries-{uuid.uuid4().hex[:10]}"
     settings.CELERY_TASK_DEFAULT_QUEUE = name
     settings.ALERT_QUEUE = f"{name}-alerts"
+    settings.BEAT_LOCK_KEY = f"{name}-beat"
     yield name
-    redis.Redis.from_url(settings.REDIS_URL).delete(name, f"{name}-alerts")
+    redis.Redis.from_url(settings.REDIS_URL).delete(
+        name, f"{name}-alerts", f"{name}-beat:retries-due"
+    )
 
 
 def failed(operation: str, *, launched_by: str = "alice", rerun_of: str | None = None) -> str:
@@ -60,9 +64,13 @@ def test_a_pending_retry_is_shown_on_the_failed_page_and_cancelled_with_one_butt
     assert retry is not None and retries.schedule_retry(first) == retry  # once
     task = TaskStatus.objects.get(pk=retry)
     assert (str(task.rerun_of), task.launched_by, task.status) == (first, "retry", "started")
-    # Its job waits in the broker with the countdown, not in a worker.
-    [raw] = redis.Redis.from_url(settings.REDIS_URL).lrange(queue, 0, -1)
-    assert retry.encode() in raw and b'"eta"' in raw
+    # Its job is not sent yet (no countdown message a worker would hold): it is due
+    # in the retry set, and the watchdog's look sends it once it is due, once.
+    store = redis.Redis.from_url(settings.REDIS_URL)
+    assert store.lrange(queue, 0, -1) == []
+    due = store.zscore(f"{queue}-beat:retries-due", retry)
+    assert due is not None and 55 < due - time.time() <= 60
+    assert retries.send_due(now=due - 1) == 0 and store.lrange(queue, 0, -1) == []
 
     client.force_login(admin_user)
     page = client.get(f"/tasks/{first}").content.decode()
@@ -76,6 +84,9 @@ def test_a_pending_retry_is_shown_on_the_failed_page_and_cancelled_with_one_butt
     assert response.status_code == 302 and response["Location"] == f"/tasks/{first}"
     task.refresh_from_db()
     assert task.status == "failed" and "cancelled by admin before it started" in task.error
+    # Due now, but cancelled: dropped from the set, never sent.
+    assert retries.send_due(now=due + 1) == 0
+    assert store.lrange(queue, 0, -1) == [] and store.zcard(f"{queue}-beat:retries-due") == 0
     # A worker that gets the message later finds the run over and only acknowledges it.
     assert JobRun.objects.get(task_id=retry).outcome == "cancelled"
     page = client.get(f"/tasks/{first}").content.decode()
@@ -105,6 +116,8 @@ def test_a_run_failing_for_a_passing_reason_is_retried_on_a_real_worker(settings
             SOURCE_TOKEN="test-token",
             SOURCE_MAX_RETRIES="0",
             JOB_RETRY_POLICY="daily_sales=3:1",
+            # The watchdog's look sends the retries that are due.
+            WATCHDOG_CHECK_SECONDS="0.5",
         )
         first = services.launch(
             "daily_sales", {"business_date": "2025-06-05"}, request_id="retry", user_label="alice"
