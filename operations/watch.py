@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import Any, cast
 
 from celery import current_app
 from django.conf import settings
 from django.db import connection
+
+from tasks import metrics
 
 from . import alerts, retries, running_long, watchdog
 
@@ -46,6 +48,7 @@ def first_to_tell(finding: str) -> bool:
 def check(*, now: float | None = None) -> list[str]:
     """One look: gauges exported, alerts enqueued once; what is late or running long."""
     retries.send_due(now=now)
+    export_queue_depths()
     states = watchdog.schedule_state(now=now)
     last_tick = watchdog.beat_last_tick()
     watchdog.export(states, last_tick)
@@ -69,6 +72,15 @@ def check(*, now: float | None = None) -> list[str]:
             logger.warning("task %s: %s", run.task_id, run.words)
             _enqueue(running_long.RUNNING_LONG, run.operation, run.created_at, run.task_id)
     return found
+
+
+def export_queue_depths() -> None:
+    """``tasksite_queue_depth`` of the jobs' and the alerts' queues (Redis lists)."""
+    client = watchdog.redis_client()
+    if client is None:
+        return
+    for queue in dict.fromkeys([settings.CELERY_TASK_DEFAULT_QUEUE, settings.ALERT_QUEUE]):
+        metrics.get().QUEUE_DEPTH.labels(queue).set(int(cast("int", client.llen(queue))))
 
 
 def _enqueue(event: str, operation: str, when: float, task_id: str | None = None) -> None:

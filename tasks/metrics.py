@@ -35,6 +35,7 @@ import hmac
 import json
 import logging
 import os
+import platform
 import shutil
 import socket
 import sys
@@ -237,6 +238,21 @@ class _Metrics:
             ["operation"],
             multiprocess_mode="max",
         )
+        # -- the queues and the build (README, "Metrics") --
+        self.QUEUE_DEPTH = Gauge(
+            "tasksite_queue_depth",
+            "Messages waiting on a Celery queue (the jobs' and the alerts'), as each "
+            "worker's watchdog last read it.",
+            ["queue"],
+            multiprocess_mode="livemax",
+        )
+        self.BUILD_INFO = Gauge(
+            "tasksite_build_info",
+            "1, labelled with the service's version (TASKSITE_VERSION) and Python's.",
+            ["version", "python"],
+            multiprocess_mode="max",
+        )
+        self.BUILD_INFO.labels(settings.TASKSITE_VERSION, platform.python_version()).set(1)
         self.OPERATION_LATE = Gauge(
             "tasksite_operation_late",
             "1 while the latest scheduled run of an operation has not appeared within "

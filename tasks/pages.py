@@ -109,6 +109,7 @@ def task_page(request: HttpRequest, task_id: str) -> HttpResponse:
     document = task_document(task)
     events = [event_document(event) for event in selectors.task_events(task)]
     since = int(time.time()) - SINCE_MARGIN_SECONDS
+    notes = launcher().task_notes(task, request.user)
     context.update(
         {
             "task": task,
@@ -123,8 +124,15 @@ def task_page(request: HttpRequest, task_id: str) -> HttpResponse:
             "can_run": can_run(request.user),
             "can_run_again": can_run(request.user) and launcher().can_run_again(task.operation),
             "user_email": getattr(request.user, "email", ""),
-            **launcher().task_notes(task, request.user),
-            "config": _page_config(request, hidden, since=since, taskId=str(task.task_id)),
+            **notes,
+            # "Notify me": the open page also tells the browser when the task ends.
+            "config": _page_config(
+                request,
+                hidden,
+                since=since,
+                taskId=str(task.task_id),
+                notifyWanted=bool(notes.get("notify_wanted")),
+            ),
         }
     )
     return render(request, "tasks/detail.html", context)

@@ -301,6 +301,9 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 
+# What tasksite_build_info says this deployment runs (set by the deploy, e.g. a git tag).
+TASKSITE_VERSION = os.environ.get("TASKSITE_VERSION", "dev")
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "Task status service",
     "DESCRIPTION": "Progress of the back office's long-running jobs.",

@@ -35,6 +35,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # Launches in tests that start no worker leave their messages on a queue of
     # their own, emptied at the end, never on a queue a real worker reads.
     settings.CELERY_TASK_DEFAULT_QUEUE = f"test-unconsumed-{uuid.uuid4().hex[:8]}"
+    # Alerts and notifications the tests' own writes enqueue: the same, never the real one.
+    settings.ALERT_QUEUE = f"{settings.CELERY_TASK_DEFAULT_QUEUE}-alerts"
     os.environ.setdefault("TASKSITE_QUIET_DEV_WARNING", "1")
     if os.environ.get("ALLOW_EMBEDDED_TESTS") == "1":
         return
@@ -71,7 +73,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
     if settings.REDIS_URL:
         try:
-            redis.Redis.from_url(settings.REDIS_URL).delete(settings.CELERY_TASK_DEFAULT_QUEUE)
+            redis.Redis.from_url(settings.REDIS_URL).delete(
+                settings.CELERY_TASK_DEFAULT_QUEUE, settings.ALERT_QUEUE
+            )
         except redis.RedisError:
             pass
 

@@ -595,6 +595,17 @@ function appendTimeline(list, events) {
 
 // -- one task's page ----------------------------------------------------------
 
+// A browser notification when a task the user asked about ends (only on its page, only
+// when they asked and allowed it: the server decides the first, the browser the second).
+function notifyEnded(doc) {
+  if (!config.notifyWanted || !("Notification" in window)) return;
+  if (Notification.permission !== "granted") return;
+  new Notification(`${operationLabel(doc.operation)}: ${statusWord(doc.status)}`, {
+    body: `Task ${shortId(doc.task_id)} has ended.`,
+    tag: doc.task_id,
+  });
+}
+
 function initDetail(root) {
   const field = (name) => root.ownerDocument.querySelector(`[data-field="${name}"]`);
   const parts = progressParts();
@@ -678,6 +689,7 @@ function initDetail(root) {
       if (doc.task_id !== config.taskId) return;
       render(doc);
       if (previous && previous.status !== doc.status) announce(describe(doc));
+      if (previous && !TERMINAL.has(previous.status) && TERMINAL.has(doc.status)) notifyEnded(doc);
       // A status change or a new error text is an entry: read at once. Any other new
       // version may be one too (the same error again, a cancel request), so it is
       // asked for at most once a second; plain progress then finds nothing new.
@@ -689,6 +701,12 @@ function initDetail(root) {
     },
     onConnectionChange: connectionIndicator(),
   });
+  // "Notify me when it ends": the mail is the server's; while this page is open the
+  // browser says it too, once the user allowed it (asked when they press the button).
+  const notifyMe = document.querySelector("[data-notify-me]");
+  if (notifyMe && "Notification" in window && Notification.permission === "default") {
+    notifyMe.closest("form").addEventListener("submit", () => { Notification.requestPermission(); });
+  }
   if (cancel) {
     cancel.addEventListener("click", () => cancelTask(cancel, config.taskId, () => {
       cancel.textContent = "Cancelling…";
