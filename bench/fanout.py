@@ -161,6 +161,9 @@ class Bench:
         self.clients: list[Lines] = []
         self.token = ""
         self.port = 0
+        # how "ours" is started: daphne itself, or daphne under a tracer (bench.anatomy)
+        self.daphne = [sys.executable, "-m", "daphne"]
+        self.start_seconds = 30.0
 
     # -- set-up ------------------------------------------------------------
 
@@ -189,9 +192,7 @@ class Bench:
         log = open(self.tmp / f"server-{kind}.log", "ab")
         if kind == "ours":
             argv = [
-                sys.executable,
-                "-m",
-                "daphne",
+                *self.daphne,
                 "-e",
                 f"tcp:port={self.port}:interface=127.0.0.1:backlog=4096",
                 "--websocket-max-message-size",
@@ -212,7 +213,7 @@ class Bench:
         )
         log.close()
         self.server_kind = kind
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + self.start_seconds
         while True:
             if self.server.poll() is not None:
                 raise RuntimeError(f"{kind} server exited; see {self.tmp}/server-{kind}.log")
@@ -228,8 +229,17 @@ class Bench:
                 return
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{kind} server did not come up") from None
+                    raise RuntimeError(
+                        f"{kind} server did not come up: {self.log_tail(kind)}"
+                    ) from None
                 time.sleep(0.1)
+
+    def log_tail(self, kind: str) -> str:
+        """The end of a server's log, for an error message (the directory goes at close)."""
+        try:
+            return (self.tmp / f"server-{kind}.log").read_text(errors="replace")[-2000:]
+        except OSError:
+            return "(no log)"
 
     def _warm_up(self) -> None:
         """One connection first, so lazy imports and the hub are not counted per client."""

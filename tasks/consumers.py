@@ -52,6 +52,10 @@ _FIELDS = {
 }
 
 
+# Interned ``hidden`` sets: a handful of distinct values across all connections.
+_HIDDEN_SETS: dict[frozenset[str], frozenset[str]] = {}
+
+
 class FrameError(ValueError):
     """A client frame the server cannot take; answered with an ``error`` message."""
 
@@ -130,6 +134,7 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
     """
 
     channel_layer_alias = "no channel layer: updates come through the hub"
+    groups: tuple[str, ...] = ()  # Channels would give every connection an empty list
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         """Channels' loop for a consumer without a channel layer, minus its extra task.
@@ -142,6 +147,10 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
         self.channel_layer = None
         self.base_send = send
         try:
+            await self.dispatch(await receive())  # websocket.connect
+            delivery = getattr(self, "delivery", None)
+            if delivery is not None:
+                delivery.release_handshake(scope, receive)
             while True:
                 await self.dispatch(await receive())
         except StopConsumer:
@@ -150,6 +159,23 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
             # However the loop ended (a disconnect, a server error), the hub
             # must not keep routing to this client.
             self._forget()
+
+    async def dispatch(self, message: dict) -> None:
+        """Channels' dispatch without its ``close_old_connections`` thread hop per frame.
+
+        A handshake or a ping touches no database; every read here goes through
+        ``database_sync_to_async``, which closes stale connections itself.
+        """
+        kind = message.get("type")
+        if kind == "websocket.receive":
+            await self.websocket_receive(message)
+        elif kind == "websocket.connect":
+            await self.websocket_connect(message)
+        elif kind == "websocket.disconnect":
+            await self.disconnect(message.get("code", 1005))
+            raise StopConsumer()
+        else:
+            raise ValueError(f"No handler for message type {kind!r}")
 
     async def connect(self) -> None:
         self.subscriptions: set[tuple[str, str]] = set()
@@ -176,10 +202,15 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_FORBIDDEN)
             return
         try:
-            self.hidden = await database_sync_to_async(hidden_operations)(identity.user, identity)
+            if identity.by_token:  # the token's roles decide: no database
+                hidden = hidden_operations(identity.user, identity)
+            else:
+                hidden = await database_sync_to_async(hidden_operations)(identity.user, identity)
         except (OperationalError, InterfaceError):
             await self.close(code=CLOSE_TRY_AGAIN_LATER)
             return
+        # one set per distinct answer in the process, not one per connection
+        self.hidden = _HIDDEN_SETS.setdefault(hidden, hidden)
         if identity.expires_at is not None:
             delay = max(0.0, identity.expires_at - time.time())
             self._expiry = asyncio.get_running_loop().call_later(

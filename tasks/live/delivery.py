@@ -22,7 +22,15 @@ sits on the hot path (a call there would cost every client every message):
   ``send`` raises once the client has gone (``ClientGone``).
 - Twisted: ``twisted.internet.tcp.Connection`` and its ``socket`` and ``TLS``;
   the write buffer ``dataBuffer``, ``offset`` and ``_tempDataLen``;
-  ``write`` and ``loseConnection``.
+  ``write`` and ``loseConnection``; ``producer`` and ``unregisterProducer``,
+  and the ``HTTPChannel``'s ``requests`` and ``setTimeout`` (released after the
+  handshake).
+- Once a connection is open, what only its handshake needed is let go
+  (``Delivery.release_handshake``): autobahn's ``http_request_data``,
+  ``http_headers`` and ``http_request_params`` and its ``ConnectionRequest``'s
+  ``headers`` and ``params``; daphne's ``clean_headers``; and two parts of
+  daphne's per-connection ``asyncio.Queue`` that an unbounded queue never uses
+  (``_putters``, ``_finished``) are replaced by shared ones.
 
 Without daphne (Channels' test communicator, another server) none of this is
 used: frames go through the ASGI ``send``.
@@ -33,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -71,6 +80,11 @@ class Client(Protocol):
 
 # -- daphne, Twisted and autobahn internals --------------------------------------------
 
+# Shared by every connection's queue: an unbounded asyncio.Queue never waits in
+# ``put`` (nothing is ever appended to ``_putters``) and nobody ``join``s it.
+_NO_PUTTERS: deque = deque()
+_NEVER_JOINED = asyncio.Event()
+
 
 def _daphne_protocol(send: Callable) -> Any | None:
     """Daphne's protocol behind an ASGI ``send``, to write frames to its socket directly.
@@ -102,6 +116,42 @@ def _twisted_buffered_bytes(transport: Any) -> int:
         return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
     except AttributeError:
         return 0
+
+
+def _twisted_release_http_channel(transport: Any) -> None:
+    """Let go of the HTTP channel that carried the upgrade request.
+
+    Twisted's ``HTTPChannel`` registered itself as the TCP transport's producer
+    when the connection was made, and stays so after daphne hands the socket to
+    the WebSocket protocol: with its request, parsed headers and idle timer it
+    would live as long as the connection, about 3 KiB each.
+    """
+    channel = getattr(transport, "producer", None)
+    if channel is None or not hasattr(channel, "requests"):
+        return
+    transport.unregisterProducer()
+    channel.setTimeout(None)
+    channel.requests = []
+
+
+def _autobahn_forget_handshake(protocol: Any) -> None:
+    """Drop the parsed handshake request autobahn and daphne keep (headers, query)."""
+    protocol.http_request_data = b""
+    protocol.http_headers = {}
+    protocol.http_request_params = {}
+    protocol.clean_headers = []
+    request = getattr(protocol, "request", None)  # daphne logs its path at the close
+    if request is not None:
+        request.headers = {}
+        request.params = {}
+
+
+def _daphne_slim_queue(receive: Any) -> None:
+    """Share the parts of daphne's per-connection input queue an unbounded one never uses."""
+    queue = getattr(receive, "__self__", None)
+    if isinstance(queue, asyncio.Queue) and queue.maxsize <= 0 and not queue._putters:  # type: ignore[attr-defined]
+        queue._putters = _NO_PUTTERS  # type: ignore[attr-defined]
+        queue._finished = _NEVER_JOINED  # type: ignore[attr-defined]
 
 
 def _autobahn_close_after_buffer(protocol: Any) -> None:
@@ -167,6 +217,20 @@ class Delivery:
         self._behind_since = 0.0
         self._refused = False
         self.closed = False
+
+    def release_handshake(self, scope: dict, receive: Any) -> None:
+        """The connection is open: free what only its handshake needed (under daphne).
+
+        The consumer calls this after ``connect``. Nothing later reads the
+        request's headers, and about 4 KiB a connection goes with them.
+        """
+        protocol = self._protocol
+        if protocol is None:
+            return
+        _twisted_release_http_channel(protocol.transport)
+        _autobahn_forget_handshake(protocol)
+        scope["headers"] = []
+        _daphne_slim_queue(receive)
 
     def _behind(self) -> bool:
         """The kernel refused part of what we sent and Twisted still holds it.
