@@ -88,7 +88,6 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.anatomy")
     fanout_arguments(parser)
     parser.add_argument("--mode", choices=["heap", "profile"], default="heap")
-    parser.add_argument("--since", action="store_true", help="clients arrive with since=")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
@@ -100,9 +99,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         bench.prepare_database()
         bench.start_producer()
+        if args.since:  # something to catch up on: 50 tasks changed just now
+            bench.producer.ask({"cmd": "create", "count": 50, "out": str(bench.tmp / "ids.txt")})
         bench.start_server("ours")
-        url = bench.url + (f"&since={int(time.time()) - 60}" if args.since else "")
-        (heap if args.mode == "heap" else profile)(bench, clients, url, args.top)
+        (heap if args.mode == "heap" else profile)(bench, clients, bench.url, args.top)
     finally:
         bench.close()
 

@@ -50,6 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--filtered", type=int, default=1000, help="clients on one task each")
     parser.add_argument("--filtered-all", type=int, default=100, help="clients on everything")
     parser.add_argument("--filtered-rate", type=float, default=200.0)
+    parser.add_argument(
+        "--since",
+        action="store_true",
+        help="clients connect with since= a minute ago, as after a restart (a catch-up each)",
+    )
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument(
         "--database-url",
@@ -254,8 +259,15 @@ class Bench:
         return self.url_for(self.port)
 
     def url_for(self, port: int) -> str:
-        """The WebSocket URL on ``port``: the server's own, or a proxy's in front of it."""
-        return f"ws://127.0.0.1:{port}/ws/task-status?access_token={self.token}"
+        """The WebSocket URL on ``port``: the server's own, or a proxy's in front of it.
+
+        With ``--since`` every client asks for a catch-up of the last minute, as
+        clients reconnecting after a restart do.
+        """
+        url = f"ws://127.0.0.1:{port}/ws/task-status?access_token={self.token}"
+        if getattr(self.args, "since", False):
+            url += f"&since={int(time.time()) - 60}"
+        return url
 
     def stop_server(self) -> None:
         stop(self.server)

@@ -24,6 +24,7 @@ from django.db import InterfaceError, OperationalError
 from . import metrics
 from .auth.permissions import can_read, hidden_operations
 from .live import routes, wire
+from .live.catchup import shared_reads
 from .live.delivery import ClientGone, Delivery
 from .live.hub import hub
 from .live.wire import Update
@@ -353,6 +354,8 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
             self._catchup = []
         self.subscriptions.add(key)
         hub.add(self, key)
+        # "subscribed" means live, even on a process whose hub has just started
+        await hub.first_listened()
         reply = dict(described)
         if since is not None:
             reply["since"] = int(since) if since.is_integer() else since
@@ -361,29 +364,37 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
             await self._catch_up(key, since)
 
     async def _catch_up(self, key: tuple[str, str], since: float) -> None:
-        """Current state first, then the live updates buffered meanwhile, never older."""
+        """Current state first, then the live updates buffered meanwhile, never older.
+
+        A subscription to everything shares its read with the other clients
+        catching up at the same moment (``tasks.live.catchup``); the rows come
+        encoded once, and go out with the buffered updates in one write.
+        """
         kind, value = key
         try:
             await hub.listening()
-            tasks = await database_sync_to_async(changed_since)(
-                since,
-                everything=kind == routes.ALL[0],
-                operations=[value] if kind == "operation" else [],
-                task_ids=[value] if kind == "task" else [],
-                hidden=self.hidden,
-            )
+            if kind == routes.ALL[0]:
+                found = await shared_reads.everything_since(since)
+                if self.hidden:
+                    found = [update for update in found if update.operation not in self.hidden]
+            else:
+                tasks = await database_sync_to_async(changed_since)(
+                    since,
+                    operations=[value] if kind == "operation" else [],
+                    task_ids=[value] if kind == "task" else [],
+                    hidden=self.hidden,
+                )
+                found = [wire.encode(task) for task in tasks]
         finally:
             buffered, self._catchup = self._catchup or [], None
         sent = self._floor if self._floor is not None else {}
-        for task in tasks:
-            update = wire.encode(task)
+        out = []
+        for update in found + buffered:
             if update.version > sent.get(update.task_id, 0):
                 sent[update.task_id] = update.version
-                self.delivery.offer(update)
-        for update in buffered:
-            if update.version > sent.get(update.task_id, 0):
-                sent[update.task_id] = update.version
-                self.delivery.offer(update)
+                out.append(update)
+        if out:
+            self.delivery.offer_many(out, None)
         self._hold_floor(sent)
 
     def _hold_floor(self, sent: dict[str, int]) -> None:

@@ -25,6 +25,9 @@ sits on the hot path (a call there would cost every client every message):
   ``write`` and ``loseConnection``; ``producer`` and ``unregisterProducer``,
   and the ``HTTPChannel``'s ``requests`` and ``setTimeout`` (released after the
   handshake).
+- autobahn's module-level ``pformat``, ``hltype`` and ``hlval``, which its
+  WebSocket modules call for debug lines that are never written
+  (``_autobahn_lazy_log_arguments``).
 - Once a connection is open, what only its handshake needed is let go
   (``Delivery.release_handshake``): autobahn's ``http_request_data``,
   ``http_headers`` and ``http_request_params`` and its ``ConnectionRequest``'s
@@ -40,11 +43,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pprint
+import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from autobahn import util as autobahn_util
 from autobahn.exception import Disconnected as ClientGone
 from django.conf import settings
 
@@ -116,6 +122,61 @@ def _twisted_buffered_bytes(transport: Any) -> int:
         return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
     except AttributeError:
         return 0
+
+
+class _Lazy:
+    """A log argument computed only if its line is actually written."""
+
+    __slots__ = ("args", "func")
+
+    def __init__(self, func: Callable[..., Any], *args: Any) -> None:
+        self.func = func
+        self.args = args
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.func(*self.args)), spec)
+
+    def __str__(self) -> str:
+        return str(self.func(*self.args))
+
+
+def _lazy_pformat(value: Any, *args: Any, **kwargs: Any) -> Any:
+    """autobahn's ``pformat``: lazy for the per-connection configuration debug line only."""
+    if sys._getframe(1).f_code.co_name == "_connectionMade" and not args and not kwargs:
+        return _Lazy(pprint.pformat, value)
+    return pprint.pformat(value, *args, **kwargs)
+
+
+def _lazy_hltype(obj: Any) -> Any:
+    return _Lazy(autobahn_util.hltype, obj)
+
+
+def _lazy_hlval(val: Any, color: str = "white", bold: bool = True) -> Any:
+    return _Lazy(autobahn_util.hlval, val, color, bold)
+
+
+def _autobahn_lazy_log_arguments() -> None:
+    """Stop autobahn formatting debug-log arguments on every connection and frame for nothing.
+
+    Its WebSocket modules compute their debug lines' arguments whether or not
+    debug logging is on: ``pformat`` of some 30 settings in ``_connectionMade``
+    (about 100 µs a handshake) and coloured names (``hltype``, ``hlval``,
+    through click) on every handshake step and every ``sendData``. Each
+    becomes a ``_Lazy`` that formats only if a line is written; their only
+    other use is a timing report we never turn on, which keeps the real one.
+    """
+    # Only modules daphne has loaded: importing autobahn's Twisted side elsewhere
+    # would switch txaio to Twisted in a process that does not run it.
+    for name in ("autobahn.websocket.protocol", "autobahn.twisted.websocket"):
+        module = sys.modules.get(name)
+        if module is not None:
+            names = vars(module)
+            names.update(hltype=_lazy_hltype, hlval=_lazy_hlval)
+            if "pformat" in names:
+                names["pformat"] = _lazy_pformat
+
+
+_autobahn_lazy_log_arguments()
 
 
 def _twisted_release_http_channel(transport: Any) -> None:
