@@ -21,6 +21,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -261,6 +262,12 @@ class Hub:
         loop = asyncio.get_running_loop()
         if self._loop is loop and self._reader is not None and not self._reader.done():
             return
+        if self._loop is None:
+            # What the process allocated to start (Django, the apps, the server)
+            # lives as long as it does. Out of the collector's sight, each full
+            # collection, which thousands of arriving connections trigger again
+            # and again, scans only what came after (docs/performance.md).
+            gc.freeze()
         self._loop = loop
         self._listening = asyncio.Event()
         self._listened = False
