@@ -361,6 +361,12 @@ class Bench:
             redis_after,
         )
         row["clients_cpu_s"] = round(clients_cpu, 2)
+        # PostgreSQL statements the producer's tracker made per change, by kind
+        row["sql_per_change"] = {
+            verb: round(n / done["changes"], 3)
+            for verb, n in sorted(done.get("statements", {}).items())
+            if done["changes"]
+        }
         return row
 
     def drain(self, last_call: float) -> bool:
@@ -536,7 +542,9 @@ def fan_out(
             print(
                 f"    rate {row['rate']}: {row['delivered']:,} delivered, "
                 f"p99 {_fmt(row['latency_p99_ms'])} ms, fresh p99 {_fmt(row['fresh_p99_ms'])} "
-                f"ms, lost transitions {row['lost_transitions']}",
+                f"ms, lost transitions {row['lost_transitions']}; server CPU "
+                f"{_fmt(row['cpu_us_per_msg'])} µs/msg, Redis {_fmt(row['redis_cmds_per_change'])} "
+                f"commands/change, tracker SQL per change {row['sql_per_change']}",
                 flush=True,
             )
             rows.append(row)
