@@ -283,14 +283,17 @@ class Delivery:
         """The connection is open: free what only its handshake needed (under daphne).
 
         The consumer calls this after ``connect``. Nothing later reads the
-        request's headers, and about 4 KiB a connection goes with them.
+        request's headers or the rest of the scope, and about 5 KiB a
+        connection goes with them.
         """
         protocol = self._protocol
         if protocol is None:
             return
         _twisted_release_http_channel(protocol.transport)
         _autobahn_forget_handshake(protocol)
-        scope["headers"] = []
+        # daphne's scope is this connection's own and nothing reads it after the
+        # handshake (its headers are daphne's clean_headers, released above)
+        scope.clear()
         _daphne_slim_queue(receive)
 
     def _behind(self) -> bool:
