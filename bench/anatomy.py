@@ -4,8 +4,8 @@
 does (``bench.fanout.Bench``), but under ``bench.traced_server``: a tracemalloc
 snapshot before and after the clients connect, compared by the allocating line
 and by file, per connection. ``--mode profile`` instead profiles the server
-with cProfile while they connect (the handshakes), ``--since`` makes every
-client arrive with ``since=`` (a reconnect storm's catch-up). Both tracers
+with cProfile while they connect (the handshakes), ``--since N`` makes every
+client arrive with ``since=`` N seconds ago (a reconnect storm's catch-up). Both tracers
 slow the server down: read shares, not absolute times.
 """
 

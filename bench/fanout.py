@@ -52,8 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--filtered-rate", type=float, default=200.0)
     parser.add_argument(
         "--since",
-        action="store_true",
-        help="clients connect with since= a minute ago, as after a restart (a catch-up each)",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="clients connect with since= this many seconds ago, as after a restart",
     )
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument(
@@ -261,12 +263,13 @@ class Bench:
     def url_for(self, port: int) -> str:
         """The WebSocket URL on ``port``: the server's own, or a proxy's in front of it.
 
-        With ``--since`` every client asks for a catch-up of the last minute, as
-        clients reconnecting after a restart do.
+        With ``--since N`` every client asks for a catch-up of the last N
+        seconds, as clients reconnecting after a restart do with the
+        ``updated_at`` of the last update they saw.
         """
         url = f"ws://127.0.0.1:{port}/ws/task-status?access_token={self.token}"
-        if getattr(self.args, "since", False):
-            url += f"&since={int(time.time()) - 60}"
+        if getattr(self.args, "since", 0):
+            url += f"&since={int(time.time()) - self.args.since}"
         return url
 
     def stop_server(self) -> None:
