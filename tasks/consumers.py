@@ -103,6 +103,21 @@ def newer_than_floor(floor: dict[str, int], update: Update) -> bool:
     return True
 
 
+def forget_settled(floor: dict[str, int], sent: list[Update]) -> None:
+    """Drop from ``floor`` the tasks of ``sent`` whose change is too old to have a copy on the way.
+
+    Only a change committed moments ago can still have its live copy in flight;
+    a storm's catch-up of thousands of older tasks need not be remembered per
+    client for ``_LATE_PUBLISH_SECONDS``.
+    """
+    for update in sent:
+        if (
+            floor.get(update.task_id) == update.version
+            and (wire.age(update) or 0.0) > _LATE_PUBLISH_SECONDS
+        ):
+            del floor[update.task_id]
+
+
 def _since_of(value: Any) -> float | None:
     if value is None:
         return None
@@ -395,6 +410,15 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
                 out.append(update)
         if out:
             self.delivery.offer_many(out, None)
+        # Only a change committed moments ago can still have its live copy on the
+        # way; the floor need not remember the others (a storm's catch-up of
+        # thousands of tasks would otherwise be held per client for that long).
+        for update in out:
+            if (
+                sent.get(update.task_id) == update.version
+                and (wire.age(update) or 0.0) > _LATE_PUBLISH_SECONDS
+            ):
+                del sent[update.task_id]
         self._hold_floor(sent)
 
     def _hold_floor(self, sent: dict[str, int]) -> None:

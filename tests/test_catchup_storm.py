@@ -13,7 +13,9 @@ from channels.db import database_sync_to_async
 from django.db import connections
 
 from tasks import tracker
+from tasks.consumers import forget_settled
 from tasks.live.catchup import SharedReads, Snapshot, read_everything_since
+from tasks.live.wire import encode_document
 from tasks.models import TaskStatus
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -118,3 +120,33 @@ def test_a_read_under_way_never_serves_a_client_that_asked_after_it_began():
     assert reads.reads == 2, "the late client got a read of its own"
     assert first_id in [update.task_id for update in early]
     assert first_id in [update.task_id for update in late]
+
+
+def caught_up(task_id: str, version: int, seconds_ago: float):
+    now = int(time.time())
+    return encode_document(
+        {
+            "task_id": task_id,
+            "operation": "daily_sales",
+            "status": "completed",
+            "progress": None,
+            "result": None,
+            "error": None,
+            "created_at": now - 600,
+            "updated_at": int(now - seconds_ago),
+            "version": version,
+        }
+    )
+
+
+def test_the_floor_keeps_only_changes_recent_enough_to_have_a_live_copy_on_the_way():
+    old, recent = caught_up("old", 4, seconds_ago=600), caught_up("recent", 2, seconds_ago=1)
+    floor = {"old": 4, "recent": 2}
+    forget_settled(floor, [old, recent])
+    assert floor == {"recent": 2}
+
+
+def test_the_floor_keeps_a_newer_version_sent_after_an_old_one_of_the_same_task():
+    floor = {"task": 7}
+    forget_settled(floor, [caught_up("task", 6, seconds_ago=600), caught_up("task", 7, 1)])
+    assert floor == {"task": 7}
