@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -32,13 +31,22 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench.common import ROOT, free_port, header, percentile, ratio, record, table
+from bench._procs import RssSampler, cpu_seconds, rss_bytes, stop
+from bench.common import ROOT, free_port, header, record, table
 from bench.fanout_client import raise_open_files
+from bench.fanout_report import (
+    FANOUT_COLUMNS,
+    RATIO_KEYS,
+    fmt,
+    plot,
+    redis_calls,
+    summarize,
+    targets,
+    with_ratios,
+)
 
 TERMINAL_WAIT = 10.0
 PHASE_SECONDS = {20: 6.0, 100: 5.0, 500: 4.0, 0: 4.0}
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +58,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--filtered", type=int, default=1000, help="clients on one task each")
     parser.add_argument("--filtered-all", type=int, default=100, help="clients on everything")
     parser.add_argument("--filtered-rate", type=float, default=200.0)
+    parser.add_argument(
+        "--since",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="clients connect with since= this many seconds ago, as after a restart",
+    )
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument(
         "--database-url",
@@ -63,30 +78,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # -- processes -----------------------------------------------------------------
-
-
-def stop(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
-    """SIGTERM this one process, then SIGKILL it if it lingers."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of one process, from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/statm") as statm:
-        return int(statm.read().split()[1]) * PAGE_SIZE
 
 
 class Lines:
@@ -161,6 +152,9 @@ class Bench:
         self.clients: list[Lines] = []
         self.token = ""
         self.port = 0
+        # how "ours" is started: daphne itself, or daphne under a tracer (bench.anatomy)
+        self.daphne = [sys.executable, "-m", "daphne"]
+        self.start_seconds = 30.0
 
     # -- set-up ------------------------------------------------------------
 
@@ -189,9 +183,7 @@ class Bench:
         log = open(self.tmp / f"server-{kind}.log", "ab")
         if kind == "ours":
             argv = [
-                sys.executable,
-                "-m",
-                "daphne",
+                *self.daphne,
                 "-e",
                 f"tcp:port={self.port}:interface=127.0.0.1:backlog=4096",
                 "--websocket-max-message-size",
@@ -212,7 +204,7 @@ class Bench:
         )
         log.close()
         self.server_kind = kind
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + self.start_seconds
         while True:
             if self.server.poll() is not None:
                 raise RuntimeError(f"{kind} server exited; see {self.tmp}/server-{kind}.log")
@@ -228,8 +220,17 @@ class Bench:
                 return
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{kind} server did not come up") from None
+                    raise RuntimeError(
+                        f"{kind} server did not come up: {self.log_tail(kind)}"
+                    ) from None
                 time.sleep(0.1)
+
+    def log_tail(self, kind: str) -> str:
+        """The end of a server's log, for an error message (the directory goes at close)."""
+        try:
+            return (self.tmp / f"server-{kind}.log").read_text(errors="replace")[-2000:]
+        except OSError:
+            return "(no log)"
 
     def _warm_up(self) -> None:
         """One connection first, so lazy imports and the hub are not counted per client."""
@@ -244,8 +245,16 @@ class Bench:
         return self.url_for(self.port)
 
     def url_for(self, port: int) -> str:
-        """The WebSocket URL on ``port``: the server's own, or a proxy's in front of it."""
-        return f"ws://127.0.0.1:{port}/ws/task-status?access_token={self.token}"
+        """The WebSocket URL on ``port``: the server's own, or a proxy's in front of it.
+
+        With ``--since N`` every client asks for a catch-up of the last N
+        seconds, as clients reconnecting after a restart do with the
+        ``updated_at`` of the last update they saw.
+        """
+        url = f"ws://127.0.0.1:{port}/ws/task-status?access_token={self.token}"
+        if getattr(self.args, "since", 0):
+            url += f"&since={int(time.time()) - self.args.since}"
+        return url
 
     def stop_server(self) -> None:
         stop(self.server)
@@ -339,6 +348,12 @@ class Bench:
             redis_after,
         )
         row["clients_cpu_s"] = round(clients_cpu, 2)
+        # PostgreSQL statements the producer's tracker made per change, by kind
+        row["sql_per_change"] = {
+            verb: round(n / done["changes"], 3)
+            for verb, n in sorted(done.get("statements", {}).items())
+            if done["changes"]
+        }
         return row
 
     def drain(self, last_call: float) -> bool:
@@ -361,102 +376,6 @@ class Bench:
         return False
 
 
-class RssSampler(threading.Thread):
-    """Resident memory of the server every 0.2 s during a phase."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid = pid
-        self.samples: list[int] = [rss_bytes(pid)]
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.wait(0.2):
-            with contextlib.suppress(OSError):
-                self.samples.append(rss_bytes(self.pid))
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join()
-        with contextlib.suppress(OSError):
-            self.samples.append(rss_bytes(self.pid))
-
-
-def redis_calls(url: str) -> dict[str, int]:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        stats = client.info("commandstats")
-    finally:
-        client.close()
-    return {name: value["calls"] for name, value in stats.items()}
-
-
-def summarize(
-    label: dict,
-    done: dict,
-    drained: bool,
-    reports: list[dict],
-    cpu: float,
-    sampler: RssSampler,
-    redis_before: dict[str, int],
-    redis_after: dict[str, int],
-) -> dict[str, Any]:
-    latency = [v for r in reports for v in r["latency"]]
-    freshness = [v for r in reports for v in r["freshness"]]
-    delivered = sum(r["received"] for r in reports)
-    last_recv = max((r["last_recv"] for r in reports), default=0.0)
-    window = max(last_recv, done["last_call"]) - done["first_call"]
-    changes = done["changes"]
-    commands = {
-        name: redis_after.get(name, 0) - redis_before.get(name, 0)
-        for name in redis_after
-        if name != "cmdstat_info"
-    }
-    closed: dict[str, int] = {}
-    for r in reports:
-        for code, n in r["closed"].items():
-            closed[code] = closed.get(code, 0) + n
-    ms = 1000.0
-    return {
-        **label,
-        "changes": changes,
-        "producer_rate": round(done["rate"], 1),
-        "delivered": delivered,
-        "expected": sum(r["expected"] for r in reports),
-        "delivered_per_s": delivered / window if window > 0 else None,
-        "latency_p50_ms": _scaled(percentile(latency, 0.50), ms),
-        "latency_p99_ms": _scaled(percentile(latency, 0.99), ms),
-        "latency_max_ms": _scaled(max(latency, default=None), ms),
-        "fresh_p50_ms": _scaled(percentile(freshness, 0.50), ms),
-        "fresh_p99_ms": _scaled(percentile(freshness, 0.99), ms),
-        "fresh_max_ms": _scaled(max(freshness, default=None), ms),
-        "never_fresh": sum(r["never_fresh"] for r in reports),
-        "lost_transitions": sum(r["lost_transitions"] for r in reports),
-        "lost_finals": sum(r["lost_finals"] for r in reports),
-        "not_delivered": sum(r["lost_messages"] for r in reports),
-        "out_of_order": sum(r["out_of_order"] for r in reports),
-        "unwanted": sum(r["unwanted"] for r in reports),
-        "closed": closed,
-        "drained": drained,
-        "cpu_s": round(cpu, 2),
-        "cpu_us_per_msg": cpu * 1e6 / delivered if delivered else None,
-        "cpu_us_per_change": cpu * 1e6 / changes if changes else None,
-        "rss_start_mib": sampler.samples[0] / 2**20,
-        "rss_max_mib": max(sampler.samples) / 2**20,
-        "rss_end_mib": sampler.samples[-1] / 2**20,
-        "redis_cmds_per_change": sum(commands.values()) / changes if changes else None,
-        "redis_publish_per_change": (
-            commands.get("cmdstat_publish", 0) / changes if changes else None
-        ),
-    }
-
-
-def _scaled(value: float | None, factor: float) -> float | None:
-    return None if value is None else value * factor
-
-
 # -- the runs --------------------------------------------------------------------
 
 
@@ -468,9 +387,13 @@ def fan_out(
     bench.start_server(kind)
     try:
         rss_before = rss_bytes(bench.server.pid)
+        server_cpu = cpu_seconds(bench.server.pid)
         started = time.monotonic()
         connected = bench.start_clients(clients)
         connect_seconds = time.monotonic() - started
+        server_cpu = cpu_seconds(bench.server.pid) - server_cpu
+        # the client processes started with the connect: their CPU so far is its cost
+        clients_cpu = sum(cpu_seconds(c.proc.pid) for c in bench.clients)
         time.sleep(0.2 if args.smoke else 1.0)
         rss_idle = rss_bytes(bench.server.pid)
         idle = {
@@ -479,13 +402,19 @@ def fan_out(
             "connected": connected["ok"],
             "failed": connected["failed"],
             "connect_s": round(connect_seconds, 1),
+            "connect_server_cpu_s": round(server_cpu, 2),
+            "connect_clients_cpu_s": round(clients_cpu, 2),
+            "connect_clients_cores": round(clients_cpu / connect_seconds, 2)
+            if connect_seconds
+            else None,
             "rss_before_mib": rss_before / 2**20,
             "rss_idle_mib": rss_idle / 2**20,
             "kib_per_conn": (rss_idle - rss_before) / 1024 / max(1, connected["ok"]),
         }
         print(
             f"  {kind}: {connected['ok']} of {clients} connected in {connect_seconds:.1f}s, "
-            f"{idle['kib_per_conn']:.1f} KiB per idle connection",
+            f"{idle['kib_per_conn']:.1f} KiB per idle connection; CPU while connecting: "
+            f"server {server_cpu:.1f}s, clients {clients_cpu:.1f}s",
             flush=True,
         )
         rows = []
@@ -503,8 +432,10 @@ def fan_out(
             )
             print(
                 f"    rate {row['rate']}: {row['delivered']:,} delivered, "
-                f"p99 {_fmt(row['latency_p99_ms'])} ms, fresh p99 {_fmt(row['fresh_p99_ms'])} "
-                f"ms, lost transitions {row['lost_transitions']}",
+                f"p99 {fmt(row['latency_p99_ms'])} ms, fresh p99 {fmt(row['fresh_p99_ms'])} "
+                f"ms, lost transitions {row['lost_transitions']}; server CPU "
+                f"{fmt(row['cpu_us_per_msg'])} µs/msg, Redis {fmt(row['redis_cmds_per_change'])} "
+                f"commands/change, tracker SQL per change {row['sql_per_change']}",
                 flush=True,
             )
             rows.append(row)
@@ -546,137 +477,6 @@ def filtered(bench: Bench, kind: str) -> dict[str, Any]:
         return row
     finally:
         bench.stop_clients()
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
-def with_ratios(ours: list[dict], limit: list[dict], keys: list[str]) -> list[dict]:
-    """Our rows, each figure followed by its ratio to the limit's same row."""
-    index = {(r["clients"], r["rate"]): r for r in limit}
-    out = []
-    for row in ours:
-        base = index.get((row["clients"], row["rate"]), {})
-        merged = dict(row)
-        for key in keys:
-            merged[f"{key}_x"] = ratio(row.get(key), base.get(key))
-        out.append(merged)
-    return out
-
-
-def targets(
-    rows: list[dict], limit_rows: list[dict], idle: list[dict], filtered_rows: list[dict]
-) -> list[dict]:
-    """Each target of the brief, met or not, with the measured figures."""
-
-    def find(source: list[dict], clients: int, rate: Any) -> dict:
-        for row in source:
-            if row["clients"] == clients and row["rate"] == rate:
-                return row
-        return {}
-
-    clients_list = sorted({r["clients"] for r in rows})
-    big = 1000 if 1000 in clients_list else (clients_list[-1] if clients_list else 0)
-    ours_max, limit_max = find(rows, big, "max"), find(limit_rows, big, "max")
-    ours_20, limit_20 = find(rows, big, 20), find(limit_rows, big, 20)
-    out = []
-
-    def add(name: str, value: Any, goal: str, met: bool | None) -> None:
-        out.append(
-            {
-                "target": name,
-                "measured": value,
-                "goal": goal,
-                "met": "-" if met is None else ("yes" if met else "NO"),
-            }
-        )
-
-    cpu_x = ratio(ours_max.get("cpu_us_per_msg"), limit_max.get("cpu_us_per_msg"))
-    add(
-        f"CPU/msg at {big} clients, flat out (x limit)",
-        cpu_x,
-        "<= 2",
-        None if cpu_x is None else cpu_x <= 2,
-    )
-    rate_x = ratio(ours_max.get("delivered_per_s"), limit_max.get("delivered_per_s"))
-    add(
-        f"delivered/s at {big} clients, flat out (x limit)",
-        rate_x,
-        ">= 0.5",
-        None if rate_x is None else rate_x >= 0.5,
-    )
-    p99_x = ratio(ours_20.get("latency_p99_ms"), limit_20.get("latency_p99_ms"))
-    add(
-        f"p99 latency at 20/s, {big} clients (x limit)",
-        p99_x,
-        "<= 2",
-        None if p99_x is None else p99_x <= 2,
-    )
-    lost = ours_20.get("not_delivered")
-    add(f"messages lost at 20/s, {big} clients", lost, "0", None if lost is None else lost == 0)
-    overload = [r for r in rows if r["rate"] in (500, "max")]
-    worst = max((r["fresh_p99_ms"] or 0 for r in overload), default=None)
-    add(
-        "freshness p99 under overload, worst (ms)",
-        worst,
-        "< 250",
-        None if worst is None else worst < 250,
-    )
-    dropped = sum(r["lost_transitions"] + r["lost_finals"] for r in overload)
-    add("transitions + finals lost under overload", dropped, "0", dropped == 0)
-    growth = max((r["rss_max_mib"] - r["rss_start_mib"] for r in overload), default=None)
-    add("memory growth during overload, worst (MiB)", growth, "flat", None)
-    per_change = {r["clients"]: r["redis_cmds_per_change"] for r in rows if r["rate"] == 100}
-    add(
-        "Redis commands per change at 100/s by clients",
-        ", ".join(f"{c}: {v:.2f}" for c, v in sorted(per_change.items()) if v is not None),
-        "constant",
-        None,
-    )
-    ours_idle = {r["clients"]: r for r in idle if r["server"] == "ours"}
-    limit_idle = {r["clients"]: r for r in idle if r["server"] == "limit"}
-    most = max(ours_idle, default=None)
-    if most is not None and most in limit_idle:
-        mem_x = ratio(ours_idle[most]["kib_per_conn"], limit_idle[most]["kib_per_conn"])
-        add(
-            f"memory per idle connection at {most} (x limit)",
-            mem_x,
-            "<= 2",
-            None if mem_x is None else mem_x <= 2,
-        )
-    for row in filtered_rows:
-        if row["server"] == "ours":
-            add(
-                "filtered: deliveries per change (wanted: 1 + all-clients)",
-                row["deliveries_per_change"],
-                f"~{1 + row['all_clients']}",
-                None,
-            )
-    return out
-
-
-FANOUT_COLUMNS = [
-    "server",
-    "clients",
-    "rate",
-    "changes",
-    "delivered_per_s",
-    "latency_p50_ms",
-    "latency_p99_ms",
-    "latency_max_ms",
-    "fresh_p50_ms",
-    "fresh_p99_ms",
-    "fresh_max_ms",
-    "lost_transitions",
-    "lost_finals",
-    "not_delivered",
-    "cpu_us_per_msg",
-    "rss_start_mib",
-    "rss_max_mib",
-    "redis_cmds_per_change",
-]
-RATIO_KEYS = ["delivered_per_s", "latency_p99_ms", "fresh_p99_ms", "cpu_us_per_msg"]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -759,47 +559,3 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with contextlib.suppress(ImportError):
             plot(figures, ROOT / "docs" / "fanout.png")
     return figures
-
-
-def plot(figures: dict[str, Any], path: Path) -> None:
-    """Latency and freshness p99 against clients, ours and the limit, at 20/s and flat out."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, rate in zip(axes, (20, "max"), strict=True):
-        for kind, style in (("ours", "-o"), ("limit", "--s")):
-            rows = sorted(
-                (r for r in figures["fanout"] if r["server"] == kind and r["rate"] == rate),
-                key=lambda r: r["clients"],
-            )
-            if not rows:
-                continue
-            xs = [r["clients"] for r in rows]
-            ax.plot(xs, [r["latency_p99_ms"] for r in rows], style, label=f"{kind} latency p99")
-            ax.plot(
-                xs,
-                [r["fresh_p99_ms"] for r in rows],
-                style,
-                alpha=0.6,
-                label=f"{kind} freshness p99",
-            )
-        if rate == "max":
-            ax.axhline(250, color="grey", linestyle=":", label="freshness target 250 ms")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("clients")
-        ax.set_ylabel("ms")
-        ax.set_title(
-            f"{rate} changes a second"
-            if rate != "max"
-            else "producer flat out (limit at 5,000: nothing delivered)"
-        )
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    print(f"plot: {path.relative_to(ROOT)}")

@@ -19,6 +19,8 @@ import os
 import random
 import sys
 import time
+from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +32,20 @@ import django  # noqa: E402
 django.setup()
 
 from django.contrib.auth import get_user_model  # noqa: E402
+from django.db import connection  # noqa: E402
 
 from tasks import tracker  # noqa: E402
 from tasks.auth.identity import issue_local_token  # noqa: E402
 
 OPERATION = "daily_sales"
+
+
+def count_statement(
+    counts: Counter[str], execute: Any, sql: str, params: Any, many: bool, context: Any
+) -> Any:
+    """Count the tracker's SQL statements by their first word (INSERT, UPDATE, SELECT…)."""
+    counts[sql.lstrip().split(None, 1)[0].upper()] += 1
+    return execute(sql, params, many, context)
 
 
 def token() -> str:
@@ -143,12 +154,15 @@ def main() -> None:
         elif cmd == "token":
             answer["token"] = token()
         elif cmd in ("lifecycles", "random"):
-            if cmd == "lifecycles":
-                changes = lifecycles(
-                    command["rate"], command["seconds"], command["slots"], command["steps"]
-                )
-            else:
-                changes = random_updates(command["rate"], command["seconds"])
+            statements: Counter[str] = Counter()
+            with connection.execute_wrapper(partial(count_statement, statements)):
+                if cmd == "lifecycles":
+                    changes = lifecycles(
+                        command["rate"], command["seconds"], command["slots"], command["steps"]
+                    )
+                else:
+                    changes = random_updates(command["rate"], command["seconds"])
+            answer["statements"] = dict(statements)
             elapsed = time.time() - started
             Path(command["out"]).write_text(json.dumps({"changes": changes}))
             answer.update(

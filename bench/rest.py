@@ -29,6 +29,9 @@ from bench.common import ROOT, busy, free_port, header, ratio, record, table
 PRODUCTION = "gunicorn 4 sync"
 LIST_LIMIT = 100
 TARGET_SHARE, TARGET_P99_MS = 0.8, 50.0
+# REST against the bare view on the same server, same run: GET by id throughput
+# and p99, and a list page's throughput.
+TARGET_GET_X, TARGET_GET_P99_X, TARGET_LIST_X = 0.9, 1.25, 0.8
 
 
 def _daphne(port: int) -> list[str]:
@@ -260,6 +263,26 @@ def _verdict(rows: list[dict[str, Any]], tool: str) -> dict[str, Any]:
             f"best bare ({best_bare['layout']}, {best_bare['bare_rps']:,.0f}), p99 "
             f"{prod['rest_p99_ms']} ms: {'met' if figures['target_met'] else 'MISSED'} "
             f"(>= {TARGET_SHARE:.0%}, p99 < {TARGET_P99_MS:g} ms)"
+        )
+    checks = []
+    for row in rows:
+        if row["layout"] != PRODUCTION:
+            continue
+        p99_x = ratio(row["rest_p99_ms"], row["bare_p99_ms"])
+        errors = bool(row["rest_errors"] or row["bare_errors"])
+        if row["endpoint"] == "GET by id":
+            checks.append(("GET by id, req/s x bare", row["rest_vs_bare"], TARGET_GET_X, errors))
+            checks.append(("GET by id, p99 x bare", p99_x, TARGET_GET_P99_X, errors))
+        elif row["endpoint"] == "list, first page":
+            checks.append(("list page, req/s x bare", row["rest_vs_bare"], TARGET_LIST_X, errors))
+    figures["against_bare"] = []
+    for name, value, goal, errors in checks:
+        at_most = "p99" in name
+        met = value is not None and not errors and (value <= goal if at_most else value >= goal)
+        figures["against_bare"].append({"target": name, "measured": value, "met": met})
+        print(
+            f"target: {PRODUCTION} {name} {_round(value)} "
+            f"({'<=' if at_most else '>='} {goal:g}): {'met' if met else 'MISSED'}"
         )
     return figures
 

@@ -24,6 +24,7 @@ from django.db import InterfaceError, OperationalError
 from . import metrics
 from .auth.permissions import can_read, hidden_operations
 from .live import routes, wire
+from .live.catchup import shared_reads
 from .live.delivery import ClientGone, Delivery
 from .live.hub import hub
 from .live.wire import Update
@@ -50,6 +51,10 @@ _FIELDS = {
     "subscribe": {"action", "operation", "task_id", "since"},
     "unsubscribe": {"action", "operation", "task_id"},
 }
+
+
+# Interned ``hidden`` sets: a handful of distinct values across all connections.
+_HIDDEN_SETS: dict[frozenset[str], frozenset[str]] = {}
 
 
 class FrameError(ValueError):
@@ -98,6 +103,21 @@ def newer_than_floor(floor: dict[str, int], update: Update) -> bool:
     return True
 
 
+def forget_settled(floor: dict[str, int], sent: list[Update]) -> None:
+    """Drop from ``floor`` the tasks of ``sent`` whose change is too old to have a copy on the way.
+
+    Only a change committed moments ago can still have its live copy in flight;
+    a storm's catch-up of thousands of older tasks need not be remembered per
+    client for ``_LATE_PUBLISH_SECONDS``.
+    """
+    for update in sent:
+        if (
+            floor.get(update.task_id) == update.version
+            and (wire.age(update) or 0.0) > _LATE_PUBLISH_SECONDS
+        ):
+            del floor[update.task_id]
+
+
 def _since_of(value: Any) -> float | None:
     if value is None:
         return None
@@ -130,6 +150,7 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
     """
 
     channel_layer_alias = "no channel layer: updates come through the hub"
+    groups: tuple[str, ...] = ()  # Channels would give every connection an empty list
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         """Channels' loop for a consumer without a channel layer, minus its extra task.
@@ -142,6 +163,10 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
         self.channel_layer = None
         self.base_send = send
         try:
+            await self.dispatch(await receive())  # websocket.connect
+            delivery = getattr(self, "delivery", None)
+            if delivery is not None:
+                delivery.release_handshake(scope, receive)
             while True:
                 await self.dispatch(await receive())
         except StopConsumer:
@@ -150,6 +175,23 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
             # However the loop ended (a disconnect, a server error), the hub
             # must not keep routing to this client.
             self._forget()
+
+    async def dispatch(self, message: dict) -> None:
+        """Channels' dispatch without its ``close_old_connections`` thread hop per frame.
+
+        A handshake or a ping touches no database; every read here goes through
+        ``database_sync_to_async``, which closes stale connections itself.
+        """
+        kind = message.get("type")
+        if kind == "websocket.receive":
+            await self.websocket_receive(message)
+        elif kind == "websocket.connect":
+            await self.websocket_connect(message)
+        elif kind == "websocket.disconnect":
+            await self.disconnect(message.get("code", 1005))
+            raise StopConsumer()
+        else:
+            raise ValueError(f"No handler for message type {kind!r}")
 
     async def connect(self) -> None:
         self.subscriptions: set[tuple[str, str]] = set()
@@ -176,10 +218,15 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_FORBIDDEN)
             return
         try:
-            self.hidden = await database_sync_to_async(hidden_operations)(identity.user, identity)
+            if identity.by_token:  # the token's roles decide: no database
+                hidden = hidden_operations(identity.user, identity)
+            else:
+                hidden = await database_sync_to_async(hidden_operations)(identity.user, identity)
         except (OperationalError, InterfaceError):
             await self.close(code=CLOSE_TRY_AGAIN_LATER)
             return
+        # one set per distinct answer in the process, not one per connection
+        self.hidden = _HIDDEN_SETS.setdefault(hidden, hidden)
         if identity.expires_at is not None:
             delay = max(0.0, identity.expires_at - time.time())
             self._expiry = asyncio.get_running_loop().call_later(
@@ -322,6 +369,8 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
             self._catchup = []
         self.subscriptions.add(key)
         hub.add(self, key)
+        # "subscribed" means live, even on a process whose hub has just started
+        await hub.first_listened()
         reply = dict(described)
         if since is not None:
             reply["since"] = int(since) if since.is_integer() else since
@@ -330,29 +379,46 @@ class TaskStatusConsumer(AsyncWebsocketConsumer):
             await self._catch_up(key, since)
 
     async def _catch_up(self, key: tuple[str, str], since: float) -> None:
-        """Current state first, then the live updates buffered meanwhile, never older."""
+        """Current state first, then the live updates buffered meanwhile, never older.
+
+        A subscription to everything shares its read with the other clients
+        catching up at the same moment (``tasks.live.catchup``); the rows come
+        encoded once, and go out with the buffered updates in one write.
+        """
         kind, value = key
         try:
             await hub.listening()
-            tasks = await database_sync_to_async(changed_since)(
-                since,
-                everything=kind == routes.ALL[0],
-                operations=[value] if kind == "operation" else [],
-                task_ids=[value] if kind == "task" else [],
-                hidden=self.hidden,
-            )
+            if kind == routes.ALL[0]:
+                found = await shared_reads.everything_since(since)
+                if self.hidden:
+                    found = [update for update in found if update.operation not in self.hidden]
+            else:
+                tasks = await database_sync_to_async(changed_since)(
+                    since,
+                    operations=[value] if kind == "operation" else [],
+                    task_ids=[value] if kind == "task" else [],
+                    hidden=self.hidden,
+                )
+                found = [wire.encode(task) for task in tasks]
         finally:
             buffered, self._catchup = self._catchup or [], None
         sent = self._floor if self._floor is not None else {}
-        for task in tasks:
-            update = wire.encode(task)
+        out = []
+        for update in found + buffered:
             if update.version > sent.get(update.task_id, 0):
                 sent[update.task_id] = update.version
-                self.delivery.offer(update)
-        for update in buffered:
-            if update.version > sent.get(update.task_id, 0):
-                sent[update.task_id] = update.version
-                self.delivery.offer(update)
+                out.append(update)
+        if out:
+            self.delivery.offer_many(out, None)
+        # Only a change committed moments ago can still have its live copy on the
+        # way; the floor need not remember the others (a storm's catch-up of
+        # thousands of tasks would otherwise be held per client for that long).
+        for update in out:
+            if (
+                sent.get(update.task_id) == update.version
+                and (wire.age(update) or 0.0) > _LATE_PUBLISH_SECONDS
+            ):
+                del sent[update.task_id]
         self._hold_floor(sent)
 
     def _hold_floor(self, sent: dict[str, int]) -> None:

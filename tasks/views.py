@@ -64,7 +64,7 @@ class TaskListView(APIView):
     @extend_schema(parameters=LIST_PARAMETERS, responses=TaskStatusSerializer(many=True))
     def get(self, request: Request) -> Response:
         self.list_query = query = parse_list_query(request.query_params)
-        tasks = selectors.list_tasks(
+        tasks = selectors.list_document_rows(
             operation=query.operation,
             statuses=query.statuses,
             updated_since=query.updated_since,
@@ -112,7 +112,9 @@ class TaskDetailView(APIView):
 
     @extend_schema(responses=TaskStatusSerializer)
     def get(self, request: Request, task_id: str) -> Response:
-        task = selectors.get_task(task_id, hidden=hidden_for_request(request))
+        task = selectors.get_task(
+            task_id, hidden=hidden_for_request(request), only=selectors.DOCUMENT_COLUMNS
+        )
         if task is None:
             raise exceptions.NotFound(f"no task {task_id}")
         etag = _etag(task)

@@ -195,6 +195,12 @@ def reset_entra_state() -> None:
         _state = None
 
 
+def cached_entra_identity(raw: str) -> Identity | None:
+    """The identity of a token validated before and cached until its ``exp``, else None."""
+    digest = hashlib.sha256(raw.encode("utf-8", "surrogateescape")).digest()
+    return _current_state().cache.get(digest)
+
+
 def authenticate_entra_token(raw: str) -> Identity:
     """The identity of an Entra ID access token, or ``InvalidToken`` (generic message)."""
     state = _current_state()

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 
-from accounts.entra.tokens import authenticate_entra_token
+from accounts.entra.tokens import authenticate_entra_token, cached_entra_identity
 from accounts.identity import Identity, IdentityCache, InvalidToken
 from tasks.models import ApiToken
 
@@ -24,6 +24,7 @@ __all__ = [
     "IdentityCache",
     "InvalidToken",
     "authenticate_bearer",
+    "cached_bearer",
     "forget_local_tokens",
     "hash_token",
     "issue_local_token",
@@ -78,3 +79,19 @@ def authenticate_bearer(raw: str) -> Identity:
     if settings.ENTRA_MODE:
         return authenticate_entra_token(raw)
     return _authenticate_local(raw)
+
+
+def cached_bearer(raw: str) -> Identity | None:
+    """The identity of a token checked recently and still cached, else None.
+
+    No database, no network and nothing that blocks: the WebSocket handshake
+    asks this on the event loop first and hands only a miss to a thread.
+    """
+    raw = (raw or "").strip()
+    if not raw:
+        return None
+    if settings.ENTRA_MODE:
+        return cached_entra_identity(raw)
+    if not raw.startswith(TOKEN_PREFIX) or len(raw) > 200:
+        return None
+    return _local_cache.get(hash_token(raw).encode())

@@ -22,7 +22,18 @@ sits on the hot path (a call there would cost every client every message):
   ``send`` raises once the client has gone (``ClientGone``).
 - Twisted: ``twisted.internet.tcp.Connection`` and its ``socket`` and ``TLS``;
   the write buffer ``dataBuffer``, ``offset`` and ``_tempDataLen``;
-  ``write`` and ``loseConnection``.
+  ``write`` and ``loseConnection``; ``producer`` and ``unregisterProducer``,
+  and the ``HTTPChannel``'s ``requests`` and ``setTimeout`` (released after the
+  handshake).
+- autobahn's module-level ``pformat``, ``hltype`` and ``hlval``, which its
+  WebSocket modules call for debug lines that are never written
+  (``_autobahn_lazy_log_arguments``).
+- Once a connection is open, what only its handshake needed is let go
+  (``Delivery.release_handshake``): autobahn's ``http_request_data``,
+  ``http_headers`` and ``http_request_params`` and its ``ConnectionRequest``'s
+  ``headers`` and ``params``; daphne's ``clean_headers``; and two parts of
+  daphne's per-connection ``asyncio.Queue`` that an unbounded queue never uses
+  (``_putters``, ``_finished``) are replaced by shared ones.
 
 Without daphne (Channels' test communicator, another server) none of this is
 used: frames go through the ASGI ``send``.
@@ -32,10 +43,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pprint
+import sys
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from autobahn import util as autobahn_util
 from autobahn.exception import Disconnected as ClientGone
 from django.conf import settings
 
@@ -71,6 +86,11 @@ class Client(Protocol):
 
 # -- daphne, Twisted and autobahn internals --------------------------------------------
 
+# Shared by every connection's queue: an unbounded asyncio.Queue never waits in
+# ``put`` (nothing is ever appended to ``_putters``) and nobody ``join``s it.
+_NO_PUTTERS: deque = deque()
+_NEVER_JOINED = asyncio.Event()
+
 
 def _daphne_protocol(send: Callable) -> Any | None:
     """Daphne's protocol behind an ASGI ``send``, to write frames to its socket directly.
@@ -102,6 +122,97 @@ def _twisted_buffered_bytes(transport: Any) -> int:
         return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
     except AttributeError:
         return 0
+
+
+class _Lazy:
+    """A log argument computed only if its line is actually written."""
+
+    __slots__ = ("args", "func")
+
+    def __init__(self, func: Callable[..., Any], *args: Any) -> None:
+        self.func = func
+        self.args = args
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.func(*self.args)), spec)
+
+    def __str__(self) -> str:
+        return str(self.func(*self.args))
+
+
+def _lazy_pformat(value: Any, *args: Any, **kwargs: Any) -> Any:
+    """autobahn's ``pformat``: lazy for the per-connection configuration debug line only."""
+    if sys._getframe(1).f_code.co_name == "_connectionMade" and not args and not kwargs:
+        return _Lazy(pprint.pformat, value)
+    return pprint.pformat(value, *args, **kwargs)
+
+
+def _lazy_hltype(obj: Any) -> Any:
+    return _Lazy(autobahn_util.hltype, obj)
+
+
+def _lazy_hlval(val: Any, color: str = "white", bold: bool = True) -> Any:
+    return _Lazy(autobahn_util.hlval, val, color, bold)
+
+
+def _autobahn_lazy_log_arguments() -> None:
+    """Stop autobahn formatting debug-log arguments on every connection and frame for nothing.
+
+    Its WebSocket modules compute their debug lines' arguments whether or not
+    debug logging is on: ``pformat`` of some 30 settings in ``_connectionMade``
+    (about 100 µs a handshake) and coloured names (``hltype``, ``hlval``,
+    through click) on every handshake step and every ``sendData``. Each
+    becomes a ``_Lazy`` that formats only if a line is written; their only
+    other use is a timing report we never turn on, which keeps the real one.
+    """
+    # Only modules daphne has loaded: importing autobahn's Twisted side elsewhere
+    # would switch txaio to Twisted in a process that does not run it.
+    for name in ("autobahn.websocket.protocol", "autobahn.twisted.websocket"):
+        module = sys.modules.get(name)
+        if module is not None:
+            names = vars(module)
+            names.update(hltype=_lazy_hltype, hlval=_lazy_hlval)
+            if "pformat" in names:
+                names["pformat"] = _lazy_pformat
+
+
+_autobahn_lazy_log_arguments()
+
+
+def _twisted_release_http_channel(transport: Any) -> None:
+    """Let go of the HTTP channel that carried the upgrade request.
+
+    Twisted's ``HTTPChannel`` registered itself as the TCP transport's producer
+    when the connection was made, and stays so after daphne hands the socket to
+    the WebSocket protocol: with its request, parsed headers and idle timer it
+    would live as long as the connection, about 3 KiB each.
+    """
+    channel = getattr(transport, "producer", None)
+    if channel is None or not hasattr(channel, "requests"):
+        return
+    transport.unregisterProducer()
+    channel.setTimeout(None)
+    channel.requests = []
+
+
+def _autobahn_forget_handshake(protocol: Any) -> None:
+    """Drop the parsed handshake request autobahn and daphne keep (headers, query)."""
+    protocol.http_request_data = b""
+    protocol.http_headers = {}
+    protocol.http_request_params = {}
+    protocol.clean_headers = []
+    request = getattr(protocol, "request", None)  # daphne logs its path at the close
+    if request is not None:
+        request.headers = {}
+        request.params = {}
+
+
+def _daphne_slim_queue(receive: Any) -> None:
+    """Share the parts of daphne's per-connection input queue an unbounded one never uses."""
+    queue = getattr(receive, "__self__", None)
+    if isinstance(queue, asyncio.Queue) and queue.maxsize <= 0 and not queue._putters:  # type: ignore[attr-defined]
+        queue._putters = _NO_PUTTERS  # type: ignore[attr-defined]
+        queue._finished = _NEVER_JOINED  # type: ignore[attr-defined]
 
 
 def _autobahn_close_after_buffer(protocol: Any) -> None:
@@ -167,6 +278,23 @@ class Delivery:
         self._behind_since = 0.0
         self._refused = False
         self.closed = False
+
+    def release_handshake(self, scope: dict, receive: Any) -> None:
+        """The connection is open: free what only its handshake needed (under daphne).
+
+        The consumer calls this after ``connect``. Nothing later reads the
+        request's headers or the rest of the scope, and about 5 KiB a
+        connection goes with them.
+        """
+        protocol = self._protocol
+        if protocol is None:
+            return
+        _twisted_release_http_channel(protocol.transport)
+        _autobahn_forget_handshake(protocol)
+        # daphne's scope is this connection's own and nothing reads it after the
+        # handshake (its headers are daphne's clean_headers, released above)
+        scope.clear()
+        _daphne_slim_queue(receive)
 
     def _behind(self) -> bool:
         """The kernel refused part of what we sent and Twisted still holds it.

@@ -21,6 +21,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -83,6 +84,7 @@ class Hub:
         # set while the subscription is live: catch-up reads the database only
         # then, so that nothing published after its snapshot can go unheard
         self._listening: asyncio.Event | None = None
+        self._listened = False  # the subscription was confirmed at least once
 
     # -- connections and subscriptions ---------------------------------------
 
@@ -260,8 +262,15 @@ class Hub:
         loop = asyncio.get_running_loop()
         if self._loop is loop and self._reader is not None and not self._reader.done():
             return
+        if self._loop is None:
+            # What the process allocated to start (Django, the apps, the server)
+            # lives as long as it does. Out of the collector's sight, each full
+            # collection, which thousands of arriving connections trigger again
+            # and again, scans only what came after (docs/performance.md).
+            gc.freeze()
         self._loop = loop
         self._listening = asyncio.Event()
+        self._listened = False
         self._hook_shutdown(loop)
         # publish_change hands this process's changes over directly when there is no Redis
         broadcast.register_hand_off(self.hand_off)
@@ -285,6 +294,15 @@ class Hub:
         else:
             loop.call_soon_threadsafe(self.dispatch_raw, data)
 
+    async def first_listened(self) -> None:
+        """Wait, as ``listening`` does, only for a fresh process's first subscription.
+
+        A client told "subscribed" before the hub ever listened could miss the
+        changes published meanwhile; after a later drop, the gap repair re-sends.
+        """
+        if not self._listened:
+            await self.listening()
+
     async def listening(self, timeout: float = LISTEN_WAIT_SECONDS) -> bool:
         """Wait until the subscription is live (False if it is not within ``timeout``).
 
@@ -295,6 +313,8 @@ class Hub:
         """
         if self._listening is None:
             return False
+        if self._listening.is_set():  # the usual case: no timer, no task
+            return True
         try:
             await asyncio.wait_for(self._listening.wait(), timeout)
             return True
@@ -345,6 +365,7 @@ class Hub:
                 await self._confirmed(pubsub)
                 assert self._listening is not None  # made by ensure_started, before this reader
                 self._listening.set()
+                self._listened = True
                 if gap_since is not None:
                     metrics.HUB_RECONNECTS.inc()
                     await self._repair_gap(gap_since)
