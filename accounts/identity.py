@@ -1,6 +1,6 @@
 """What a bearer token resolves to, whoever checked it: ``Identity`` or ``InvalidToken``.
 
-``tasks.auth.identity.authenticate_bearer`` (local API tokens) and
+``tasks.auth.bearer.authenticate_bearer`` (local API tokens) and
 ``accounts.entra.tokens`` (Entra ID access tokens) both produce these, and both
 cache validated tokens in an ``IdentityCache``. This module imports nothing of
 the project, so either side can import it at top level.

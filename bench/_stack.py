@@ -159,7 +159,7 @@ def api_token(conn, username: str = "bench-reader") -> str:
     django.setup()  # the role names come from settings, the token format from tasks.auth
     from django.conf import settings
 
-    from tasks.auth.identity import TOKEN_PREFIX, hash_token
+    from tasks.auth.bearer import TOKEN_PREFIX, hash_token
 
     user = conn.execute(
         "INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, email,"

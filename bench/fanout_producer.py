@@ -35,7 +35,7 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from django.db import connection  # noqa: E402
 
 from tasks import tracker  # noqa: E402
-from tasks.auth.identity import issue_local_token  # noqa: E402
+from tasks.auth.bearer import issue_local_token  # noqa: E402
 
 OPERATION = "daily_sales"
 

@@ -17,7 +17,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from . import tracker
-from .auth.identity import forget_local_tokens
+from .auth.bearer import forget_local_tokens
 from .auth.permissions import can_run, hidden_operations
 from .launcher import NoSuchTask, launcher
 from .models import ApiToken, TaskStatus

@@ -112,7 +112,7 @@ def runner(django_user_model):
 
 @pytest.fixture
 def token(user) -> str:
-    from tasks.auth.identity import issue_local_token
+    from tasks.auth.bearer import issue_local_token
 
     return issue_local_token(user)
 

@@ -82,7 +82,7 @@ def behind_proxy_tokens_cached(transactional_db):
 def test_every_rest_route_answers_503_with_retry_after_while_the_database_is_down(
     behind_proxy, token, runner
 ):
-    from tasks.auth.identity import issue_local_token
+    from tasks.auth.bearer import issue_local_token
 
     server, proxy = behind_proxy
     run_token = issue_local_token(runner)

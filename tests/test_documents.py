@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 
 from operations import documents
 from operations.models import FoodHandlerCertificate, FoodHandlerPacket
-from tasks.auth.identity import issue_local_token
+from tasks.auth.bearer import issue_local_token
 from tests.support.food_handlers import AS_OF, ROSTER, food_handlers_by_id
 from tests.support.jobs import run_job
 

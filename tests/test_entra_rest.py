@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 from accounts.entra import keys, tokens
 from accounts.models import EntraIdentity
 from tasks import tracker
-from tasks.auth.identity import InvalidToken, authenticate_bearer
+from tasks.auth.bearer import InvalidToken, authenticate_bearer
 from tasks.auth.permissions import can_run
 from tests.support.forgery import FORGERIES
 from tests.support.issuer import SigningKey, TestIssuer

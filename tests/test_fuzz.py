@@ -18,7 +18,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 
-from tasks.auth.identity import issue_local_token
+from tasks.auth.bearer import issue_local_token
 from tests.support.servers import ROOT, free_port, service_env, wait_http
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -247,7 +247,7 @@ def test_no_module_is_over_600_lines():
 
 def test_the_entra_id_code_is_imported_by_the_bearer_entry_point_at_module_level():
     graph = import_graph(["tasks.auth"])
-    targets = {i.target for i in graph["tasks.auth.identity"] if not i.in_function}
+    targets = {i.target for i in graph["tasks.auth.bearer"] if not i.in_function}
     assert {"accounts.entra.tokens", "accounts.identity"} <= targets
 
 

@@ -7,7 +7,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from tasks import tracker
-from tasks.auth.identity import forget_local_tokens, issue_local_token
+from tasks.auth.bearer import forget_local_tokens, issue_local_token
 from tasks.models import ApiToken
 
 pytestmark = pytest.mark.django_db

@@ -286,7 +286,7 @@ def gunicorn(env: dict[str, str], log: Path) -> Iterator[str]:
 def test_gunicorn_workers_are_summed_in_multiprocess_mode(
     transactional_db, runner, tmp_path, settings
 ):
-    from tasks.auth.identity import issue_local_token
+    from tasks.auth.bearer import issue_local_token
 
     token = issue_local_token(runner)
     metrics_dir = tmp_path / "prometheus"

@@ -17,7 +17,7 @@ from operations import notify
 from operations.celery_tasks import send_notifications
 from operations.models import AlertDelivery, NotifyRequest
 from tasks import tracker
-from tasks.auth.identity import issue_local_token
+from tasks.auth.bearer import issue_local_token
 from tests.support.celery_processes import celery_process, env_for, wait_for
 from tests.support.smtp_server import smtp_server
 

@@ -42,7 +42,7 @@ def sources(settings, tmp_path):
 def test_job_launched_over_rest_runs_on_a_worker(queue, sources, runner, tmp_path):
     from rest_framework.test import APIClient
 
-    from tasks.auth.identity import issue_local_token
+    from tasks.auth.bearer import issue_local_token
     from tests.test_operations_daily_sales import expected
 
     client = APIClient()
@@ -265,7 +265,7 @@ def test_embedded_worker_runs_a_launched_job_without_redis(sources, tmp_path):
 def test_a_websocket_client_sees_a_worker_run_job_in_order(queue, sources, runner, tmp_path):
     """Launched over HTTP on daphne, run by a worker process, watched over WebSocket."""
 
-    from tasks.auth.identity import issue_local_token
+    from tasks.auth.bearer import issue_local_token
     from tests.support.servers import Daphne
 
     token = issue_local_token(runner)

@@ -443,7 +443,7 @@ def test_launched_over_rest_run_by_a_worker_and_watched_over_websocket(
     from django.conf import settings
     from django.contrib.auth.models import Group
 
-    from tasks.auth.identity import issue_local_token
+    from tasks.auth.bearer import issue_local_token
     from tests.support.servers import Daphne
 
     runner.groups.add(Group.objects.get_or_create(name="TaskStatus.FoodHandler.Read")[0])

@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 from operations import overview
 from operations.overview import HISTORY_RUNS
 from tasks import tracker
-from tasks.auth.identity import issue_local_token
+from tasks.auth.bearer import issue_local_token
 from tasks.models import TaskStatus
 from tests.support import browser as chromium
 from tests.support.browser import log_in, watch

@@ -527,7 +527,7 @@ def test_launched_over_rest_run_by_a_worker_watched_over_websocket(
 
     from django.contrib.auth.models import Group
 
-    from tasks.auth.identity import issue_local_token
+    from tasks.auth.bearer import issue_local_token
     from tests.support.celery_processes import celery_process, env_for
     from tests.support.servers import Daphne
 

@@ -15,7 +15,7 @@ import pytest
 from django.contrib.auth.models import Group
 
 from operations.models import TipShare, TipStatementDelivery
-from tasks.auth.identity import issue_local_token
+from tasks.auth.bearer import issue_local_token
 from tests.support.celery_processes import celery_process, env_for
 from tests.support.jobs import run_job
 from tests.support.servers import Daphne

@@ -63,7 +63,7 @@ import json
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.management import call_command
-from tasks.auth.identity import issue_local_token
+from tasks.auth.bearer import issue_local_token
 
 call_command("migrate", interactive=False, verbosity=0)
 user = User.objects.create_user("outage-runner")

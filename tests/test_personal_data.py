@@ -18,7 +18,7 @@ from django.contrib.auth.models import Group, Permission
 from rest_framework.test import APIClient
 
 from tasks import tracker
-from tasks.auth.identity import issue_local_token
+from tasks.auth.bearer import issue_local_token
 from tests.support.servers import report
 from tests.test_websocket import quiet, recv_json, run, url
 

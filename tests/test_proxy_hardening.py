@@ -94,7 +94,7 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory):
 def token(stack, django_db_blocker) -> str:
     from django.contrib.auth import get_user_model
 
-    from tasks.auth.identity import issue_local_token
+    from tasks.auth.bearer import issue_local_token
 
     with django_db_blocker.unblock():
         return issue_local_token(get_user_model().objects.create_user(USERNAME, password="pw"))

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from tasks.auth.identity import TOKEN_PREFIX
+from tasks.auth.bearer import TOKEN_PREFIX
 from tasks.auth.redaction import REDACTED, RedactTokensFilter, redact
 
 LOCAL = TOKEN_PREFIX + "Zm9vYmFyYmF6cXV4LXF1dXgtY29yZ2UtZ3JhdWx0"

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from tasks import tracker
-from tasks.auth.identity import issue_local_token
+from tasks.auth.bearer import issue_local_token
 from tasks.models import TaskStatus
 
 pytestmark = pytest.mark.django_db

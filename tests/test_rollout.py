@@ -113,7 +113,7 @@ def auth(stack, django_db_blocker) -> dict[str, str]:
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
 
-    from tasks.auth.identity import issue_local_token
+    from tasks.auth.bearer import issue_local_token
 
     with django_db_blocker.unblock():
         user = get_user_model().objects.create_user(USERNAME, password="pw")

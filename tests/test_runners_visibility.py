@@ -10,7 +10,7 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from operations import overview
-from tasks.auth.identity import issue_local_token
+from tasks.auth.bearer import issue_local_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 from rest_framework.test import APIClient
 
 from tasks import tracker
-from tasks.auth.identity import issue_local_token
+from tasks.auth.bearer import issue_local_token
 from tasks.models import TaskEvent
 from tests.support import browser as chromium
 from tests.support.browser import log_in, watch

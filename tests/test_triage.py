@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 from operations import triage
 from operations.models import FailureAcknowledgement
 from tasks import tracker
-from tasks.auth.identity import issue_local_token
+from tasks.auth.bearer import issue_local_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,6 +1,6 @@
 """Microsoft Entra ID access tokens, built on django-auth-adfs: one module per job.
 
-``tokens.authenticate_entra_token`` is what ``tasks.auth.identity.authenticate_bearer``
+``tokens.authenticate_entra_token`` is what ``tasks.auth.bearer.authenticate_bearer``
 calls in Entra ID mode, for REST and WebSocket alike. The package extends the
 library (``ProviderConfig``, ``AdfsAccessTokenBackend``, ``AdfsAuthCodeBackend``,
 ``Settings``) where it falls short for an API under load:

@@ -1,6 +1,6 @@
 """Entra ID access token validation, the identity cache, and the library's backends.
 
-``authenticate_entra_token`` is what ``tasks.auth.identity.authenticate_bearer``
+``authenticate_entra_token`` is what ``tasks.auth.bearer.authenticate_bearer``
 calls in Entra ID mode, for REST and WebSocket alike. A token is accepted when
 it is an RS256 JWS of our tenant (``tid``), for our audience, from the v2.0
 issuer the discovery document names or the tenant's v1.0 issuer (the library

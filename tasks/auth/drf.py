@@ -9,7 +9,7 @@ from rest_framework import authentication, exceptions
 
 from accounts.identity import InvalidToken
 
-from .identity import authenticate_bearer
+from .bearer import authenticate_bearer
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):

@@ -66,7 +66,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # A signed document link (operations.documents): personal data behind a login, but
     # a link is still a credential of sorts.
     (re.compile(r"(/documents/)[A-Za-z0-9_:.-]{8,}"), r"\1" + REDACTED),
-    # A local API token wherever it appears (tasks.auth.identity.TOKEN_PREFIX).
+    # A local API token wherever it appears (tasks.auth.bearer.TOKEN_PREFIX).
     (re.compile(r"\btsk_[A-Za-z0-9_-]{8,}"), REDACTED),
     # The password in a URL's user info: DATABASE_URL, REDIS_URL, EMAIL_URL, a source's
     # URL, quoted by a library's error (user:password@host keeps the user, drops the rest).

@@ -17,7 +17,7 @@ from django.utils.http import is_same_domain
 
 from accounts.identity import Identity, InvalidToken
 
-from .identity import authenticate_bearer, cached_bearer
+from .bearer import authenticate_bearer, cached_bearer
 
 
 def bearer_from_scope(scope: dict) -> str | None:

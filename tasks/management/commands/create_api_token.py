@@ -3,7 +3,7 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from tasks.auth.identity import issue_local_token
+from tasks.auth.bearer import issue_local_token
 
 
 class Command(BaseCommand):

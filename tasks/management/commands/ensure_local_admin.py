@@ -6,7 +6,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from tasks.auth.identity import issue_local_token
+from tasks.auth.bearer import issue_local_token
 
 
 class Command(BaseCommand):

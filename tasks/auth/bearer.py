@@ -1,8 +1,10 @@
-"""Who a bearer token belongs to: the one place that decides, for REST and WebSocket.
+"""The bearer entry point: who a token belongs to, for REST and WebSocket alike, and the
+project's own API tokens (issued, hashed, forgotten).
 
-Local mode checks the project's own API tokens; Entra ID mode (``AZURE_TENANT_ID``
-set) hands the token to ``accounts.entra.tokens``. Callers see only ``Identity`` or
-``InvalidToken`` (defined in ``accounts.identity``, re-exported here).
+Local mode checks those tokens; Entra ID mode (``AZURE_TENANT_ID`` set) hands the
+token to ``accounts.entra.tokens``. What either resolves to, ``Identity`` or
+``InvalidToken``, and its cache are identity's one home, ``accounts.identity``
+(below ``tasks``, so Entra ID's code can use it too); they are re-exported here.
 """
 
 from __future__ import annotations
