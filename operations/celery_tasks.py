@@ -17,6 +17,7 @@ from . import (
     alert_throttle,
     alert_transport,
     alerts,
+    deferred,
     notify,
     retries,
     runner,
@@ -51,7 +52,7 @@ def _run(
         params,
         request_id=request_id,
         worker=runner.worker_label(task.request.hostname),
-        on_transient=retries.schedule_retry,
+        on_failed=retries.after_failure,
     )
 
 
@@ -154,10 +155,27 @@ def scheduled_launch(self: Task, operation: str) -> str | None:
 def send_alerts(self: Task, task_id: str, event: str = "finished") -> int:
     """Tell the task's alert routes it ended failed or completed_with_errors (once each).
 
-    Routed to ALERT_QUEUE. A target that failed transiently is tried again by a
-    Celery retry after ``alert_transport.retry_countdown`` (the worker is free meanwhile),
-    ALERT_MAX_RETRIES times; what went out is never sent again.
+    Routed to ALERT_QUEUE. A target that failed transiently is tried again after
+    ``alert_transport.retry_countdown`` (``operations.deferred``: no worker holds the
+    message meanwhile), ALERT_MAX_RETRIES times; what went out is never sent again.
     """
+    if event == alerts.FINISHED:
+        # A run that failed for a passing reason and is retried is not a page at night:
+        # the retry's own end is told. Too soon to know: asked again a little later.
+        follows = retries.retry_follows(task_id)
+        if follows:
+            logger.info("task %s: failed, and a retry follows; its end will be told", task_id)
+            return 0
+        if follows is None:
+            deferred.defer(
+                self.name,
+                delay=retries.RETRY_DECISION_SECONDS,
+                queue=settings.ALERT_QUEUE,
+                args=[task_id],
+                kwargs={"event": event},
+                retries=self.request.retries,
+            )
+            return 0
     outcome = alerts.send_alerts(task_id, event)
     return _retry_if_undelivered(self, outcome, task_id)
 
@@ -234,7 +252,16 @@ def _retry_if_undelivered(
         return outcome.sent
     countdown = alert_transport.retry_countdown(task.request.retries, outcome.retry_after)
     logger.info("task %s: undelivered alert(s) tried again in %.0fs", task_id, countdown)
-    raise task.retry(args=args, countdown=countdown, queue=settings.ALERT_QUEUE)
+    # Deferred, not task.retry(countdown=...): no worker holds the message meanwhile.
+    deferred.defer(
+        task.name,
+        delay=countdown,
+        queue=settings.ALERT_QUEUE,
+        args=list(args if args is not None else task.request.args or []),
+        kwargs=dict(task.request.kwargs or {}),
+        retries=task.request.retries + 1,
+    )
+    return outcome.sent
 
 
 @shared_task(name="operations.alert_not_started", **JOB_OPTIONS)

@@ -8,13 +8,9 @@ database lost mid-run (``runner.DATABASE_LOST``). Then, if the operation's polic
 once (``launched_by`` "retry", ``rerun_of`` the failed one, the same parameters)
 and its job is due after the wait, doubled at each attempt.
 
-The job is not sent with a Celery countdown: a worker takes such a message at
-once and holds it unacknowledged until its time, and a worker whose broker
-connection drops while it holds one dies restoring it (kombu's Redis transport;
-a real outage test found it). Instead the retry's due time goes into a Redis
-sorted set, and every worker's watchdog thread (``operations.watch``) sends what
-is due; ``ZREM`` decides which one sends it. Without Redis (the embedded
-default, one process and an in-memory broker) the countdown is used.
+The job goes out when it is due through ``operations.deferred`` (not a Celery
+countdown, which a worker would hold: see there); a retry cancelled meanwhile
+is dropped unsent.
 
 So the chain is visible both ways: the failed task's page says "Retry 2 of 3 at
 04:45" with a link and a Cancel retry button (the ordinary cancel of the pending
@@ -27,15 +23,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from celery import current_app
 from django.conf import settings
 
 from tasks import selectors, tracker
 from tasks.models import Status, TaskStatus
 
-from . import alerts, services, watchdog
+from . import alerts, deferred, services, watchdog
 from .models import JobRun
 
 logger = logging.getLogger(__name__)
@@ -95,11 +90,14 @@ def schedule_retry(task_id: str) -> str | None:
     )
     retry_id = str(launched.task.task_id)
     wait = max(wait_before(attempt, rule, task.operation), 0.0)
-    client = watchdog.redis_client()
-    if client is None:
-        _send(launched.task, countdown=wait)
-    else:
-        client.zadd(_due_key(), {retry_id: time.time() + wait})
+    deferred.defer(
+        f"operations.{task.operation}",
+        delay=wait,
+        queue=settings.CELERY_TASK_DEFAULT_QUEUE,
+        kwargs={"task_id": retry_id, "params": task.params or {}, "request_id": task.request_id},
+        task_id=retry_id,
+        unless_finished=retry_id,
+    )
     logger.warning(
         "task %s: failed for a passing reason; retry %d of %d (%s) in %s",
         task_id,
@@ -111,48 +109,42 @@ def schedule_retry(task_id: str) -> str | None:
     return retry_id
 
 
-def _due_key() -> str:
-    return f"{settings.BEAT_LOCK_KEY}:retries-due"
+# How long after a failure its retry may take to appear (created by the failing worker
+# right after the failure's write, so milliseconds; this is the margin).
+RETRY_DECISION_SECONDS = 10.0
 
 
-def _send(task: TaskStatus, *, countdown: float | None = None) -> None:
-    current_app.send_task(
-        f"operations.{task.operation}",
-        kwargs={
-            "task_id": str(task.task_id),
-            "params": task.params or {},
-            "request_id": task.request_id or None,
-        },
-        task_id=str(task.task_id),
-        countdown=countdown,
-        queue=settings.CELERY_TASK_DEFAULT_QUEUE,
-    )
+def _decided_key(task_id: str) -> str:
+    return f"{settings.BEAT_LOCK_KEY}:no-retry:{task_id}"
 
 
-def send_due(*, now: float | None = None) -> int:
-    """Send the retries whose time has come (the watchdog's thread, in every worker):
-    each once, whichever worker removes it from the set; one cancelled meanwhile is
-    dropped. A send the broker refuses goes back into the set for the next look."""
+def after_failure(task_id: str, transient: bool) -> str | None:
+    """The runner's word on a failed job: a passing reason is retried (policy allowing);
+    any other is recorded as not retried, so that its alert need not wait to know."""
+    if transient:
+        return schedule_retry(task_id)
     client = watchdog.redis_client()
-    if client is None:
-        return 0
+    if client is not None:
+        client.set(_decided_key(task_id), "1", ex=24 * 3600)
+    return None
+
+
+def retry_follows(task_id: str, *, now: float | None = None) -> bool | None:
+    """Whether a failed run is followed by a retry: True (one exists: its own end is what
+    to tell), False (none will), or None (its policy allows one and the failure is too
+    recent to know yet)."""
+    task = selectors.get_task(task_id)
+    if task is None or task.status != Status.FAILED:
+        return False
+    if TaskStatus.objects.filter(rerun_of=task.task_id, launched_by=RETRY).exists():
+        return True
+    if attempt_of(task) >= policy(task.operation).attempts:
+        return False
+    client = watchdog.redis_client()
+    if client is not None and client.exists(_decided_key(task_id)):
+        return False
     now = time.time() if now is None else now
-    sent = 0
-    due = cast("list[bytes]", client.zrangebyscore(_due_key(), "-inf", now))
-    for member in due:
-        if not client.zrem(_due_key(), member):
-            continue  # another worker's
-        task_id = member.decode() if isinstance(member, bytes) else str(member)
-        task = selectors.get_task(task_id)
-        if task is None or task.is_terminal:
-            continue
-        try:
-            _send(task)
-        except Exception:
-            client.zadd(_due_key(), {task_id: now})
-            raise
-        sent += 1
-    return sent
+    return None if now - task.updated_at < RETRY_DECISION_SECONDS else False
 
 
 def chain(task: TaskStatus) -> dict[str, Any]:

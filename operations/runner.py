@@ -283,12 +283,13 @@ def run_task(
     *,
     request_id: str | None = None,
     worker: str | None = None,
-    on_transient: Callable[[str], object] | None = None,
+    on_failed: Callable[[str, bool], object] | None = None,
 ) -> str:
     """Run the job of ``task_id`` once; returns the outcome (never raises for job errors).
 
-    ``on_transient(task_id)`` is called once the task has ended ``failed`` for a passing
-    reason (a source unavailable, the database lost): ``operations.retries``.
+    ``on_failed(task_id, transient)`` is called once the job has ended ``failed``,
+    ``transient`` when for a passing reason (a source unavailable, the database lost):
+    ``operations.retries`` retries those and records that the others are not.
     """
     token = request_id_var.set(request_id or "-")
     # Every log line of the run, ours and the job's, names its task.
@@ -316,9 +317,9 @@ def run_task(
             logger.info("task %s: %s ended %s", task_id, operation, outcome)
             metrics.JOBS_FINISHED.labels(operation, outcome).inc()
             metrics.JOB_DURATION.labels(operation).observe(time.monotonic() - began)
-        if transient and on_transient is not None:
+        if on_failed is not None and (transient or outcome == "failed"):
             try:
-                on_transient(task_id)
+                on_failed(task_id, transient)
             except Exception:  # a retry not scheduled must not fail the message
                 logger.exception("task %s: its retry could not be scheduled", task_id)
         return outcome

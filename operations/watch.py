@@ -1,8 +1,8 @@
 """The watchdog's thread, in every Celery worker: late scheduled runs and runs running long.
 
 Started on ``worker_ready`` (connected in ``operations.celery_tasks``); every
-``WATCHDOG_CHECK_SECONDS`` it sends the job retries that are due
-(``operations.retries``), exports the schedule's gauges and enqueues, on the
+``WATCHDOG_CHECK_SECONDS`` it sends what was deferred and is due (job retries,
+alerts' next tries: ``operations.deferred``), exports the schedule's gauges and enqueues, on the
 alert queue, one alert per newly late run (``operations.watchdog``) and per run
 running long (``operations.running_long``). Every worker looks; a Redis ``SET
 NX`` per finding makes exactly one of them enqueue its alert (in-process without
@@ -22,7 +22,7 @@ from django.db import connection
 
 from tasks import metrics
 
-from . import alerts, retries, running_long, watchdog
+from . import alerts, deferred, running_long, watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def first_to_tell(finding: str) -> bool:
 
 def check(*, now: float | None = None) -> list[str]:
     """One look: gauges exported, alerts enqueued once; what is late or running long."""
-    retries.send_due(now=now)
+    deferred.send_due(now=now)
     export_queue_depths()
     states = watchdog.schedule_state(now=now)
     last_tick = watchdog.beat_last_tick()

@@ -15,11 +15,10 @@ from typing import Any
 
 import pytest
 import redis
-from celery.exceptions import Retry
 from django.conf import settings as django_settings
 from django.utils import timezone
 
-from operations import alert_transport, alerts, runner
+from operations import alert_transport, alerts, deferred, runner
 from operations.celery_tasks import send_alert_summary, send_alerts
 from operations.models import AlertDelivery, AlertRoute, JobRun
 from operations.triage import fold_error
@@ -46,9 +45,19 @@ def queue(settings) -> str:
     name = f"test-alerts-{uuid.uuid4().hex[:10]}"
     settings.CELERY_TASK_DEFAULT_QUEUE = name
     settings.ALERT_QUEUE = f"{name}-alerts"
+    settings.BEAT_LOCK_KEY = f"{name}-beat"
+    # Delivery is the subject here: no run is retried, so a failure alerts at once (the
+    # test of retried failures sets its own policy).
+    settings.JOB_RETRY_POLICY = {}
     yield name
     client = redis.Redis.from_url(settings.REDIS_URL)
-    client.delete(name, f"{name}-alerts", f"{name}-beat:lock", f"{name}-beat:last-run")
+    client.delete(
+        name,
+        f"{name}-alerts",
+        f"{name}-beat:lock",
+        f"{name}-beat:last-run",
+        f"{name}-beat:deferred",
+    )
     for key in client.scan_iter(f"tasksite:{name}-alerts:*"):
         client.delete(key)
 
@@ -77,6 +86,10 @@ def routes(settings, smtp, hook, queue):
     settings.ALERT_MAX_RETRIES = 2
     settings.ALERT_TIMEOUT_SECONDS = 2
     return settings
+
+
+def queue_of() -> str:
+    return django_settings.ALERT_QUEUE
 
 
 def failed_task(
@@ -199,10 +212,14 @@ def test_a_webhook_500_then_429_then_200_is_retried_by_the_task_not_in_place(rou
     hook.script = [(500, {}), (429, {"Retry-After": "90"})]
     task_id = failed_task()
     started = time.monotonic()
-    with pytest.raises(Retry):  # one try per run: nothing slept in the worker
-        send_alerts(task_id)
-    with pytest.raises(Retry):
-        send_alerts(task_id)
+    # One try per run, nothing slept in the worker: the next try is deferred (no worker
+    # holds its message), after the backoff or the receiver's Retry-After.
+    assert send_alerts(task_id) == 1  # the email; the webhook's 500 deferred
+    [(entry, due)] = deferred.pending("operations.send_alerts")
+    assert entry["args"] == [task_id] and entry["retries"] == 1 and entry["queue"] == queue_of()
+    assert send_alerts(task_id) == 0  # the 429
+    [_, (entry, due)] = sorted(deferred.pending("operations.send_alerts"), key=lambda e: e[1])
+    assert due - time.time() > 85  # Retry-After: 90
     assert time.monotonic() - started < 2
     assert send_alerts(task_id) == 1
     assert len(hook.requests) == 3 and len(smtp.received) == 1
@@ -242,8 +259,8 @@ def test_a_receiver_in_trouble_blocks_nothing_fails_nothing_and_is_logged(
     assert tracker.TaskHandle(tracker._load(task_id)).status == "failed"
 
     started = time.monotonic()
-    with pytest.raises(Retry):  # the alert task retries later, on its own
-        send_alerts(task_id)
+    assert send_alerts(task_id) == 1  # the email; the webhook tried again later, on its own
+    assert len(deferred.pending("operations.send_alerts")) == 1
     assert time.monotonic() - started < 3, "bounded: one try of at most the timeout"
     assert len(smtp.received) == 1, "the email went out all the same"
     webhook = AlertDelivery.objects.get(task_id=task_id, channel="webhook")
@@ -281,7 +298,8 @@ def test_a_receiver_of_the_signal_that_raises_never_fails_the_tracker_write(capl
 def test_a_refused_webhook_is_not_retried(routes, smtp, hook):
     hook.script = [(404, {})]
     task_id = failed_task()
-    assert send_alerts(task_id) == 1  # no Retry: a 404 will not get better
+    assert send_alerts(task_id) == 1  # no next try: a 404 will not get better
+    assert deferred.pending("operations.send_alerts") == []
     assert AlertDelivery.objects.get(task_id=task_id, channel="webhook").state == "refused"
     assert len(hook.requests) == 1
 
@@ -480,6 +498,8 @@ def test_a_webhook_that_is_down_holds_no_job_and_is_retried_with_backoff(
         smtp,
         hook,
         ALERT_BACKOFF_SECONDS="2",
+        # The watchdog's look sends the deferred next try.
+        WATCHDOG_CHECK_SECONDS="0.5",
         SALES_SOURCE_URL=f"file://{SAMPLE / 'sales'}",
     )
     env["ALERT_WEBHOOK_URL"] = f"http://127.0.0.1:{down_port}{SECRET_PATH}"
@@ -513,3 +533,28 @@ def test_a_webhook_that_is_down_holds_no_job_and_is_retried_with_backoff(
     assert webhook.state == "sent" and webhook.attempts >= 2
     assert len(smtp.received) == 1
     assert "tried again in" in log
+
+
+def test_a_failure_that_is_retried_alerts_only_when_the_last_attempt_fails(
+    routes, smtp, hook, settings
+):
+    """No page at night for a source down five minutes: the retry's end is told instead."""
+    from operations import retries
+
+    settings.JOB_RETRY_POLICY = {"get_mpvs": (2, 60)}
+    first = failed_task("get_mpvs")
+    # Too soon to know whether a retry follows: asked again a little later, nothing sent.
+    assert send_alerts(first) == 0
+    [(entry, due)] = deferred.pending("operations.send_alerts")
+    assert entry["args"] == [first] and 5 < due - time.time() <= 10
+    retry = retries.schedule_retry(first)
+    assert retry is not None
+    assert send_alerts(first) == 0  # a retry follows: its own end is told
+    assert smtp.received == [] and hook.requests == []
+    # The retry fails too, and the policy is spent: that one alerts, at once.
+    handle = tracker.TaskHandle(tracker._load(retry))
+    handle.fail("sales source unusable: http://127.0.0.1/sales: HTTP 503 (gave up)")
+    assert send_alerts(retry) == 2
+    assert len(smtp.received) == 1 and retry in smtp.received[0].message.get_content()
+    # A run with no retry policy alerts at once, as before.
+    assert send_alerts(failed_task("invoice_sync")) == 2

@@ -12,7 +12,7 @@ import uuid
 import pytest
 import redis
 
-from operations import retries, runner, services
+from operations import deferred, retries, runner, services
 from operations.jobs import JobFailed
 from operations.models import JobRun
 from operations.sources import SourceError, SourceUnavailable
@@ -31,9 +31,7 @@ def queue(settings):
     settings.ALERT_QUEUE = f"{name}-alerts"
     settings.BEAT_LOCK_KEY = f"{name}-beat"
     yield name
-    redis.Redis.from_url(settings.REDIS_URL).delete(
-        name, f"{name}-alerts", f"{name}-beat:retries-due"
-    )
+    redis.Redis.from_url(settings.REDIS_URL).delete(name, f"{name}-alerts", f"{name}-beat:deferred")
 
 
 def failed(operation: str, *, launched_by: str = "alice", rerun_of: str | None = None) -> str:
@@ -64,13 +62,14 @@ def test_a_pending_retry_is_shown_on_the_failed_page_and_cancelled_with_one_butt
     assert retry is not None and retries.schedule_retry(first) == retry  # once
     task = TaskStatus.objects.get(pk=retry)
     assert (str(task.rerun_of), task.launched_by, task.status) == (first, "retry", "started")
-    # Its job is not sent yet (no countdown message a worker would hold): it is due
-    # in the retry set, and the watchdog's look sends it once it is due, once.
+    # Its job is not sent yet (no countdown message a worker would hold): it is deferred,
+    # and the watchdog's look sends it once it is due, once.
     store = redis.Redis.from_url(settings.REDIS_URL)
     assert store.lrange(queue, 0, -1) == []
-    due = store.zscore(f"{queue}-beat:retries-due", retry)
-    assert due is not None and 55 < due - time.time() <= 60
-    assert retries.send_due(now=due - 1) == 0 and store.lrange(queue, 0, -1) == []
+    [(entry, due)] = deferred.pending("operations.get_mpvs")
+    assert (entry["task_id"], entry["unless_finished"], entry["queue"]) == (retry, retry, queue)
+    assert 55 < due - time.time() <= 60
+    assert deferred.send_due(now=due - 1) == 0 and store.lrange(queue, 0, -1) == []
 
     client.force_login(admin_user)
     page = client.get(f"/tasks/{first}").content.decode()
@@ -84,9 +83,9 @@ def test_a_pending_retry_is_shown_on_the_failed_page_and_cancelled_with_one_butt
     assert response.status_code == 302 and response["Location"] == f"/tasks/{first}"
     task.refresh_from_db()
     assert task.status == "failed" and "cancelled by admin before it started" in task.error
-    # Due now, but cancelled: dropped from the set, never sent.
-    assert retries.send_due(now=due + 1) == 0
-    assert store.lrange(queue, 0, -1) == [] and store.zcard(f"{queue}-beat:retries-due") == 0
+    # Due now, but cancelled: dropped, never sent.
+    assert deferred.send_due(now=due + 1) == 0
+    assert store.lrange(queue, 0, -1) == [] and deferred.pending() == []
     # A worker that gets the message later finds the run over and only acknowledges it.
     assert JobRun.objects.get(task_id=retry).outcome == "cancelled"
     page = client.get(f"/tasks/{first}").content.decode()
