@@ -253,6 +253,20 @@ class _Metrics:
             multiprocess_mode="max",
         )
         self.BUILD_INFO.labels(settings.TASKSITE_VERSION, platform.python_version()).set(1)
+        if os.environ.get(MULTIPROC_ENV):
+            # Summed across gunicorn's workers, the registry has no process_* of its own:
+            # each worker reports its memory and CPU, one series a pid, while it lives.
+            self.PROCESS_MEMORY = Gauge(
+                "tasksite_process_resident_memory_bytes",
+                "Resident memory of each web worker process (multiprocess mode).",
+                multiprocess_mode="liveall",
+            )
+            self.PROCESS_CPU = Gauge(
+                "tasksite_process_cpu_seconds",
+                "User and system CPU time of each web worker process (multiprocess mode).",
+                multiprocess_mode="liveall",
+            )
+            _ProcessSampler(self.PROCESS_MEMORY, self.PROCESS_CPU).start()
         self.OPERATION_LATE = Gauge(
             "tasksite_operation_late",
             "1 while the latest scheduled run of an operation has not appeared within "
@@ -282,6 +296,29 @@ class _ClientConflation:
 
 _instance: _Metrics | None = None
 _define_lock = threading.Lock()
+
+
+class _ProcessSampler(threading.Thread):
+    """Samples this process's resident memory and CPU time every PROCESS_SAMPLE_SECONDS."""
+
+    def __init__(self, memory: Any, cpu: Any) -> None:
+        super().__init__(name="process-metrics", daemon=True)
+        self.memory, self.cpu = memory, cpu
+
+    def run(self) -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        while True:
+            try:
+                with open("/proc/self/statm") as statm:
+                    self.memory.set(int(statm.read().split()[1]) * page)
+            except (OSError, ValueError, IndexError):
+                pass  # not Linux: memory is not reported
+            times = os.times()
+            self.cpu.set(times.user + times.system)
+            time.sleep(PROCESS_SAMPLE_SECONDS)
+
+
+PROCESS_SAMPLE_SECONDS = 10.0
 
 
 def defined() -> bool:

@@ -335,6 +335,13 @@ def test_gunicorn_workers_are_summed_in_multiprocess_mode(
         pids = worker_pids()
         log = (tmp_path / "gunicorn.log").read_text(errors="replace")
     assert len(pids) >= 2, (pids, log[-2000:])
+    # Each live worker's memory and CPU, a series a pid (no process_* of their own here).
+    memory = {
+        dict(labels)["pid"]: value
+        for (name, labels), value in scrapes[-1].samples.items()
+        if name == "tasksite_process_resident_memory_bytes"
+    }
+    assert len(memory) >= 2 and all(value > 10e6 for value in memory.values()), memory
     for after in scrapes:
 
         def delta(name: str, after=after, **labels: str) -> float:
