@@ -25,7 +25,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from tests.support.servers import ROOT, Daphne, free_port, service_env, wait_http
+from tests.support.servers import ROOT, Daphne, gunicorn, service_env
 
 CONNECT_TIMEOUT = 2
 
@@ -67,39 +67,9 @@ def timed_get(url: str, token: str | None = None) -> tuple[int, Message, dict, f
 
 
 @contextmanager
-def gunicorn(env: dict[str, str], log: Path) -> Iterator[str]:
-    port = free_port()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                "deploy/gunicorn.conf.py",
-                "-w",
-                "1",
-                "-b",
-                f"127.0.0.1:{port}",
-                "tasksite.wsgi:application",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(20)
-
-
-@contextmanager
 def web_server(kind: str, env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     if kind == "gunicorn":
-        with gunicorn(env, tmp_path / "gunicorn.log") as url:
+        with gunicorn(env, tmp_path / "gunicorn.log", workers=1) as url:
             yield url
         return
     server = Daphne(env)

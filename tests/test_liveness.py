@@ -22,6 +22,7 @@ from tests.support.celery_processes import celery_process, env_for, terminal
 from tests.support.servers import database_url, report, service_env
 from tests.support.source_server import source_server
 from tests.support.tcp_proxy import tcp_proxy
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -119,13 +120,6 @@ def proxy():
         yield running
 
 
-def _wait_for(predicate, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def test_a_reporter_rides_out_a_short_outage_and_its_final_state_lands(proxy, tmp_path: Path):
     go = tmp_path / "go"
     env = service_env(DATABASE_URL=_through_proxy(proxy), TRACKER_RETRY_SECONDS="30")
@@ -141,7 +135,11 @@ def test_a_reporter_rides_out_a_short_outage_and_its_final_state_lands(proxy, tm
     result: dict = {}
     thread = threading.Thread(target=lambda: result.update(report(steps, env=env)))
     thread.start()
-    _wait_for(lambda: TaskStatus.objects.filter(operation="get_mpvs", progress_current=1).exists())
+    wait_for(
+        lambda: TaskStatus.objects.filter(operation="get_mpvs", progress_current=1).exists(),
+        20,
+        "the reporter's step",
+    )
     proxy.cut()
     go.touch()
     time.sleep(2)  # the reporter is now retrying its error() against a dead database
@@ -175,7 +173,11 @@ def test_a_reporter_that_gives_up_is_failed_by_the_liveness_bound(proxy, tmp_pat
 
     thread = threading.Thread(target=run)
     thread.start()
-    _wait_for(lambda: TaskStatus.objects.filter(operation="get_mpvs", progress_current=1).exists())
+    wait_for(
+        lambda: TaskStatus.objects.filter(operation="get_mpvs", progress_current=1).exists(),
+        20,
+        "the reporter's step",
+    )
     task_id = str(TaskStatus.objects.get(operation="get_mpvs").task_id)
     proxy.cut()
     go.touch()
@@ -209,7 +211,11 @@ def test_a_worker_job_that_loses_its_database_says_so_not_worker_lost(proxy, set
                 request_id=None,
                 user_label="test",
             )
-            _wait_for(lambda: any("location=L03" in path for _, path in server.requests), 30)
+            wait_for(
+                lambda: any("location=L03" in path for _, path in server.requests),
+                30,
+                "the reporter's step",
+            )
             proxy.cut()
             time.sleep(6)  # the job's next write fails, retries for 1 s and gives up
             proxy.restore()
@@ -235,7 +241,9 @@ def test_a_worker_that_takes_a_job_while_the_database_is_down_runs_it_once_it_is
     with celery_process("worker", env, tmp_path, "ready.") as worker:
         proxy.cut()
         task_id = _launch()
-        _wait_for(lambda: "lease not taken" in _log(worker))  # the claim waits ...
+        wait_for(
+            lambda: "lease not taken" in _log(worker), 20, "the reporter's step"
+        )  # the claim waits ...
         proxy.restore()
         task = terminal(task_id, 60)  # ... and takes the lease once the database is back
     assert task.status == "completed", task.error
@@ -253,7 +261,9 @@ def test_a_worker_whose_database_stays_away_fails_the_job_with_that_reason(
     with celery_process("worker", env, tmp_path, "ready.") as worker:
         proxy.cut()
         task_id = _launch()
-        _wait_for(lambda: "lost its database" in _log(worker))  # the claim gave up
+        wait_for(
+            lambda: "lost its database" in _log(worker), 20, "the reporter's step"
+        )  # the claim gave up
         proxy.restore()
         task = terminal(task_id, 60)
     assert task.status == "failed"
@@ -288,11 +298,15 @@ def test_a_database_that_drops_the_failure_write_too_still_gets_the_reason_recor
             JOB_DATABASE_WAIT_SECONDS="60",
         )
         with celery_process("worker", env, tmp_path, "ready.") as worker:
-            _wait_for(lambda: "lost its database" in _log(worker), 30)
+            wait_for(lambda: "lost its database" in _log(worker), 30, "the reporter's step")
             gave_up = _log(worker).index("lost its database")
             # Two retried writes since: the first try to record the failure gave up
             # (DatabaseUnavailable) before the database "comes back".
-            _wait_for(lambda: _log(worker)[gave_up:].count("database unreachable") >= 2, 30)
+            wait_for(
+                lambda: _log(worker)[gave_up:].count("database unreachable") >= 2,
+                30,
+                "the reporter's step",
+            )
             release.set()
             task = terminal(task_id, 60)
     finally:

@@ -9,16 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 import requests
@@ -29,7 +24,8 @@ from tasks import tracker
 from tasks.live.hub import Hub
 from tasks.live.routes import ALL
 from tasks.live.wire import Update
-from tests.support.servers import ROOT, Daphne, free_port, service_env, wait_http
+from tests.support.servers import Daphne, free_port, gunicorn, service_env
+from tests.support.waiting import wait_for as wait_until
 
 METRICS_TOKEN = "metrics-test-token-" + uuid.uuid4().hex
 
@@ -80,16 +76,6 @@ def exporter_up(port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def wait_until(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # -- the view, in process ---------------------------------------------------------
@@ -248,39 +234,6 @@ def test_daphne_counts_requests_by_route_and_websocket_connections_and_the_hub(d
 
 
 # -- gunicorn ---------------------------------------------------------------------
-
-
-@contextmanager
-def gunicorn(env: dict[str, str], log: Path) -> Iterator[str]:
-    port = free_port()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                str(ROOT / "deploy" / "gunicorn.conf.py"),
-                "--bind",
-                f"127.0.0.1:{port}",
-                "tasksite.wsgi:application",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{base}/healthz", 30)
-        yield base
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_gunicorn_workers_are_summed_in_multiprocess_mode(

@@ -44,10 +44,9 @@ from tests.support.own_services import (
     held_source,
     own_servers,
     reporting,
-    wait_until,
 )
-from tests.support.servers import ROOT, Daphne, report, service_env
-from tests.test_metrics import gunicorn
+from tests.support.servers import ROOT, Daphne, gunicorn, report, service_env
+from tests.support.waiting import wait_for as wait_until
 
 pytestmark = pytest.mark.slow
 

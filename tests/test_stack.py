@@ -21,7 +21,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from websockets.exceptions import ConnectionClosed
 
 from deploy import stack as deploy_stack
 from tests.support.servers import ROOT, report, service_env
+from tests.support.waiting import wait_for
 
 # django_db: pytest-django sets the test database up only for a run that has a test
 # marked so; the tests themselves touch it only through the stack's processes (and
@@ -165,16 +165,6 @@ def _complete(received: bytes) -> bool:
     head, _, body = received.partition(b"\r\n\r\n")
     match = re.search(rb"(?im)^content-length:\s*(\d+)", head)
     return match is not None and len(body) >= int(match.group(1))
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def access_line(stack, request_id: str) -> dict | None:

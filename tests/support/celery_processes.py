@@ -6,9 +6,8 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from django.conf import settings
 
 from tasks.selectors import get_task
 from tests.support.servers import ROOT, service_env
+from tests.support.waiting import wait_for
 
 
 def env_for(queue: str, **extra: str) -> dict[str, str]:
@@ -90,16 +90,6 @@ def celery_process(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def terminal(task_id: str, timeout: float = 60):

@@ -37,19 +37,8 @@ from tests.support.source_server import SourceServer
 
 # How long a held source request waits at most: a test that fails never leaves it hung.
 HOLD_TIMEOUT = 120.0
+
 TERMINAL = ("completed", "completed_with_errors", "failed")
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``condition`` until it returns something true; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.1)
 
 
 # -- servers ------------------------------------------------------------------------

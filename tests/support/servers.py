@@ -136,3 +136,32 @@ def report(steps: list[list], *, env: dict[str, str] | None = None, timeout: flo
     if proc.returncode != 0:
         raise RuntimeError(f"reporter failed: {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@contextlib.contextmanager
+def gunicorn(env: dict[str, str], log: Path, *, workers: int | None = None) -> Iterator[str]:
+    """gunicorn as deploy/systemd/tasksite-web.service runs it (its config file), on a
+    free port; its base URL once /healthz answers, stopped with SIGTERM after."""
+    port = free_port()
+    args = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py")]
+    if workers is not None:
+        args += ["-w", str(workers)]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [*args, "--bind", f"127.0.0.1:{port}", "tasksite.wsgi:application"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{base}/healthz", 30)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
