@@ -3,7 +3,6 @@ test's own, so parallel runs sharing one Redis never take each other's messages.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import uuid
@@ -14,7 +13,7 @@ from pathlib import Path
 from django.conf import settings
 
 from tasks.selectors import get_task
-from tests.support.servers import ROOT, service_env
+from tests.support.servers import ROOT, service_env, stop_process
 from tests.support.waiting import wait_for
 
 
@@ -84,12 +83,7 @@ def celery_process(
         yield proc
     finally:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, 15)
 
 
 def terminal(task_id: str, timeout: float = 60):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from pathlib import Path
 from django.conf import settings
 
 # The tests' free port and wait-for-HTTP: one definition, in deploy/net.py.
+from bench._procs import stop as stop_process
 from deploy.net import free_port as free_port
 from deploy.net import wait_http as wait_http
 
@@ -103,12 +103,7 @@ class Daphne:
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc, 10)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -159,9 +154,4 @@ def gunicorn(env: dict[str, str], log: Path, *, workers: int | None = None) -> I
         wait_http(f"{base}/healthz", 30)
         yield base
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 20)
