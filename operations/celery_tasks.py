@@ -41,6 +41,8 @@ JOB_OPTIONS: dict[str, Any] = {
     "ignore_result": True,
     "max_retries": 0,
 }
+# The alert queue's tasks: their next tries are deferred (_retry_if_undelivered).
+ALERT_OPTIONS: dict[str, Any] = {**JOB_OPTIONS, "max_retries": None}
 
 
 def _run(
@@ -146,11 +148,7 @@ def scheduled_launch(self: Task, operation: str) -> str | None:
 
 @shared_task(
     name="operations.send_alerts",
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=False,
-    ignore_result=True,
-    max_retries=None,
+    **ALERT_OPTIONS,
 )
 def send_alerts(self: Task, task_id: str, event: str = "finished") -> int:
     """Tell the task's alert routes it ended failed or completed_with_errors (once each).
@@ -182,11 +180,7 @@ def send_alerts(self: Task, task_id: str, event: str = "finished") -> int:
 
 @shared_task(
     name="operations.send_alert_summary",
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=False,
-    ignore_result=True,
-    max_retries=None,
+    **ALERT_OPTIONS,
 )
 def send_alert_summary(self: Task, reason: str, held: list[Any] | None = None) -> int:
     """At the end of a throttle window: one alert for the failures it held back.
@@ -207,11 +201,7 @@ def send_alert_summary(self: Task, reason: str, held: list[Any] | None = None) -
 
 @shared_task(
     name="operations.send_watchdog_alert",
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=False,
-    ignore_result=True,
-    max_retries=None,
+    **ALERT_OPTIONS,
 )
 def send_watchdog_alert(
     self: Task, event: str, operation: str, when: float, task_id: str | None = None
@@ -226,11 +216,7 @@ def send_watchdog_alert(
 
 @shared_task(
     name="operations.send_notifications",
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=False,
-    ignore_result=True,
-    max_retries=None,
+    **ALERT_OPTIONS,
 )
 def send_notifications(self: Task, task_id: str) -> int:
     """ "Notify me when it ends": one mail to each user who asked about this task."""

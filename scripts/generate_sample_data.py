@@ -759,20 +759,6 @@ HTML_ERROR = b"<html><body><h1>503 Service Unavailable</h1></body></html>\n"
 
 # The group's tip pools: points per job. Managers and supervisors (Shift Lead) never
 # share (California Labor Code 351); L09 deliberately has no policy.
-# Job titles that count as managers (the policy file's manager_titles, whole words).
-MANAGER_TITLES = (
-    "manager",
-    "mgr",
-    "supervisor",
-    "director",
-    "shift lead",
-    "shift leader",
-    "shiftlead",
-    "gm",
-    "agm",
-    "dm",
-    "owner",
-)
 TIP_POLICIES = {
     "L01": {"Server": "10", "Bartender": "10", "Busser": "5", "Host": "3"},
     "L02": {"Server": "10", "Bartender": "12", "Busser": "4", "Host": "2"},
@@ -1023,7 +1009,6 @@ def generate_tips(
         "note": "Tip pool points per job, by location. Managers and supervisors never share "
         "(California Labor Code 351). Edit and commit this file to change a policy.",
         "pay_period": {"kind": "weekly", "first_day": "monday"},
-        "manager_titles": list(MANAGER_TITLES),
         "policies": {loc_id: {"jobs": jobs} for loc_id, jobs in TIP_POLICIES.items()},
     }
     (folder / "policies.json").write_text(json.dumps(policies, indent=1, sort_keys=True) + "\n")

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.support.smtp_server import smtp_server
 from tests.support.source_server import SAMPLE
 
 
@@ -146,6 +147,22 @@ def sample_sources(settings, tmp_path):
     settings.INVOICE_SOURCE_URL = f"file://{SAMPLE / 'invoices'}"
     settings.ACCOUNTING_TARGET_URL = f"file://{tmp_path / 'accounting'}"
     return tmp_path / "accounting"
+
+
+@pytest.fixture
+def tip_sources(sample_sources, settings):
+    """The sample sources, with the roster and the tip policy of the tips jobs."""
+    settings.ROSTER_SOURCE_URL = f"file://{SAMPLE / 'roster'}"
+    settings.TIP_POLICY_FILE = SAMPLE / "tips" / "policies.json"
+    return sample_sources
+
+
+@pytest.fixture
+def smtp(settings):
+    """A real SMTP server on loopback, Django pointed at it (a module may define its own)."""
+    with smtp_server() as server:
+        server.configure(settings)
+        yield server
 
 
 @pytest.fixture

@@ -41,20 +41,6 @@ BAD_ADDRESSES = {  # sample_data/README.md
 }
 
 
-@pytest.fixture
-def tip_sources(sample_sources, settings):
-    settings.ROSTER_SOURCE_URL = f"file://{SAMPLE / 'roster'}"
-    settings.TIP_POLICY_FILE = SAMPLE / "tips" / "policies.json"
-    return sample_sources
-
-
-@pytest.fixture
-def smtp(settings):
-    with smtp_server() as server:
-        server.configure(settings)
-        yield server
-
-
 def transform(params: dict, locations: list[str]) -> None:
     task = run_job("transform_tips", {**params, "locations": locations})
     assert task.status in ("completed", "completed_with_errors"), task.error

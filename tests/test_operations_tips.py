@@ -36,13 +36,6 @@ BAD = {  # sample_data/README.md: the deliberately bad sales and timeclock files
 POLICIES = json.loads((SAMPLE / "tips" / "policies.json").read_text())["policies"]
 
 
-@pytest.fixture
-def tip_sources(sample_sources, settings):
-    settings.ROSTER_SOURCE_URL = f"file://{SAMPLE / 'roster'}"
-    settings.TIP_POLICY_FILE = SAMPLE / "tips" / "policies.json"
-    return sample_sources
-
-
 # --- The rule again, from the raw files, in integer cents and minutes ---------------
 
 

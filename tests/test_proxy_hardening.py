@@ -14,19 +14,15 @@ import json
 import re
 import socket
 import ssl
-import uuid
 from functools import partial
 
 import pytest
-import redis
 import websockets
-from django.conf import settings
 
 from deploy import stack as deploy_stack
-from tests.support.servers import service_env
+from tests.support.stack import running_stack
 from tests.test_stack import (
     BODY_LIMIT,
-    NEVER,
     USERNAME,
     Reply,
     _complete,
@@ -54,40 +50,10 @@ LIMITS = {
 
 @pytest.fixture(scope="module")
 def stack(django_db_setup, django_db_blocker, tmp_path_factory):
-    if deploy_stack.find_nginx() is None:
-        pytest.fail(deploy_stack.nginx_missing_message())
-    queue = f"test-proxy-{uuid.uuid4().hex[:8]}"
-    env = service_env(
-        CELERY_QUEUE=queue,
-        ALERT_QUEUE=f"{queue}-alerts",
-        BEAT_LOCK_KEY=f"{queue}-beat",
-        VAR_DIR=str(tmp_path_factory.mktemp("proxy-var")),
-        DAILY_SALES_SCHEDULE=NEVER,
-        INVOICE_SYNC_SCHEDULE=NEVER,
-        TRANSFORM_TIPS_SCHEDULE=NEVER,
-        EMAIL_TIPS_SCHEDULE=NEVER,
-        FOOD_HANDLER_PDFS_SCHEDULE=NEVER,
-        FOOD_HANDLER_LINKS_SCHEDULE=NEVER,
-        PURGE_SCHEDULE_SECONDS="3600",
-        **LIMITS,
-    )
-    env.pop("ACCOUNTING_TARGET_URL", None)
-    running = deploy_stack.Stack(env, port=deploy_stack.free_port(), daphnes=1, web_workers=2)
-    try:
-        running.start()
+    with running_stack(
+        "proxy", tmp_path_factory, django_db_blocker, daphnes=1, web_workers=2, **LIMITS
+    ) as running:
         yield running
-    finally:
-        running.stop()
-        running.cleanup()
-        redis.Redis.from_url(settings.REDIS_URL).delete(
-            queue, f"{queue}-beat:lock", f"{queue}-beat:last-run"
-        )
-        with django_db_blocker.unblock():
-            from django.core.management import call_command
-            from django.db import connection
-
-            assert connection.settings_dict["NAME"].startswith("test")
-            call_command("flush", interactive=False, verbosity=0)
 
 
 @pytest.fixture(scope="module")

@@ -14,17 +14,15 @@ import re
 import signal
 import subprocess
 import threading
-import uuid
 from collections.abc import Iterator
 
 import pytest
-import redis
 from django.conf import settings
 
-from deploy import stack as deploy_stack
-from tests.support.servers import ROOT, service_env
+from tests.support.servers import ROOT
 from tests.support.source_server import Handler, SourceServer
-from tests.test_stack import NEVER, USERNAME, request, wait_for
+from tests.support.stack import running_stack
+from tests.test_stack import USERNAME, request, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
 
@@ -66,21 +64,12 @@ def source() -> Iterator[HeldSource]:
 
 @pytest.fixture(scope="module")
 def stack(django_db_setup, django_db_blocker, tmp_path_factory, source):
-    if deploy_stack.find_nginx() is None:
-        pytest.fail(deploy_stack.nginx_missing_message())
-    queue = f"test-rollout-{uuid.uuid4().hex[:8]}"
-    env = service_env(
-        CELERY_QUEUE=queue,
-        ALERT_QUEUE=f"{queue}-alerts",
-        BEAT_LOCK_KEY=f"{queue}-beat",
-        VAR_DIR=str(tmp_path_factory.mktemp("rollout-var")),
-        DAILY_SALES_SCHEDULE=NEVER,
-        INVOICE_SYNC_SCHEDULE=NEVER,
-        TRANSFORM_TIPS_SCHEDULE=NEVER,
-        EMAIL_TIPS_SCHEDULE=NEVER,
-        FOOD_HANDLER_PDFS_SCHEDULE=NEVER,
-        FOOD_HANDLER_LINKS_SCHEDULE=NEVER,
-        PURGE_SCHEDULE_SECONDS="3600",
+    with running_stack(
+        "rollout",
+        tmp_path_factory,
+        django_db_blocker,
+        daphnes=1,
+        web_workers=1,
         TASK_STALE_CHECK_SECONDS="3600",
         # The beat looks for lost workers often: a job cut off would show at once.
         JOB_HEARTBEAT_SECONDS="1",
@@ -88,24 +77,8 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory, source):
         WORKER_LOST_CHECK_SECONDS="1",
         TIMECLOCK_SOURCE_URL=f"{source.base}/timeclock",
         SOURCE_TOKEN=source.token,
-    )
-    env.pop("ACCOUNTING_TARGET_URL", None)
-    running = deploy_stack.Stack(env, port=deploy_stack.free_port(), daphnes=1, web_workers=1)
-    try:
-        running.start()
+    ) as running:
         yield running
-    finally:
-        running.stop()
-        running.cleanup()
-        redis.Redis.from_url(settings.REDIS_URL).delete(
-            queue, f"{queue}-beat:lock", f"{queue}-beat:last-run"
-        )
-        with django_db_blocker.unblock():
-            from django.core.management import call_command
-            from django.db import connection
-
-            assert connection.settings_dict["NAME"].startswith("test")
-            call_command("flush", interactive=False, verbosity=0)
 
 
 @pytest.fixture(scope="module")

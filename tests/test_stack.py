@@ -25,14 +25,14 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-import redis
 import requests
 import websockets
 from django.conf import settings
 from websockets.exceptions import ConnectionClosed
 
 from deploy import stack as deploy_stack
-from tests.support.servers import ROOT, report, service_env
+from tests.support.servers import ROOT, report
+from tests.support.stack import running_stack
 from tests.support.waiting import wait_for
 
 # django_db: pytest-django sets the test database up only for a run that has a test
@@ -43,7 +43,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db]
 
 BODY_LIMIT = 2621440  # Django's DATA_UPLOAD_MAX_MEMORY_SIZE, and nginx's client_max_body_size
 LINE_LIMIT = 8190  # request line and header line, without CRLF (nginx and gunicorn)
-NEVER = "0 0 1 1 *"
 USERNAME, PASSWORD = "stack-runner", "pw-stack-runner"
 METRICS_TOKEN = "stack-metrics-token"
 
@@ -53,46 +52,18 @@ METRICS_TOKEN = "stack-metrics-token"
 
 @pytest.fixture(scope="module")
 def stack(django_db_setup, django_db_blocker, tmp_path_factory):
-    if deploy_stack.find_nginx() is None:
-        pytest.fail(deploy_stack.nginx_missing_message())
-    queue = f"test-stack-{uuid.uuid4().hex[:8]}"
-    env = service_env(
-        CELERY_QUEUE=queue,
-        ALERT_QUEUE=f"{queue}-alerts",
-        BEAT_LOCK_KEY=f"{queue}-beat",
-        VAR_DIR=str(tmp_path_factory.mktemp("stack-var")),
+    with running_stack(
+        "stack",
+        tmp_path_factory,
+        django_db_blocker,
+        daphnes=2,
+        web_workers=2,
         LOG_LEVEL="INFO",
-        # Nothing but what a test asks for runs.
-        DAILY_SALES_SCHEDULE=NEVER,
-        INVOICE_SYNC_SCHEDULE=NEVER,
-        TRANSFORM_TIPS_SCHEDULE=NEVER,
-        EMAIL_TIPS_SCHEDULE=NEVER,
-        FOOD_HANDLER_PDFS_SCHEDULE=NEVER,
-        FOOD_HANDLER_LINKS_SCHEDULE=NEVER,
-        PURGE_SCHEDULE_SECONDS="3600",
         WORKER_LOST_CHECK_SECONDS="3600",
         TASK_STALE_CHECK_SECONDS="3600",
         METRICS_TOKEN=METRICS_TOKEN,
-    )
-    env.pop("ACCOUNTING_TARGET_URL", None)  # under the stack's own VAR_DIR
-    running = deploy_stack.Stack(env, port=deploy_stack.free_port(), daphnes=2, web_workers=2)
-    try:
-        running.start()
+    ) as running:
         yield running
-    finally:
-        running.stop()
-        running.cleanup()
-        redis.Redis.from_url(settings.REDIS_URL).delete(
-            queue, f"{queue}-beat:lock", f"{queue}-beat:last-run"
-        )
-        with django_db_blocker.unblock():
-            # What the stack's processes committed, as a transactional test would leave it
-            # (never anything but a test database).
-            from django.core.management import call_command
-            from django.db import connection
-
-            assert Path(connection.settings_dict["NAME"]).name.startswith("test")
-            call_command("flush", interactive=False, verbosity=0)
 
 
 @pytest.fixture(scope="module")

@@ -44,20 +44,6 @@ PAYROLL = "tips-2025-06-02-2025-06-08.csv"
 ROSTER = json.loads((SAMPLE / "roster" / "employees.json").read_text())["employees"]
 
 
-@pytest.fixture
-def tip_sources(sample_sources, settings):
-    settings.ROSTER_SOURCE_URL = f"file://{SAMPLE / 'roster'}"
-    settings.TIP_POLICY_FILE = SAMPLE / "tips" / "policies.json"
-    return sample_sources
-
-
-@pytest.fixture
-def smtp(settings):
-    with smtp_server() as server:
-        server.configure(settings)
-        yield server
-
-
 def policy_file(tmp_path: Path, name: str = "policies.json", **changes) -> Path:
     """The sample policy with locations' jobs replaced (None: the location's policy
     removed) and top-level keys (``pay_period``, ``manager_titles``) set."""
